@@ -1,0 +1,28 @@
+# Compiler warnings and sanitizer switches shared by every Ferry target.
+add_compile_options(-Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor -Wold-style-cast
+                    -Wcast-align -Woverloaded-virtual -Wimplicit-fallthrough)
+# GCC 12 false alarms, both fixed in later GCC: -Wmissing-field-initializers
+# fires on C++20 designated initializers that leave fields to their defaults,
+# and -Wmaybe-uninitialized fires inside std::variant at -O2.
+if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
+  add_compile_options(-Wno-missing-field-initializers -Wno-maybe-uninitialized)
+endif()
+if(FERRY_WERROR)
+  add_compile_options(-Werror)
+endif()
+
+if(FERRY_ASAN AND FERRY_TSAN)
+  message(FATAL_ERROR "FERRY_ASAN and FERRY_TSAN cannot be combined")
+endif()
+if(FERRY_ASAN)
+  add_compile_options(-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer)
+  add_link_options(-fsanitize=address,undefined)
+endif()
+if(FERRY_TSAN)
+  add_compile_options(-fsanitize=thread -fno-omit-frame-pointer)
+  add_link_options(-fsanitize=thread)
+endif()
+
+# Third-party headers (cpprestsdk, boost, prometheus-cpp) are not ours to fix:
+# mark them as system headers so -Werror only judges Ferry's own code.
+set(CMAKE_NO_SYSTEM_FROM_IMPORTED OFF)

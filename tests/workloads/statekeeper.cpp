@@ -1,0 +1,203 @@
+// statekeeper: the stateful test workload of every checkpoint/restore test
+// (CRIU zdtm style). It fills a memory region with a seeded pattern, keeps a
+// counter, a listening TCP socket and an established loopback connection to
+// itself, and logs a numbered tick every second, so a test can prove after a
+// restore that memory, sockets and logs all carried over. It is built as a
+// static binary so it runs unchanged on the host and inside node images.
+//
+// Protocol (one line in, one line out, on the listening socket):
+//   SUM    -> "sum <hex> expected <hex>"   checksum of the region now / at start
+//   INCR   -> "count <n>"                  increments the in-memory counter
+//   COUNT  -> "count <n>"
+//   LOOP   -> "loop ok" | "loop broken"    sends a byte over the internal
+//                                          established connection and reads it back
+//   PID    -> "pid <pid>"
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cinttypes>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <string>
+
+namespace {
+
+struct Options {
+  uint64_t mem_mib = 64;
+  uint16_t port = 0;
+  const char* port_file = nullptr;
+  uint64_t seed = 42;
+};
+
+[[noreturn]] void fail(const char* what) {
+  std::fprintf(stderr, "statekeeper: %s: %s\n", what, std::strerror(errno));
+  std::exit(1);
+}
+
+// FNV-1a over 64-bit words: cheap, and any flipped byte changes the result.
+uint64_t checksum(const uint64_t* words, size_t n) {
+  uint64_t h = 1469598103934665603ULL;
+  for (size_t i = 0; i < n; ++i) {
+    h ^= words[i];
+    h *= 1099511628211ULL;
+  }
+  return h;
+}
+
+void fill(uint64_t* words, size_t n, uint64_t seed) {
+  uint64_t x = seed | 1;
+  for (size_t i = 0; i < n; ++i) {  // xorshift64: incompressible, seed-determined
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    words[i] = x;
+  }
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto value = [&](const char* name) -> const char* {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "statekeeper: %s needs a value\n", name);
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--mem-mib") {
+      o.mem_mib = std::strtoull(value("--mem-mib"), nullptr, 10);
+    } else if (a == "--port") {
+      o.port = static_cast<uint16_t>(std::strtoul(value("--port"), nullptr, 10));
+    } else if (a == "--port-file") {
+      o.port_file = value("--port-file");
+    } else if (a == "--seed") {
+      o.seed = std::strtoull(value("--seed"), nullptr, 10);
+    } else {
+      std::fprintf(stderr,
+                   "usage: statekeeper [--mem-mib N] [--port P] [--port-file F] [--seed S]\n");
+      std::exit(2);
+    }
+  }
+  return o;
+}
+
+int listen_on(uint16_t port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) fail("socket");
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_ANY);
+  addr.sin_port = htons(port);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) fail("bind");
+  if (listen(fd, 64) < 0) fail("listen");
+  return fd;
+}
+
+uint16_t local_port(int fd) {
+  sockaddr_in addr{};
+  socklen_t len = sizeof addr;
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) < 0) fail("getsockname");
+  return ntohs(addr.sin_port);
+}
+
+// An established loopback TCP connection whose both ends this process holds.
+void self_connection(int listen_fd, int* client, int* server) {
+  *client = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(local_port(listen_fd));
+  if (connect(*client, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) fail("connect");
+  *server = accept(listen_fd, nullptr, nullptr);
+  if (*server < 0) fail("accept");
+}
+
+bool loop_ok(int client, int server) {
+  char out = 'x', in = 0;
+  if (write(client, &out, 1) != 1) return false;
+  pollfd p{server, POLLIN, 0};
+  if (poll(&p, 1, 2000) != 1) return false;
+  return read(server, &in, 1) == 1 && in == out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o = parse(argc, argv);
+  signal(SIGPIPE, SIG_IGN);
+  size_t bytes = o.mem_mib << 20;
+  size_t words = bytes / sizeof(uint64_t);
+  void* mem =
+      mmap(nullptr, bytes ? bytes : 8, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mem == MAP_FAILED) fail("mmap");
+  auto* region = static_cast<uint64_t*>(mem);
+  fill(region, words, o.seed);
+  const uint64_t expected = checksum(region, words);
+
+  int lfd = listen_on(o.port);
+  int loop_client = -1, loop_server = -1;
+  self_connection(lfd, &loop_client, &loop_server);
+  uint16_t port = local_port(lfd);
+  if (o.port_file) {
+    std::string tmp = std::string(o.port_file) + ".tmp";
+    FILE* f = std::fopen(tmp.c_str(), "w");
+    if (!f) fail("port file");
+    std::fprintf(f, "%u\n", port);
+    std::fclose(f);
+    if (rename(tmp.c_str(), o.port_file) < 0) fail("rename port file");
+  }
+  std::printf("statekeeper: pid %d, %" PRIu64 " MiB, port %u, checksum %016" PRIx64 "\n", getpid(),
+              o.mem_mib, port, expected);
+  std::fflush(stdout);
+
+  uint64_t counter = 0, tick = 0;
+  time_t next_tick = time(nullptr) + 1;
+  for (;;) {
+    pollfd p{lfd, POLLIN, 0};
+    int r = poll(&p, 1, 200);
+    if (time(nullptr) >= next_tick) {
+      std::printf("tick %" PRIu64 " count %" PRIu64 "\n", ++tick, counter);
+      std::fflush(stdout);
+      next_tick = time(nullptr) + 1;
+    }
+    if (r <= 0) continue;
+    int c = accept(lfd, nullptr, nullptr);
+    if (c < 0) continue;
+    char buf[64] = {};
+    ssize_t n = 0;
+    pollfd cp{c, POLLIN, 0};
+    if (poll(&cp, 1, 2000) == 1) n = read(c, buf, sizeof buf - 1);
+    std::string cmd(buf, n > 0 ? static_cast<size_t>(n) : 0);
+    while (!cmd.empty() && (cmd.back() == '\n' || cmd.back() == '\r')) cmd.pop_back();
+    char reply[128];
+    if (cmd == "SUM") {
+      std::snprintf(reply, sizeof reply, "sum %016" PRIx64 " expected %016" PRIx64 "\n",
+                    checksum(region, words), expected);
+    } else if (cmd == "INCR") {
+      std::snprintf(reply, sizeof reply, "count %" PRIu64 "\n", ++counter);
+    } else if (cmd == "COUNT") {
+      std::snprintf(reply, sizeof reply, "count %" PRIu64 "\n", counter);
+    } else if (cmd == "LOOP") {
+      std::snprintf(reply, sizeof reply, "loop %s\n",
+                    loop_ok(loop_client, loop_server) ? "ok" : "broken");
+    } else if (cmd == "PID") {
+      std::snprintf(reply, sizeof reply, "pid %d\n", getpid());
+    } else {
+      std::snprintf(reply, sizeof reply, "error unknown command\n");
+    }
+    (void)!write(c, reply, std::strlen(reply));
+    close(c);
+  }
+}
