@@ -7,7 +7,7 @@ fails=0
 expect() { # expect NAME WANT COMMAND...
   local name="$1" want="$2"; shift 2
   local got
-  got="$("$@" 2>&1 | head -3 | tr '\n' ' ')" || true
+  got="$("$@" 2>&1 | head -8 | tr '\n' ' ')" || true
   if [[ "$got" == *"$want"* ]]; then
     printf 'ok    %-26s %s\n' "$name" "$want"
   else

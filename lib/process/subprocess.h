@@ -1,0 +1,74 @@
+// Child processes owned by RAII handles. The agent runs criu and runc, the
+// test fixtures run etcd and kube-apiserver; all of them need the same care:
+// argv without a shell, output to a file or captured, a deadline, a process
+// group so a kill reaches grandchildren, and no child outliving its owner.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "status/status.h"
+
+namespace ferry::process {
+
+struct SpawnOptions {
+  std::vector<std::string> argv;           // argv[0] is looked up in PATH
+  std::map<std::string, std::string> env;  // added to (and overriding) the parent's
+  std::string working_dir;                 // empty: inherit
+  std::string output_file;                 // stdout+stderr appended here; empty: /dev/null
+  bool new_process_group = true;           // so stop() reaches grandchildren
+};
+
+struct Output {
+  int exit_code = -1;  // 128+signal when killed by a signal
+  std::string out;     // stdout
+  std::string err;     // stderr
+};
+
+// A running child. Destroying the handle stops the child (SIGTERM, then
+// SIGKILL after the grace period) and reaps it.
+class Subprocess {
+ public:
+  static Result<Subprocess> spawn(const SpawnOptions& options);
+
+  Subprocess(Subprocess&& other) noexcept;
+  Subprocess& operator=(Subprocess&& other) noexcept;
+  Subprocess(const Subprocess&) = delete;
+  Subprocess& operator=(const Subprocess&) = delete;
+  ~Subprocess();
+
+  pid_t pid() const { return pid_; }
+  bool running();
+  // Sends `sig` to the child (its whole group when it has one).
+  Status signal(int sig);
+  // Waits up to `timeout` for the child to exit; returns its exit status as
+  // from waitpid (use exit_code()), or DeadlineExceeded.
+  Result<int> wait(std::chrono::milliseconds timeout);
+  // SIGTERM, wait up to `grace`, then SIGKILL; always reaps.
+  void stop(std::chrono::milliseconds grace = std::chrono::seconds(5));
+
+ private:
+  friend Result<Output> run(const std::vector<std::string>&, std::chrono::milliseconds,
+                            const std::string&);
+  explicit Subprocess(pid_t pid, bool group) : pid_(pid), group_(group) {}
+  pid_t pid_ = -1;
+  bool group_ = false;
+  std::optional<int> exit_status_;
+};
+
+// Runs a command to completion, capturing stdout and stderr. A command that
+// outlives `timeout` is killed and DeadlineExceeded is returned. A non-zero
+// exit is not an error here: callers decide what an exit code means.
+Result<Output> run(const std::vector<std::string>& argv,
+                   std::chrono::milliseconds timeout = std::chrono::seconds(60),
+                   const std::string& stdin_data = {});
+
+// Decodes a waitpid status: the exit code, or 128+signal.
+int exit_code(int wait_status);
+
+}  // namespace ferry::process

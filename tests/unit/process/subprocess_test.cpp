@@ -1,0 +1,99 @@
+#include "process/subprocess.h"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace ferry::process {
+namespace {
+
+using namespace std::chrono_literals;
+
+TEST(RunTest, CapturesStdoutStderrAndExitCode) {
+  auto r = run({"sh", "-c", "echo out; echo err >&2; exit 3"});
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_EQ(r->out, "out\n");
+  EXPECT_EQ(r->err, "err\n");
+  EXPECT_EQ(r->exit_code, 3);
+}
+
+TEST(RunTest, FeedsStdin) {
+  std::string big(1 << 20, 'x');  // larger than a pipe buffer
+  auto r = run({"wc", "-c"}, 10s, big);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(std::stoul(r->out), big.size());
+}
+
+TEST(RunTest, MissingBinaryExits127) {
+  auto r = run({"/nonexistent/binary"});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->exit_code, 127);
+}
+
+TEST(RunTest, DeadlineKillsTheWholeGroup) {
+  auto start = std::chrono::steady_clock::now();
+  // The grandchild holds stdout open: without a group kill this would hang.
+  auto r = run({"sh", "-c", "sleep 30 & sleep 30"}, 300ms);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kDeadlineExceeded);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 10s);
+}
+
+TEST(RunTest, EmptyArgvIsInvalid) {
+  auto r = run({});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kInvalidArgument);
+}
+
+TEST(SubprocessTest, WritesOutputFileAndReportsExit) {
+  auto dir = std::filesystem::temp_directory_path() / ("ferry-sub-" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  auto log = (dir / "out.log").string();
+  auto p = Subprocess::spawn({.argv = {"sh", "-c", "echo hello $FERRY_X; exit 4"},
+                              .env = {{"FERRY_X", "world"}},
+                              .output_file = log});
+  ASSERT_TRUE(p.ok());
+  auto status = p->wait(10s);
+  ASSERT_TRUE(status.ok());
+  EXPECT_EQ(exit_code(*status), 4);
+  std::ifstream in(log);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  EXPECT_EQ(ss.str(), "hello world\n");
+  std::filesystem::remove_all(dir);
+}
+
+TEST(SubprocessTest, DestructorStopsTheChild) {
+  pid_t pid = -1;
+  {
+    auto p = Subprocess::spawn({.argv = {"sleep", "30"}});
+    ASSERT_TRUE(p.ok());
+    pid = p->pid();
+    EXPECT_TRUE(p->running());
+  }
+  EXPECT_NE(kill(pid, 0), 0);  // gone and reaped
+}
+
+TEST(SubprocessTest, StopEscalatesToKill) {
+  auto p = Subprocess::spawn({.argv = {"sh", "-c", "trap '' TERM; sleep 30"}});
+  ASSERT_TRUE(p.ok());
+  pid_t pid = p->pid();
+  p->stop(200ms);
+  EXPECT_NE(kill(pid, 0), 0);
+}
+
+TEST(SubprocessTest, WaitTimesOut) {
+  auto p = Subprocess::spawn({.argv = {"sleep", "30"}});
+  ASSERT_TRUE(p.ok());
+  auto r = p->wait(50ms);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kDeadlineExceeded);
+}
+
+}  // namespace
+}  // namespace ferry::process
