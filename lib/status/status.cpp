@@ -40,7 +40,7 @@ std::string_view code_name(Code code) {
 
 Status Status::with_context(std::string_view context) const {
   if (ok()) return *this;
-  return {code_, std::string(context) + ": " + message_};
+  return {code_, std::string(context) + ": " + message_, reason_};
 }
 
 std::string Status::to_string() const {

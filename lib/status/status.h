@@ -37,12 +37,18 @@ class [[nodiscard]] Status {
  public:
   Status() = default;
   Status(Code code, std::string message) : code_(code), message_(std::move(message)) {}
+  // `reason` is a machine-readable CamelCase word (the Kubernetes API
+  // Status reason, or a Ferry condition reason such as "PodNotFound").
+  Status(Code code, std::string message, std::string reason)
+      : code_(code), message_(std::move(message)), reason_(std::move(reason)) {}
 
   static Status ok_status() { return {}; }
 
   bool ok() const { return code_ == Code::kOk; }
   Code code() const { return code_; }
   const std::string& message() const { return message_; }
+  // The reason given at construction, else the code's name.
+  std::string reason() const { return reason_.empty() ? std::string(code_name(code_)) : reason_; }
 
   // Prefixes the message with what was being done: "restore pod x: <message>".
   Status with_context(std::string_view context) const;
@@ -52,6 +58,7 @@ class [[nodiscard]] Status {
  private:
   Code code_ = Code::kOk;
   std::string message_;
+  std::string reason_;
 };
 
 inline Status invalid_argument(std::string m) {
