@@ -124,8 +124,10 @@ Result<HttpResponse> Client::send_with_retries(const std::string& verb, HttpRequ
     bool retry = false;
     std::chrono::milliseconds wait{0};
     if (!response.ok()) {
-      // No answer: only a read is safe to repeat blindly.
-      retry = idempotent && response.status().code() == Code::kUnavailable;
+      // No answer: a read is safe to repeat; a write only when it provably
+      // never reached the server.
+      retry = response.status().code() == Code::kUnavailable &&
+              (idempotent || response.status().reason() == kRequestNotSent);
     } else if (retriable_code(response->status)) {
       retry = true;
       wait = retry_after(*response);

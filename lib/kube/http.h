@@ -41,6 +41,10 @@ struct TlsConfig {
   bool insecure_skip_verify = false;
 };
 
+// Status reason of a transport failure where the request provably did not
+// reach the server (nothing was sent, or the write failed): safe to resend.
+inline constexpr std::string_view kRequestNotSent = "RequestNotSent";
+
 class HttpTransport {
  public:
   virtual ~HttpTransport() = default;

@@ -72,9 +72,18 @@ class CpprestTransport final : public HttpTransport {
  private:
   static Status failure(const HttpRequest& request, const std::exception& e) {
     std::string what = e.what();
-    Code code =
-        what.find("timed out") != std::string::npos ? Code::kDeadlineExceeded : Code::kUnavailable;
-    return Status(code, request.method + " " + request.target + ": " + what);
+    std::string message = request.method + " " + request.target + ": " + what;
+    if (what.find("timed out") != std::string::npos) {
+      return Status(Code::kDeadlineExceeded, message);
+    }
+    // The request never fully left this process (connect failed, or a pooled
+    // keep-alive connection the server had closed refused the write), so the
+    // server cannot have acted on it: safe to resend whatever the verb.
+    if (what.find("Failed to connect") != std::string::npos ||
+        what.find("Failed to write request") != std::string::npos) {
+      return Status(Code::kUnavailable, message, std::string(kRequestNotSent));
+    }
+    return Status(Code::kUnavailable, message);
   }
 
   static http::http_request to_cpprest(const HttpRequest& request) {

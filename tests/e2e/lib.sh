@@ -1,0 +1,96 @@
+# Helpers shared by the end-to-end tests on the local cluster: printing what
+# is checked, failing with diagnostics, waiting on conditions with deadlines
+# (never a fixed sleep), and a per-test namespace that is always cleaned up.
+# The cluster's fixed interface (kubeconfig path, node names, fault helpers)
+# comes from hack/cluster/lib.sh.
+# shellcheck shell=bash
+set -euo pipefail
+E2E_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=../../hack/cluster/lib.sh
+source "$E2E_DIR/../../hack/cluster/lib.sh"
+export KUBECONFIG="$KUBECONFIG_PATH"
+
+E2E_NAME="$(basename "$0" .sh)"
+_cleanups=()
+
+check() { printf '\n== check: %s\n' "$*"; }
+ok() { printf 'ok: %s\n' "$*"; }
+fail() {
+  printf 'FAIL: %s\n' "$*"
+  if [[ -n "${E2E_NS:-}" ]]; then
+    echo "--- pods in $E2E_NS"
+    kubectl get pods -n "$E2E_NS" -o wide 2>&1 || true
+    echo "--- events in $E2E_NS"
+    kubectl get events -n "$E2E_NS" --sort-by=.lastTimestamp 2>&1 | tail -20 || true
+  fi
+  echo "--- nodes"
+  kubectl get nodes -o wide 2>&1 || true
+  exit 1
+}
+
+# on_exit CMD: run CMD (a string) when the test exits, last registered first.
+on_exit() { _cleanups=("$1" "${_cleanups[@]}"); }
+_run_cleanups() {
+  local rc=$? c
+  for c in "${_cleanups[@]}"; do eval "$c" >/dev/null 2>&1 || true; done
+  return $rc
+}
+trap _run_cleanups EXIT
+
+# wait_until SECONDS DESCRIPTION COMMAND...: poll COMMAND (quietly) until it
+# succeeds; fail the test when the deadline passes. Prints how long it took.
+wait_until() {
+  local secs="$1" what="$2"
+  shift 2
+  local t0=$SECONDS deadline=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || fail "timed out after ${secs}s waiting for $what"
+    sleep 0.5
+  done
+  ok "$what (after $((SECONDS - t0))s)"
+}
+
+# use_namespace: a fresh namespace for this test, deleted on exit.
+use_namespace() {
+  E2E_NS="e2e-${E2E_NAME//_/-}-$RANDOM"
+  kubectl create namespace "$E2E_NS" >/dev/null
+  # The service account token controller must have made the default SA.
+  wait_until 30 "namespace $E2E_NS ready" kubectl get serviceaccount default -n "$E2E_NS"
+  on_exit "kubectl delete namespace $E2E_NS --wait=false"
+}
+k() { kubectl -n "$E2E_NS" "$@"; }
+
+# ask_from POD HOST PORT REQUEST: one line to the statekeeper at HOST:PORT,
+# sent from inside POD (busybox nc), prints the answer line.
+ask_from() {
+  k exec "$1" -- sh -c "echo $4 | nc -w 5 $2 $3"
+}
+
+# statekeeper_pod NAME NODE: a bare statekeeper pod pinned (by node selector,
+# through the scheduler) to NODE, labelled app=NAME.
+statekeeper_pod() {
+  k apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Pod
+metadata:
+  name: $1
+  labels: {app: $1}
+spec:
+  nodeSelector: {kubernetes.io/hostname: $2}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: statekeeper
+    image: $WORKLOAD_IMAGE
+    imagePullPolicy: Never
+    args: ["--port", "7000", "--mem-mib", "16"]
+    ports: [{containerPort: 7000}]
+    readinessProbe:
+      tcpSocket: {port: 7000}
+      periodSeconds: 1
+EOF
+}
+
+pod_ready() { [[ "$(k get pod "$1" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" == True ]]; }
+node_ready_status() { kubectl get node "$1" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}'; }
+node_is_ready() { [[ "$(node_ready_status "$1")" == True ]]; }
+node_not_ready() { [[ "$(node_ready_status "$1")" != True ]]; }
