@@ -3,22 +3,9 @@
 #include <ctime>
 #include <thread>
 
+#include "kube/event_recorder.h"
+
 namespace ferry::kube {
-namespace {
-
-// RFC 3339 with microseconds, as the Lease's MicroTime fields expect.
-std::string micro_time_now() {
-  timespec ts{};
-  clock_gettime(CLOCK_REALTIME, &ts);
-  tm utc{};
-  gmtime_r(&ts.tv_sec, &utc);
-  char buf[64];
-  size_t n = strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &utc);
-  snprintf(buf + n, sizeof buf - n, ".%06ldZ", ts.tv_nsec / 1000);
-  return buf;
-}
-
-}  // namespace
 
 LeaderElector::LeaderElector(Client& client, LeaderElectionConfig config, Clock& clock)
     : client_(client), config_(std::move(config)), clock_(clock) {}
