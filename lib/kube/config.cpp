@@ -70,11 +70,11 @@ Result<RestConfig> load_kubeconfig(const std::string& path, const std::string& c
     std::string ctx_name = context_name.empty() ? str(root, "current-context") : context_name;
     if (ctx_name.empty()) return invalid_argument("kubeconfig " + path + " has no current-context");
     YAML::Node ctx = find_named(root["contexts"], ctx_name, "context");
-    if (!ctx)
+    if (!ctx || ctx.IsNull())
       return invalid_argument("kubeconfig " + path + ": context " + ctx_name + " not found");
     std::string cluster_name = str(ctx, "cluster");
     YAML::Node cluster = find_named(root["clusters"], cluster_name, "cluster");
-    if (!cluster) {
+    if (!cluster || cluster.IsNull()) {
       return invalid_argument("kubeconfig " + path + ": cluster " + cluster_name + " not found");
     }
     RestConfig cfg;
@@ -91,7 +91,7 @@ Result<RestConfig> load_kubeconfig(const std::string& path, const std::string& c
 
     std::string user_name = str(ctx, "user");
     YAML::Node user = find_named(root["users"], user_name, "user");
-    if (user) {
+    if (user && !user.IsNull()) {
       auto cert = pem_from(user, "client-certificate", dir);
       if (!cert.ok()) return cert.status().with_context("kubeconfig " + path);
       auto key = pem_from(user, "client-key", dir);
