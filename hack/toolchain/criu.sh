@@ -21,7 +21,8 @@ build_criu() {
   log "criu $v: building (cold: ~3 min on 2 cores)"
   local src
   src="$(mktemp -d "$FERRY_CACHE/criu-src.XXXXXX")"
-  trap 'rm -rf "$src"' RETURN
+  # build_criu runs in a $(...) subshell: EXIT also covers die().
+  trap 'rm -rf "$src"' EXIT
   tar -xJf "$FERRY_DOWNLOADS/criu_${v}.orig.tar.xz" -C "$src" --strip-components=1
   local p
   for p in "$here/criu-patches/$v/"*.patch; do
