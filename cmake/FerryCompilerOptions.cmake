@@ -1,15 +1,16 @@
 # Compiler warnings and sanitizer switches shared by every Ferry target.
-add_compile_options(-Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor -Wold-style-cast
-                    -Wcast-align -Woverloaded-virtual -Wimplicit-fallthrough)
+set(FERRY_WARNING_FLAGS -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor -Wold-style-cast
+                        -Wcast-align -Woverloaded-virtual -Wimplicit-fallthrough)
 # GCC 12 false alarms, both fixed in later GCC: -Wmissing-field-initializers
 # fires on C++20 designated initializers that leave fields to their defaults,
 # and -Wmaybe-uninitialized fires inside std::variant at -O2.
 if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
-  add_compile_options(-Wno-missing-field-initializers -Wno-maybe-uninitialized)
+  list(APPEND FERRY_WARNING_FLAGS -Wno-missing-field-initializers -Wno-maybe-uninitialized)
 endif()
 if(FERRY_WERROR)
-  add_compile_options(-Werror)
+  list(APPEND FERRY_WARNING_FLAGS -Werror)
 endif()
+add_compile_options(${FERRY_WARNING_FLAGS})
 
 if(FERRY_ASAN AND FERRY_TSAN)
   message(FATAL_ERROR "FERRY_ASAN and FERRY_TSAN cannot be combined")

@@ -87,86 +87,75 @@ GO
   log "kubernetes $v: ok"
 }
 
+# ensure_tool NAME VERSION STEPS MODULE@VERSION...: when NAME's pin changed,
+# builds it in a fresh throwaway module (go get MODULES, then the STEPS
+# function, run inside the module with bin/ as output). Sets TOOL_DIR.
+ensure_tool() {
+  local name="$1" v="$2" steps="$3"
+  shift 3
+  TOOL_DIR="$FERRY_TOOLS/$name-$v"
+  if ! stamp_ok "$TOOL_DIR" "$v"; then
+    log "$name $v: building"
+    new_module "$TOOL_DIR"
+    (cd "$TOOL_DIR" && quiet go get "$@" && "$steps" "$v")
+    stamp_write "$TOOL_DIR" "$v"
+  fi
+  log "$name $v: ok"
+}
+
+etcd_steps() {
+  CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=pinned" \
+    -o bin/etcd go.etcd.io/etcd/server/v3
+  CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o bin/etcdctl go.etcd.io/etcd/etcdctl/v3
+}
 build_etcd() {
-  local v="$ETCD_VERSION" dir="$FERRY_TOOLS/etcd-$ETCD_VERSION"
-  if ! stamp_ok "$dir" "$v"; then
-    log "etcd $v: building"
-    new_module "$dir"
-    cd "$dir"
-    quiet go get "go.etcd.io/etcd/server/v3@$v" "go.etcd.io/etcd/etcdctl/v3@$v"
-    CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=pinned" \
-      -o bin/etcd go.etcd.io/etcd/server/v3
-    CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o bin/etcdctl go.etcd.io/etcd/etcdctl/v3
-    stamp_write "$dir" "$v"
-  fi
-  link_bin "$dir"/bin/*
-  log "etcd $v: ok"
+  ensure_tool etcd "$ETCD_VERSION" etcd_steps \
+    "go.etcd.io/etcd/server/v3@$ETCD_VERSION" "go.etcd.io/etcd/etcdctl/v3@$ETCD_VERSION"
+  link_bin "$TOOL_DIR"/bin/*
 }
 
+containerd_steps() {
+  local pkg=github.com/containerd/containerd/v2
+  CGO_ENABLED=0 go build -trimpath -tags "no_btrfs no_devmapper no_zfs no_aufs" \
+    -ldflags "-s -w -X $pkg/version.Version=$1 -X $pkg/version.Revision=pinned" -o bin/ \
+    $pkg/cmd/containerd $pkg/cmd/containerd-shim-runc-v2 $pkg/cmd/ctr
+}
 build_containerd() {
-  local v="$CONTAINERD_VERSION" dir="$FERRY_TOOLS/containerd-$CONTAINERD_VERSION"
-  if ! stamp_ok "$dir" "$v"; then
-    log "containerd $v: building"
-    new_module "$dir"
-    cd "$dir"
-    quiet go get "github.com/containerd/containerd/v2@$v"
-    local ld="-s -w -X github.com/containerd/containerd/v2/version.Version=$v -X github.com/containerd/containerd/v2/version.Revision=pinned"
-    CGO_ENABLED=0 go build -trimpath -tags "no_btrfs no_devmapper no_zfs no_aufs" -ldflags "$ld" -o bin/ \
-      github.com/containerd/containerd/v2/cmd/containerd \
-      github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 \
-      github.com/containerd/containerd/v2/cmd/ctr
-    stamp_write "$dir" "$v"
-  fi
-  link_bin "$dir"/bin/*
-  log "containerd $v: ok"
+  ensure_tool containerd "$CONTAINERD_VERSION" containerd_steps \
+    "github.com/containerd/containerd/v2@$CONTAINERD_VERSION"
+  link_bin "$TOOL_DIR"/bin/*
 }
 
+runc_steps() {
+  CGO_ENABLED=1 go build -trimpath -tags "seccomp urfave_cli_no_docs" \
+    -ldflags "-s -w -X main.version=${1#v} -X main.gitCommit=pinned" -o bin/runc \
+    github.com/opencontainers/runc
+}
 build_runc() {
-  local v="$RUNC_VERSION" dir="$FERRY_TOOLS/runc-$RUNC_VERSION"
-  if ! stamp_ok "$dir" "$v"; then
-    log "runc $v: building (with seccomp)"
-    new_module "$dir"
-    cd "$dir"
-    quiet go get "github.com/opencontainers/runc@$v"
-    CGO_ENABLED=1 go build -trimpath -tags "seccomp urfave_cli_no_docs" \
-      -ldflags "-s -w -X main.version=${v#v} -X main.gitCommit=pinned" -o bin/runc github.com/opencontainers/runc
-    stamp_write "$dir" "$v"
-  fi
-  link_bin "$dir"/bin/runc
-  log "runc $v: ok"
+  ensure_tool runc "$RUNC_VERSION" runc_steps "github.com/opencontainers/runc@$RUNC_VERSION"
+  link_bin "$TOOL_DIR"/bin/runc
 }
 
+cni_steps() {
+  local p
+  for p in main/bridge main/loopback main/ptp ipam/host-local meta/portmap; do
+    CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "bin/$(basename $p)" \
+      "github.com/containernetworking/plugins/plugins/$p"
+  done
+}
 build_cni() {
-  local v="$CNI_PLUGINS_VERSION" dir="$FERRY_TOOLS/cni-plugins-$CNI_PLUGINS_VERSION"
-  if ! stamp_ok "$dir" "$v"; then
-    log "cni plugins $v: building"
-    new_module "$dir"
-    cd "$dir"
-    quiet go get "github.com/containernetworking/plugins@$v"
-    local p
-    for p in main/bridge main/loopback main/ptp ipam/host-local meta/portmap; do
-      CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "bin/$(basename $p)" \
-        "github.com/containernetworking/plugins/plugins/$p"
-    done
-    stamp_write "$dir" "$v"
-  fi
-  # CNI plugins are not linked into .cache/bin: they live in the node image.
-  log "cni plugins $v: ok"
+  # Not linked into .cache/bin: the CNI plugins live in the node image.
+  ensure_tool cni-plugins "$CNI_PLUGINS_VERSION" cni_steps \
+    "github.com/containernetworking/plugins@$CNI_PLUGINS_VERSION"
 }
 
+helm_steps() {
+  CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$1" \
+    -o bin/helm helm.sh/helm/v3/cmd/helm
+}
 build_helm() {
-  local v="$HELM_VERSION" dir="$FERRY_TOOLS/helm-$HELM_VERSION"
-  if ! stamp_ok "$dir" "$v"; then
-    log "helm $v: building"
-    new_module "$dir"
-    cd "$dir"
-    quiet go get "helm.sh/helm/v3@$v"
-    CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$v" \
-      -o bin/helm helm.sh/helm/v3/cmd/helm
-    stamp_write "$dir" "$v"
-  fi
-  link_bin "$dir"/bin/helm
-  log "helm $v: ok"
+  ensure_tool helm "$HELM_VERSION" helm_steps "helm.sh/helm/v3@$HELM_VERSION"
+  link_bin "$TOOL_DIR"/bin/helm
 }
 
 tools=("$@")

@@ -3,13 +3,15 @@
 # memory, a counter, a listening TCP socket and an established loopback
 # connection is dumped (and so killed), restored with --tcp-established, and
 # must come back with the same pid, memory checksum, counter, listening port,
-# a working established connection, and a log that continues.
+# a working established connection, and a log that continues; its open file,
+# pipe and socket pair data, thread, timer and child process too (CHECK).
 set -euo pipefail
 statekeeper="$1"
 work="$(mktemp -d)"
 pid=""
 cleanup() {
-  [[ -n "$pid" ]] && kill -9 "$pid" 2>/dev/null || true
+  [[ -n "$pid" ]] && pkill -9 -s "$pid" 2>/dev/null || true
+  [[ -n "$pid" ]] && rm -f "/tmp/statekeeper-$pid"
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -37,6 +39,7 @@ port="$(cat "$work/port")"
 for _ in 1 2 3; do ask INCR >/dev/null; done
 [[ "$(ask COUNT)" == "count 3" ]] || fail "counter before dump"
 [[ "$(ask LOOP)" == "loop ok" ]] || fail "loopback connection before dump"
+[[ "$(ask CHECK)" == "check ok" ]] || fail "files/pipes/sockets/threads/timer/child before dump"
 read -r _ before _ expected <<<"$(ask SUM)"
 [[ "$before" == "$expected" ]] || fail "checksum before dump"
 ticks_before="$(grep -c '^tick' "$work/out.log" || true)"
@@ -45,7 +48,9 @@ mkdir "$work/img"
 criu dump -t "$pid" -D "$work/img" --tcp-established --network-lock nftables \
   -o dump.log -v4 || fail "criu dump"
 wait "$pid" 2>/dev/null || true # the dump killed it; reap it
-kill -0 "$pid" 2>/dev/null && fail "process still running after dump"
+# The dump killed the whole tree; its pids must be free before restore.
+tree_gone() { ! pgrep -s "$pid" >/dev/null; }
+wait_for 10 tree_gone || fail "process tree still running after dump"
 
 criu restore -D "$work/img" --tcp-established --network-lock nftables -d \
   -o restore.log -v4 || fail "criu restore"
@@ -54,6 +59,8 @@ kill -0 "$pid" 2>/dev/null || fail "restored process not running as pid $pid"
 [[ "$(ask PID)" == "pid $pid" ]] || fail "pid after restore"
 [[ "$(ask COUNT)" == "count 3" ]] || fail "counter after restore"
 [[ "$(ask LOOP)" == "loop ok" ]] || fail "established connection after restore"
+check="$(ask CHECK)"
+[[ "$check" == "check ok" ]] || fail "after restore: $check"
 read -r _ after _ expected_after <<<"$(ask SUM)"
 [[ "$after" == "$expected" && "$expected_after" == "$expected" ]] ||
   fail "checksum after restore: $after, want $expected"

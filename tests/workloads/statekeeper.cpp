@@ -12,14 +12,27 @@
 //   LOOP   -> "loop ok" | "loop broken"    sends a byte over the internal
 //                                          established connection and reads it back
 //   PID    -> "pid <pid>"
+//   CHECK  -> "check ok" | "check failed: <what>": every other kind of state
+//             (below) is still intact
+//
+// The other state, created at start: an open file in the container's /tmp
+// with a known offset; a pipe and a unix socket pair each holding unread
+// data; a thread that keeps counting; a periodic timerfd; and a child
+// process (a process tree) with its own memory pattern that answers over a
+// pipe. CHECK verifies them without consuming them (tee, MSG_PEEK, pread).
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cinttypes>
 #include <cstdint>
@@ -28,6 +41,8 @@
 #include <cstring>
 #include <ctime>
 #include <string>
+#include <thread>
+#include <vector>
 
 namespace {
 
@@ -132,6 +147,126 @@ bool loop_ok(int client, int server) {
   return read(server, &in, 1) == 1 && in == out;
 }
 
+constexpr char kFileData[] = "statekeeper-file-0123456789abcdef";
+constexpr off_t kFileOffset = 7;
+constexpr char kPipeData[] = "unread-pipe-data";
+constexpr char kSockData[] = "unread-socket-data";
+
+struct ExtraState {
+  int file = -1;
+  int pipe_r = -1, pipe_w = -1;
+  int sock_a = -1, sock_b = -1;
+  int timer = -1;
+  int child_req = -1, child_resp = -1;  // parent ends of the child's pipes
+  uint64_t child_expected = 0;
+  std::atomic<uint64_t>* thread_counter = nullptr;
+};
+
+// The child: its own pattern memory; answers each request byte with its
+// checksum, so the parent can prove the whole tree came back.
+[[noreturn]] void child_main(int req, int resp, uint64_t seed) {
+  const size_t words = (4u << 20) / sizeof(uint64_t);
+  std::vector<uint64_t> mem(words);
+  fill(mem.data(), words, seed);
+  char c;
+  while (read(req, &c, 1) == 1) {
+    uint64_t sum = checksum(mem.data(), words);
+    if (write(resp, &sum, sizeof sum) != sizeof sum) break;
+  }
+  _exit(0);
+}
+
+ExtraState make_extra_state(uint64_t seed) {
+  ExtraState st;
+  std::string path = "/tmp/statekeeper-" + std::to_string(getpid());
+  st.file = open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (st.file < 0) fail("open state file");
+  if (write(st.file, kFileData, sizeof kFileData) != sizeof kFileData) fail("write state file");
+  lseek(st.file, kFileOffset, SEEK_SET);
+  int p[2];
+  if (pipe(p) < 0) fail("pipe");
+  st.pipe_r = p[0];
+  st.pipe_w = p[1];
+  if (write(st.pipe_w, kPipeData, sizeof kPipeData) != sizeof kPipeData) fail("write pipe");
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0) fail("socketpair");
+  st.sock_a = sv[0];
+  st.sock_b = sv[1];
+  if (write(st.sock_a, kSockData, sizeof kSockData) != sizeof kSockData) fail("write socket");
+  st.timer = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK);
+  itimerspec its{{0, 10'000'000}, {0, 10'000'000}};
+  timerfd_settime(st.timer, 0, &its, nullptr);
+  st.thread_counter = new std::atomic<uint64_t>(0);
+  std::thread([c = st.thread_counter] {
+    for (;;) {
+      c->fetch_add(1);
+      usleep(5000);
+    }
+  }).detach();
+  int req[2], resp[2];
+  if (pipe(req) < 0 || pipe(resp) < 0) fail("child pipes");
+  std::vector<uint64_t> mem((4u << 20) / sizeof(uint64_t));
+  fill(mem.data(), mem.size(), seed + 1);
+  st.child_expected = checksum(mem.data(), mem.size());
+  pid_t child = fork();
+  if (child < 0) fail("fork");
+  if (child == 0) {
+    close(req[1]);
+    close(resp[0]);
+    child_main(req[0], resp[1], seed + 1);
+  }
+  close(req[0]);
+  close(resp[1]);
+  st.child_req = req[1];
+  st.child_resp = resp[0];
+  return st;
+}
+
+std::string check_extra_state(const ExtraState& st) {
+  // File: offset kept, content intact.
+  if (lseek(st.file, 0, SEEK_CUR) != kFileOffset) return "file offset";
+  char fbuf[sizeof kFileData] = {};
+  if (pread(st.file, fbuf, sizeof fbuf, 0) != sizeof fbuf ||
+      std::memcmp(fbuf, kFileData, sizeof fbuf) != 0) {
+    return "file content";
+  }
+  // Pipe: the unread data is still there (tee copies without consuming).
+  int scratch[2];
+  if (pipe(scratch) < 0) return "scratch pipe";
+  ssize_t teed = tee(st.pipe_r, scratch[1], sizeof kPipeData, SPLICE_F_NONBLOCK);
+  char pbuf[sizeof kPipeData] = {};
+  ssize_t got = teed > 0 ? read(scratch[0], pbuf, sizeof pbuf) : -1;
+  close(scratch[0]);
+  close(scratch[1]);
+  if (got != sizeof pbuf || std::memcmp(pbuf, kPipeData, sizeof pbuf) != 0) return "pipe data";
+  // Unix socket pair: the unread data is still queued.
+  char sbuf[sizeof kSockData] = {};
+  if (recv(st.sock_b, sbuf, sizeof sbuf, MSG_PEEK | MSG_DONTWAIT) != sizeof sbuf ||
+      std::memcmp(sbuf, kSockData, sizeof sbuf) != 0) {
+    return "socket data";
+  }
+  // Thread: still counting.
+  uint64_t before = st.thread_counter->load();
+  usleep(50'000);
+  if (st.thread_counter->load() == before) return "thread stopped";
+  // Timer: still firing.
+  uint64_t expirations = 0;
+  usleep(30'000);
+  if (read(st.timer, &expirations, sizeof expirations) != sizeof expirations || expirations == 0) {
+    return "timer";
+  }
+  // Child process: alive, with its memory.
+  char go = 'x';
+  uint64_t sum = 0;
+  if (write(st.child_req, &go, 1) != 1) return "child request";
+  pollfd p{st.child_resp, POLLIN, 0};
+  if (poll(&p, 1, 5000) != 1 || read(st.child_resp, &sum, sizeof sum) != sizeof sum) {
+    return "child answer";
+  }
+  if (sum != st.child_expected) return "child memory";
+  return "";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -146,6 +281,7 @@ int main(int argc, char** argv) {
   fill(region, words, o.seed);
   const uint64_t expected = checksum(region, words);
 
+  ExtraState extra = make_extra_state(o.seed);
   int lfd = listen_on(o.port);
   int loop_client = -1, loop_server = -1;
   self_connection(lfd, &loop_client, &loop_server);
@@ -192,6 +328,10 @@ int main(int argc, char** argv) {
     } else if (cmd == "LOOP") {
       std::snprintf(reply, sizeof reply, "loop %s\n",
                     loop_ok(loop_client, loop_server) ? "ok" : "broken");
+    } else if (cmd == "CHECK") {
+      std::string what = check_extra_state(extra);
+      std::snprintf(reply, sizeof reply, "%s%s\n",
+                    what.empty() ? "check ok" : "check failed: ", what.c_str());
     } else if (cmd == "PID") {
       std::snprintf(reply, sizeof reply, "pid %d\n", getpid());
     } else {

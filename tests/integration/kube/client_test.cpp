@@ -245,9 +245,3 @@ TEST_F(ClientTest, NonResourcePaths) {
 
 }  // namespace
 }  // namespace ferry::testing
-
-int main(int argc, char** argv) {
-  ::testing::InitGoogleTest(&argc, argv);
-  ::testing::AddGlobalTestEnvironment(new ferry::testing::ControlPlaneEnvironment());
-  return RUN_ALL_TESTS();
-}

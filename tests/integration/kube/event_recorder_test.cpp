@@ -50,9 +50,3 @@ TEST(EventRecorderTest, RepeatsAreAggregatedIntoASeries) {
 
 }  // namespace
 }  // namespace ferry::testing
-
-int main(int argc, char** argv) {
-  ::testing::InitGoogleTest(&argc, argv);
-  ::testing::AddGlobalTestEnvironment(new ferry::testing::ControlPlaneEnvironment());
-  return RUN_ALL_TESTS();
-}

@@ -223,9 +223,3 @@ TEST(InformerTest, CompactionForcesARelistThatMissesNothing) {
 
 }  // namespace
 }  // namespace ferry::testing
-
-int main(int argc, char** argv) {
-  ::testing::InitGoogleTest(&argc, argv);
-  ::testing::AddGlobalTestEnvironment(new ferry::testing::ControlPlaneEnvironment());
-  return RUN_ALL_TESTS();
-}

@@ -152,9 +152,3 @@ TEST(LeaderElectionTest, OneLeaderHandoverAndSelfFencing) {
 
 }  // namespace
 }  // namespace ferry::testing
-
-int main(int argc, char** argv) {
-  ::testing::InitGoogleTest(&argc, argv);
-  ::testing::AddGlobalTestEnvironment(new ferry::testing::ControlPlaneEnvironment());
-  return RUN_ALL_TESTS();
-}
