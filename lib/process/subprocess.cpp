@@ -82,8 +82,10 @@ Result<Subprocess> Subprocess::spawn(const SpawnOptions& options) {
   pid_t pid = fork();
   if (pid == 0) {
     exec_child(c_argv.data(), c_env.data(),
-               options.working_dir.empty() ? nullptr : options.working_dir.c_str(), out, in, out,
-               options.new_process_group);
+               options.working_dir.empty() ? nullptr : options.working_dir.c_str(),
+               options.stdout_fd >= 0 ? options.stdout_fd : out,
+               options.stdin_fd >= 0 ? options.stdin_fd : in,
+               options.stderr_fd >= 0 ? options.stderr_fd : out, options.new_process_group);
   }
   int fork_errno = errno;
   close(out);

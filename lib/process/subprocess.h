@@ -22,6 +22,11 @@ struct SpawnOptions {
   std::string working_dir;                 // empty: inherit
   std::string output_file;                 // stdout+stderr appended here; empty: /dev/null
   bool new_process_group = true;           // so stop() reaches grandchildren
+  // Explicit stdio (e.g. pipes the caller reads, as a container shim does);
+  // -1 keeps the defaults above. The caller keeps ownership of these fds.
+  int stdin_fd = -1;
+  int stdout_fd = -1;
+  int stderr_fd = -1;
 };
 
 struct Output {

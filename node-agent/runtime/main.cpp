@@ -1,23 +1,43 @@
 // ferry-runc: the OCI runtime wrapper registered as the `ferry` RuntimeClass
-// handler. Every runtime call passes through to runc unchanged, except
-// `create` of a container marked for restore (DESIGN.md §2).
+// handler. Wiring only; the decisions are in wrapper.cpp (DESIGN.md §2).
+#include <unistd.h>
+
 #include <cstdio>
 #include <string_view>
+#include <vector>
 
-#include "cli/flag_set.h"
+#include "cli/build_info.h"
+#include "runtime/restore_source.h"
+#include "runtime/wrapper.h"
 
 int main(int argc, char** argv) {
-  ferry::cli::FlagSet flags("ferry-runc",
-                            "OCI runtime wrapper: passes calls to runc, restores containers "
-                            "marked for restore with CRIU");
-  // Only --help and --version belong to ferry-runc itself; every other
-  // argument is the runtime's, so only inspect the first one here.
-  if (argc >= 2) {
-    std::string_view first = argv[1];
-    if (first == "--help" || first == "-h" || first == "--version") {
-      return *ferry::cli::parse_or_exit(flags, 2, argv);
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.size() == 1 && (args[0] == "--help" || args[0] == "-h" || args[0] == "--version")) {
+    if (args[0] == "--version") {
+      std::printf("ferry-runc version %s\n", ferry::cli::kVersion);
+    } else {
+      std::printf(
+          "ferry-runc - OCI runtime wrapper: passes every call to the real runtime (runc);\n"
+          "`create` of a container annotated ferry.dev/restore-from becomes a CRIU restore.\n\n"
+          "Usage: ferry-runc [runc global flags] <command> [flags] <container-id>\n"
+          "Config: $FERRY_RUNC_CONFIG or /etc/ferry/ferry-runc.json\n"
+          "  {\"runtime\": \"/usr/local/sbin/runc\", \"snapshotRoot\": "
+          "\"/var/lib/ferry/snapshots\",\n"
+          "   \"stateDir\": \"/run/ferry\"}\n");
     }
+    return 0;
   }
-  std::fputs("ferry-runc: pass-through to the runtime is not implemented yet\n", stderr);
-  return 1;
+  auto config = ferry::runtime::WrapperConfig::load();
+  if (!config.ok()) {
+    std::fprintf(stderr, "ferry-runc: %s\n", config.status().message().c_str());
+    return 1;
+  }
+  auto action = ferry::runtime::plan(*config, args, ferry::runtime::prepare_from_store);
+  if (action.exec_argv.empty()) return action.exit_code;
+  std::vector<char*> c_argv;
+  for (auto& s : action.exec_argv) c_argv.push_back(s.data());
+  c_argv.push_back(nullptr);
+  execvp(c_argv[0], c_argv.data());
+  std::perror(("ferry-runc: cannot run " + action.exec_argv[0]).c_str());
+  return 127;
 }

@@ -1,0 +1,141 @@
+#include "checkpoint/oci_runtime.h"
+
+#include <csignal>
+#include <cstring>
+#include <deque>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "process/subprocess.h"
+
+namespace ferry::checkpoint {
+
+RuncCli::RuncCli(std::string binary, std::string root, std::chrono::milliseconds timeout)
+    : binary_(std::move(binary)), root_(std::move(root)), timeout_(timeout) {}
+
+Status RuncCli::run(const std::string& what, std::vector<std::string> args) {
+  std::vector<std::string> argv = {binary_, "--root", root_};
+  argv.insert(argv.end(), args.begin(), args.end());
+  auto r = process::run(argv, timeout_);
+  if (!r.ok()) return r.status().with_context(what);
+  if (r->exit_code != 0) {
+    std::string err = r->err.empty() ? r->out : r->err;
+    while (!err.empty() && err.back() == '\n') err.pop_back();
+    // runc prints "time=... level=error msg=..." lines; keep the last one.
+    if (auto nl = err.rfind('\n'); nl != std::string::npos) err = err.substr(nl + 1);
+    Code code = err.find("does not exist") != std::string::npos ? Code::kNotFound : Code::kInternal;
+    return Status(code, what + ": " + err);
+  }
+  return {};
+}
+
+Result<ContainerState> RuncCli::state(const std::string& id) {
+  auto r = process::run({binary_, "--root", root_, "state", id}, timeout_);
+  if (!r.ok()) return r.status();
+  if (r->exit_code != 0) {
+    if (r->err.find("does not exist") != std::string::npos) {
+      return not_found("container " + id + " does not exist");
+    }
+    return internal_error("runc state " + id + ": " + r->err);
+  }
+  auto j = nlohmann::json::parse(r->out, nullptr, false);
+  if (j.is_discarded()) return internal_error("runc state " + id + ": output is not JSON");
+  ContainerState s{.id = j.value("id", id),
+                   .pid = j.value("pid", 0),
+                   .status = j.value("status", ""),
+                   .bundle = j.value("bundle", "")};
+  if (j.contains("annotations") && j["annotations"].is_object()) {
+    for (const auto& [k, v] : j["annotations"].items()) {
+      if (v.is_string()) s.annotations[k] = v.get<std::string>();
+    }
+  }
+  return s;
+}
+
+Status RuncCli::pause(const std::string& id) {
+  return run("pause " + id, {"pause", id});
+}
+Status RuncCli::resume(const std::string& id) {
+  return run("resume " + id, {"resume", id});
+}
+
+Status RuncCli::kill_all(const std::string& id, int signal) {
+  return run("kill " + id, {"kill", "--all", id, std::to_string(signal)});
+}
+
+Status RuncCli::remove(const std::string& id, bool force) {
+  std::vector<std::string> args = {"delete"};
+  if (force) args.emplace_back("--force");
+  args.push_back(id);
+  return run("delete " + id, args);
+}
+
+std::vector<std::string> RuncCli::checkpoint_argv(const std::string& id,
+                                                  const CheckpointOptions& o) const {
+  std::vector<std::string> argv = {binary_,      "--root",       root_,
+                                   "checkpoint", "--image-path", o.image_dir};
+  if (!o.work_dir.empty()) argv.insert(argv.end(), {"--work-path", o.work_dir});
+  if (o.leave_running) argv.emplace_back("--leave-running");
+  if (o.tcp == TcpMode::kEstablished) argv.emplace_back("--tcp-established");
+  if (o.pre_dump) argv.emplace_back("--pre-dump");
+  if (!o.parent_dir.empty()) argv.insert(argv.end(), {"--parent-path", o.parent_dir});
+  if (o.lazy_pages) argv.emplace_back("--lazy-pages");
+  if (!o.page_server.empty()) argv.insert(argv.end(), {"--page-server", o.page_server});
+  if (o.status_fd >= 0) argv.insert(argv.end(), {"--status-fd", std::to_string(o.status_fd)});
+  // Cgroups belong to the new container's config on restore, not to the image.
+  argv.insert(argv.end(), {"--manage-cgroups-mode", "ignore"});
+  argv.push_back(id);
+  return argv;
+}
+
+Status RuncCli::checkpoint(const std::string& id, const CheckpointOptions& options) {
+  auto argv = checkpoint_argv(id, options);
+  auto r = process::run(argv, timeout_);
+  if (!r.ok()) return r.status().with_context("checkpoint " + id);
+  if (r->exit_code != 0) {
+    std::string log = (options.work_dir.empty() ? options.image_dir : options.work_dir) +
+                      (options.pre_dump ? "/pre-dump.log" : "/dump.log");
+    return Status(Code::kInternal, "checkpoint " + id + " failed: " + criu_log_excerpt(log),
+                  "CheckpointFailed");
+  }
+  return {};
+}
+
+std::vector<std::string> RuncCli::restore_argv(const std::string& id, const RestoreOptions& o,
+                                               const std::vector<std::string>& global_flags) const {
+  std::vector<std::string> argv = {binary_};
+  argv.insert(argv.end(), global_flags.begin(), global_flags.end());
+  argv.insert(argv.end(), {"restore", "--bundle", o.bundle, "--image-path", o.image_dir});
+  if (!o.work_dir.empty()) argv.insert(argv.end(), {"--work-path", o.work_dir});
+  if (!o.pid_file.empty()) argv.insert(argv.end(), {"--pid-file", o.pid_file});
+  if (!o.console_socket.empty()) argv.insert(argv.end(), {"--console-socket", o.console_socket});
+  if (o.detach) argv.emplace_back("--detach");
+  if (o.lazy_pages) argv.emplace_back("--lazy-pages");
+  if (o.tcp == TcpMode::kEstablished) argv.emplace_back("--tcp-established");
+  argv.insert(argv.end(), {"--manage-cgroups-mode", "ignore"});
+  argv.push_back(id);
+  return argv;
+}
+
+std::string criu_log_excerpt(const std::string& log_path, size_t lines) {
+  std::ifstream in(log_path);
+  if (!in) return "(no CRIU log at " + log_path + ")";
+  std::deque<std::string> errors, tail;
+  std::string line;
+  while (std::getline(in, line)) {
+    // The RLIMIT_NOFILE warning is expected without CAP_SYS_RESOURCE.
+    if (line.find("Error") != std::string::npos &&
+        line.find("RLIMIT_NOFILE") == std::string::npos) {
+      errors.push_back(line);
+      if (errors.size() > lines) errors.pop_front();
+    }
+    tail.push_back(line);
+    if (tail.size() > lines) tail.pop_front();
+  }
+  const auto& chosen = errors.empty() ? tail : errors;
+  std::string out;
+  for (const auto& l : chosen) out += (out.empty() ? "" : " | ") + l;
+  return out;
+}
+
+}  // namespace ferry::checkpoint

@@ -1,0 +1,70 @@
+// The logic of ferry-runc, the OCI runtime wrapper behind the `ferry`
+// RuntimeClass (DESIGN.md §2). Every runtime call passes through to the real
+// runtime unchanged (by exec, so fds, stdio and exit codes are the
+// runtime's own), with two exceptions:
+//   - `create` of a container whose spec carries ferry.dev/restore-from
+//     becomes a CRIU restore (`runc restore --detach`) into the new bundle,
+//     after the snapshot is verified against this pod and the rootfs diff is
+//     applied; the following `start` then succeeds without doing anything,
+//     because the restored process is already running;
+//   - every `create` gets a per-container CRIU configuration file
+//     (org.criu.config annotation), through which the agent chooses
+//     checkpoint options runc has no flags for (tcp-close).
+// A refused restore exits non-zero with one clear line in the runtime log
+// the shim reads, and nothing is left running.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "runtime/runc_args.h"
+#include "status/status.h"
+
+namespace ferry::runtime {
+
+struct WrapperConfig {
+  std::string runtime = "runc";  // the real runtime: path or name in PATH
+  std::string snapshot_root = "/var/lib/ferry/snapshots";
+  std::string state_dir = "/run/ferry";  // markers, CRIU configs, restore logs
+  // Loads $FERRY_RUNC_CONFIG, else /etc/ferry/ferry-runc.json, else defaults.
+  static Result<WrapperConfig> load();
+};
+
+// Who is being restored, from the new container's OCI annotations.
+struct RestoreRequest {
+  std::string migration_uid;
+  std::string pod_namespace;
+  std::string pod_name;
+  std::string pod_uid;
+  std::string container_name;
+  std::string rootfs;  // absolute path of the new bundle's rootfs
+};
+
+struct PreparedRestore {
+  std::string image_dir;         // verified CRIU images
+  bool tcp_established = false;  // how the snapshot's TCP connections were dumped
+  bool lazy_pages = false;
+};
+
+// Verifies the snapshot for `request` (binding, checksums) and applies its
+// rootfs diff; returns where the images are. Injected for tests.
+using RestorePreparer =
+    std::function<Result<PreparedRestore>(const WrapperConfig&, const RestoreRequest&)>;
+
+// What main() should do: exec `argv`, or exit with `exit_code` at once.
+struct Action {
+  std::vector<std::string> exec_argv;
+  int exit_code = 0;
+};
+
+// Decides, performing the side effects a decision needs (markers, CRIU
+// config files, spec annotations, snapshot preparation).
+Action plan(const WrapperConfig& config, const std::vector<std::string>& args,
+            const RestorePreparer& prepare);
+
+// Writes one error line in the runtime log format the shim expects
+// (--log FILE, --log-format json|text) and to stderr.
+void report_error(const RuncArgs& args, const std::string& message);
+
+}  // namespace ferry::runtime

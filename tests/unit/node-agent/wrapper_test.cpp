@@ -1,0 +1,188 @@
+#include "runtime/wrapper.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "runtime/runc_args.h"
+
+namespace ferry::runtime {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+TEST(RuncArgsTest, ContainerdShimCreate) {
+  // The argv go-runc builds for containerd's runc shim.
+  auto a = parse_runc_args({"--root", "/run/containerd/runc/k8s.io", "--log", "/run/b/log.json",
+                            "--log-format", "json", "create", "--bundle", "/run/b", "--pid-file",
+                            "/run/b/init.pid", "--console-socket", "/tmp/pty.sock", "abc123"});
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->root, "/run/containerd/runc/k8s.io");
+  EXPECT_EQ(a->log, "/run/b/log.json");
+  EXPECT_EQ(a->log_format, "json");
+  EXPECT_EQ(a->command, "create");
+  EXPECT_EQ(a->bundle, "/run/b");
+  EXPECT_EQ(a->pid_file, "/run/b/init.pid");
+  EXPECT_EQ(a->console_socket, "/tmp/pty.sock");
+  EXPECT_EQ(a->container_id, "abc123");
+  EXPECT_EQ(a->global_flags.size(), 6u);
+}
+
+TEST(RuncArgsTest, EqualsFormsKillAndExec) {
+  auto kill = parse_runc_args({"--root=/r", "kill", "--all", "abc", "9"});
+  ASSERT_TRUE(kill.ok());
+  EXPECT_EQ(kill->root, "/r");
+  EXPECT_EQ(kill->container_id, "abc");
+  auto exec = parse_runc_args(
+      {"exec", "--process", "/tmp/p.json", "--detach", "--pid-file", "/tmp/p.pid", "abc"});
+  ASSERT_TRUE(exec.ok());
+  EXPECT_EQ(exec->container_id, "abc");
+  auto version = parse_runc_args({"--version"});
+  ASSERT_TRUE(version.ok());
+  EXPECT_TRUE(version->command.empty());
+  EXPECT_FALSE(parse_runc_args({"--root"}).ok());
+}
+
+class WrapperTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("ferry-wrapper-" + std::to_string(getpid()));
+    fs::create_directories(dir_ / "bundle/rootfs");
+    config_.runtime = "/usr/bin/true-runc";
+    config_.state_dir = (dir_ / "state").string();
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  void write_spec(const json& annotations) {
+    json spec = {
+        {"ociVersion", "1.2.0"}, {"root", {{"path", "rootfs"}}}, {"annotations", annotations}};
+    std::ofstream(dir_ / "bundle/config.json") << spec.dump();
+  }
+  json read_spec() {
+    std::ifstream in(dir_ / "bundle/config.json");
+    return json::parse(in);
+  }
+  std::vector<std::string> create_args() {
+    return {"--root",
+            "/run/r",
+            "--log",
+            (dir_ / "log.json").string(),
+            "--log-format",
+            "json",
+            "create",
+            "--bundle",
+            (dir_ / "bundle").string(),
+            "--pid-file",
+            (dir_ / "init.pid").string(),
+            "c1"};
+  }
+  fs::path dir_;
+  WrapperConfig config_;
+  int prepare_calls_ = 0;
+  RestorePreparer ok_preparer() {
+    return [this](const WrapperConfig&, const RestoreRequest& r) -> Result<PreparedRestore> {
+      ++prepare_calls_;
+      last_request_ = r;
+      return PreparedRestore{.image_dir = "/snap/m1/app"};
+    };
+  }
+  RestoreRequest last_request_;
+};
+
+TEST_F(WrapperTest, OrdinaryCallsPassThroughUnchanged) {
+  auto action = plan(config_, {"--root", "/r", "state", "c1"}, ok_preparer());
+  EXPECT_EQ(action.exec_argv,
+            (std::vector<std::string>{"/usr/bin/true-runc", "--root", "/r", "state", "c1"}));
+  EXPECT_EQ(prepare_calls_, 0);
+}
+
+TEST_F(WrapperTest, PlainCreatePassesThroughWithACriuConfig) {
+  write_spec({{"io.kubernetes.cri.container-name", "app"}});
+  auto args = create_args();
+  auto action = plan(config_, args, ok_preparer());
+  std::vector<std::string> expected = {"/usr/bin/true-runc"};
+  expected.insert(expected.end(), args.begin(), args.end());
+  EXPECT_EQ(action.exec_argv, expected);
+  EXPECT_EQ(prepare_calls_, 0);
+  std::string conf = read_spec()["annotations"]["org.criu.config"];
+  EXPECT_EQ(conf, config_.state_dir + "/criu/c1.conf");
+  std::ifstream in(conf);
+  std::string line;
+  std::getline(in, line);
+  EXPECT_EQ(line, "tcp-close");
+}
+
+TEST_F(WrapperTest, AnnotatedCreateBecomesRestoreAndStartIsANoOp) {
+  write_spec({{"ferry.dev/restore-from", "m-1"},
+              {"io.kubernetes.cri.container-name", "app"},
+              {"io.kubernetes.cri.sandbox-namespace", "ns"},
+              {"io.kubernetes.cri.sandbox-name", "pod-a"},
+              {"io.kubernetes.cri.sandbox-uid", "uid-a"}});
+  auto action = plan(config_, create_args(), ok_preparer());
+  ASSERT_EQ(prepare_calls_, 1);
+  EXPECT_EQ(last_request_.migration_uid, "m-1");
+  EXPECT_EQ(last_request_.pod_namespace, "ns");
+  EXPECT_EQ(last_request_.pod_name, "pod-a");
+  EXPECT_EQ(last_request_.pod_uid, "uid-a");
+  EXPECT_EQ(last_request_.container_name, "app");
+  EXPECT_EQ(last_request_.rootfs, (dir_ / "bundle/rootfs").string());
+  const auto& argv = action.exec_argv;
+  ASSERT_GE(argv.size(), 10u);
+  EXPECT_EQ(argv[0], "/usr/bin/true-runc");
+  EXPECT_EQ(std::vector<std::string>(argv.begin() + 1, argv.begin() + 7),
+            (std::vector<std::string>{"--root", "/run/r", "--log", (dir_ / "log.json").string(),
+                                      "--log-format", "json"}));
+  EXPECT_EQ(argv[7], "restore");
+  EXPECT_NE(std::find(argv.begin(), argv.end(), "--detach"), argv.end());
+  EXPECT_NE(std::find(argv.begin(), argv.end(), "/snap/m1/app"), argv.end());
+  EXPECT_NE(std::find(argv.begin(), argv.end(), (dir_ / "init.pid").string()), argv.end());
+  EXPECT_EQ(argv.back(), "c1");
+
+  auto start = plan(config_, {"--root", "/run/r", "start", "c1"}, ok_preparer());
+  EXPECT_TRUE(start.exec_argv.empty());
+  EXPECT_EQ(start.exit_code, 0);
+  auto start_again = plan(config_, {"--root", "/run/r", "start", "c1"}, ok_preparer());
+  EXPECT_FALSE(start_again.exec_argv.empty()) << "the marker is consumed by the first start";
+}
+
+TEST_F(WrapperTest, SandboxContainersAreNeverRestored) {
+  write_spec({{"ferry.dev/restore-from", "m-1"}, {"io.kubernetes.cri.container-type", "sandbox"}});
+  auto action = plan(config_, create_args(), ok_preparer());
+  EXPECT_EQ(prepare_calls_, 0);
+  EXPECT_EQ(action.exec_argv[7], "create");
+}
+
+TEST_F(WrapperTest, RefusedRestoreFailsWithOneClearLogLine) {
+  write_spec({{"ferry.dev/restore-from", "m-1"}, {"io.kubernetes.cri.container-name", "app"}});
+  auto refuse = [](const WrapperConfig&, const RestoreRequest&) -> Result<PreparedRestore> {
+    return Status(Code::kFailedPrecondition, "snapshot is bound to pod other/x",
+                  "SnapshotBindingMismatch");
+  };
+  auto action = plan(config_, create_args(), refuse);
+  EXPECT_TRUE(action.exec_argv.empty());
+  EXPECT_EQ(action.exit_code, 1);
+  std::ifstream log(dir_ / "log.json");
+  std::string line;
+  ASSERT_TRUE(std::getline(log, line));
+  auto entry = json::parse(line);
+  EXPECT_EQ(entry["level"], "error");
+  EXPECT_EQ(entry["msg"],
+            "ferry-runc: restore of container c1 refused: snapshot is bound to pod other/x");
+  EXPECT_FALSE(fs::exists(config_.state_dir + "/restored/c1"));
+}
+
+TEST_F(WrapperTest, DeleteCleansUp) {
+  write_spec({{"ferry.dev/restore-from", "m-1"}});
+  (void)plan(config_, create_args(), ok_preparer());
+  ASSERT_TRUE(fs::exists(config_.state_dir + "/restored/c1"));
+  auto del = plan(config_, {"delete", "--force", "c1"}, ok_preparer());
+  EXPECT_EQ(del.exec_argv.back(), "c1");
+  EXPECT_FALSE(fs::exists(config_.state_dir + "/restored/c1"));
+  EXPECT_FALSE(fs::exists(config_.state_dir + "/criu/c1.conf"));
+}
+
+}  // namespace
+}  // namespace ferry::runtime
