@@ -95,9 +95,13 @@ Status CheckpointEngine::kill_frozen(const std::string& id, std::chrono::seconds
                   "NotFrozen");
   }
   // SIGKILL is queued for frozen tasks and acted on in the kernel on thaw,
-  // before any return to user space.
+  // before any return to user space. (runc's `kill --all` itself freezes,
+  // signals and thaws on cgroup v1; on v2 it uses cgroup.kill. Thaw here
+  // only if the runtime left the cgroup frozen.)
   FERRY_RETURN_IF_ERROR(runtime_.kill_all(id, SIGKILL));
-  FERRY_RETURN_IF_ERROR(runtime_.resume(id));
+  if (auto after = runtime_.state(id); after.ok() && after->status == "paused") {
+    FERRY_RETURN_IF_ERROR(runtime_.resume(id));
+  }
   auto deadline = Clock::now() + timeout;
   while (Clock::now() < deadline) {
     auto s = runtime_.state(id);

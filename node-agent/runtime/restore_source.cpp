@@ -1,15 +1,38 @@
 #include "runtime/restore_source.h"
 
-#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "rootfs/diff.h"
+#include "store/snapshot_store.h"
 
 namespace ferry::runtime {
 
 Result<PreparedRestore> prepare_from_store(const WrapperConfig& config,
                                            const RestoreRequest& request) {
-  std::string dir =
-      config.snapshot_root + "/" + request.migration_uid + "/" + request.container_name;
-  if (!std::filesystem::exists(dir)) return not_found("no snapshot at " + dir);
-  return PreparedRestore{.image_dir = dir};
+  store::SnapshotStore snapshots(config.snapshot_root);
+  store::Binding expected{.namespace_name = request.pod_namespace,
+                          .pod_name = request.pod_name,
+                          .pod_uid = request.pod_uid,
+                          .container_name = request.container_name,
+                          .migration_uid = request.migration_uid};
+  // Every byte is checked: a corrupted image restores a process with wrong
+  // memory, which is worse than no restore at all.
+  auto snapshot =
+      snapshots.open(request.migration_uid, request.container_name, expected, store::Verify::kFull);
+  if (!snapshot.ok()) return snapshot.status();
+  auto applied =
+      rootfs::apply_diff(snapshot->dir + "/" + std::string(kRootfsDiffDir), request.rootfs);
+  if (!applied.ok()) return applied.status().with_context("apply rootfs diff");
+  PreparedRestore prepared{.image_dir = snapshot->dir};
+  // How the source dumped, so the restore matches (verified with the rest).
+  std::ifstream in(snapshot->dir + "/" + std::string(kRestoreOptionsFile));
+  auto options = nlohmann::json::parse(in, nullptr, false);
+  if (!options.is_discarded() && options.is_object()) {
+    prepared.tcp_established = options.value("tcpEstablished", false);
+    prepared.lazy_pages = options.value("lazyPages", false);
+  }
+  return prepared;
 }
 
 }  // namespace ferry::runtime

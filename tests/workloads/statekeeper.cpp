@@ -272,6 +272,9 @@ std::string check_extra_state(const ExtraState& st) {
 int main(int argc, char** argv) {
   Options o = parse(argc, argv);
   signal(SIGPIPE, SIG_IGN);
+  // Fork the child first, so it does not inherit (and CRIU dump twice) the
+  // big region.
+  ExtraState extra = make_extra_state(o.seed);
   size_t bytes = o.mem_mib << 20;
   size_t words = bytes / sizeof(uint64_t);
   void* mem =
@@ -281,7 +284,6 @@ int main(int argc, char** argv) {
   fill(region, words, o.seed);
   const uint64_t expected = checksum(region, words);
 
-  ExtraState extra = make_extra_state(o.seed);
   int lfd = listen_on(o.port);
   int loop_client = -1, loop_server = -1;
   self_connection(lfd, &loop_client, &loop_server);

@@ -58,17 +58,5 @@ TEST(CriuFeaturesTest, ModeNames) {
   EXPECT_EQ(parse_mode("Warm").status().code(), Code::kInvalidArgument);
 }
 
-TEST(CriuFeaturesTest, RealCriuOnThisMachine) {
-  // Reports, and checks consistency with the mode rules; never skipped.
-  const char* bin = std::getenv("FERRY_TOOL_BIN");
-  std::string criu = bin ? std::string(bin) + "/criu" : "criu";
-  auto f = detect_criu_features(criu);
-  ASSERT_TRUE(f.ok()) << f.status().to_string();
-  std::printf("criu %s: check=%d mem_dirty_track=%d uffd=%d uffd-noncoop=%d\n",
-              f->criu_version.c_str(), f->check_passed, f->mem_dirty_track, f->uffd,
-              f->uffd_noncoop);
-  EXPECT_EQ(check_mode_supported(Mode::kPreCopy, *f).ok(), f->check_passed && f->mem_dirty_track);
-}
-
 }  // namespace
 }  // namespace ferry::checkpoint

@@ -1,0 +1,173 @@
+// The snapshot store: where a checkpoint waits, on storage every node can
+// see, between the source's dump and the target's restore. A snapshot must
+// either be complete and checked or not exist at all, because a restore from
+// a half-written or corrupted image set brings back a process with wrong
+// memory. So a writer fills a private staging directory (CRIU dumps straight
+// into it), publish() hashes and fsyncs everything, writes the manifest and
+// renames the directory into place in one step; a reader verifies sizes,
+// checksums and the pod binding before anything is used. Snapshots hold
+// process memory (secrets included), so everything is root-only. Cleanup is
+// by age and total size, and never touches a snapshot that a writer, reader
+// or restore in any process is using: those hold flock(2) locks.
+//
+// Layout under the root:
+//   <root>/<migration-uid>/<container>/   published: CRIU images, rootfs diff, manifest.json
+//   <root>/.staging/<random>/             being written (flock LOCK_EX by its writer)
+//   <root>/.trash/<random>/               being deleted
+// Locking: a reader or publishing writer holds LOCK_SH on <root>/<migration-uid>;
+// removal takes LOCK_EX without waiting, renames the directory to .trash,
+// then deletes it. flock works on local filesystems and NFSv4; on NFS it is
+// emulated with byte-range locks, which also works across nodes.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "status/status.h"
+#include "store/manifest.h"
+
+namespace ferry::store {
+
+struct StoreOptions {
+  unsigned hash_threads = 0;  // 0: one per CPU
+  // Wall clock for manifest `created` and retention ages; tests fake it.
+  std::function<std::chrono::system_clock::time_point()> now = [] {
+    return std::chrono::system_clock::now();
+  };
+};
+
+// A held flock on a snapshot's migration directory; releasing it (by
+// destruction) lets retention remove the snapshot again.
+class SnapshotLease {
+ public:
+  SnapshotLease() = default;
+  explicit SnapshotLease(int fd) : fd_(fd) {}
+  SnapshotLease(SnapshotLease&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  SnapshotLease& operator=(SnapshotLease&& other) noexcept;
+  SnapshotLease(const SnapshotLease&) = delete;
+  SnapshotLease& operator=(const SnapshotLease&) = delete;
+  ~SnapshotLease();
+
+  bool held() const { return fd_ >= 0; }
+
+ private:
+  int fd_ = -1;
+};
+
+// A snapshot that passed verification. Keep it alive while its files are in
+// use (the restore): retention will not remove it meanwhile.
+struct VerifiedSnapshot {
+  std::string dir;
+  Manifest manifest;
+  SnapshotLease lease;
+};
+
+enum class Verify {
+  kSizes,  // manifest, binding, file list and sizes: milliseconds, catches truncation
+  kFull,   // and SHA-256 of every byte: catches corruption, costs a read of everything
+};
+
+// One snapshot being written. Not thread-safe; one owner.
+class SnapshotWriter {
+ public:
+  SnapshotWriter(const SnapshotWriter&) = delete;
+  SnapshotWriter& operator=(const SnapshotWriter&) = delete;
+  // Removes the staging directory unless publish() succeeded.
+  ~SnapshotWriter();
+
+  // The private staging directory (mode 0700). CRIU's --images-dir; other
+  // producers may write regular files and subdirectories here too.
+  const std::string& dir() const { return dir_; }
+  const SnapshotMeta& meta() const { return meta_; }
+
+  // Creates `rel_path` (O_EXCL, 0600, parents 0700) with `data`, hashing it
+  // as it is written so publish() does not read it again.
+  Status add_file(const std::string& rel_path, std::string_view data);
+  // Same with the content of the file `source`, copied in one pass.
+  Status add_file_from(const std::string& rel_path, const std::string& source);
+
+  // Hashes and fsyncs every file, writes manifest.json, and renames the
+  // directory to <root>/<migration-uid>/<container>/. AlreadyExists (reason
+  // SnapshotExists) when that exists; ResourceExhausted (reason
+  // SnapshotStoreFull) on a full disk. On any failure the staging directory
+  // is gone and nothing was published. Once only.
+  Result<Manifest> publish();
+
+ private:
+  friend class SnapshotStore;
+  SnapshotWriter(std::string root, StoreOptions options, SnapshotMeta meta, std::string dir,
+                 int lock_fd);
+  Result<Manifest> publish_steps(bool* created_parent);
+  Status add_file_impl(const std::string& rel_path, int source_fd, std::string_view data);
+
+  std::string root_;
+  StoreOptions options_;
+  SnapshotMeta meta_;
+  std::string dir_;
+  SnapshotLease staging_lock_;
+  bool done_ = false;                // published, or failed and cleaned up
+  std::vector<ManifestFile> added_;  // hashed by add_file*
+};
+
+struct RetentionPolicy {
+  // Published snapshots, and abandoned staging directories, older than this go.
+  std::chrono::seconds max_age{std::chrono::hours(24 * 7)};
+  // Then the oldest published migrations go until the rest fit.
+  std::uint64_t max_total_bytes = UINT64_MAX;
+};
+
+struct RetentionReport {
+  struct Removed {
+    std::string migration_uid;
+    std::uint64_t bytes = 0;
+    std::string why;  // "age" or "size"
+  };
+  std::vector<Removed> removed;
+  std::vector<std::string> in_use;  // would have gone, but were locked
+  std::uint64_t staging_removed = 0;
+  std::uint64_t bytes_remaining = 0;  // published bytes after the run
+};
+
+class SnapshotStore {
+ public:
+  explicit SnapshotStore(std::string root, StoreOptions options = {});
+
+  const std::string& root() const { return root_; }
+  std::string snapshot_dir(const std::string& migration_uid, const std::string& container) const;
+
+  // Starts a snapshot for meta.binding's migration and container. Fails fast
+  // with AlreadyExists when that snapshot is already published, and with
+  // InvalidArgument when the binding is incomplete or a name is unsafe.
+  Result<std::unique_ptr<SnapshotWriter>> begin(const SnapshotMeta& meta);
+
+  // Opens and verifies a published snapshot for restore into `expected`
+  // (namespace, pod name, pod uid and container must all be set). Failures:
+  //   NotFound            SnapshotNotFound, SnapshotManifestMissing
+  //   DataLoss            SnapshotManifestInvalid, SnapshotFileMissing,
+  //                       SnapshotFileSizeMismatch, SnapshotChecksumMismatch,
+  //                       SnapshotUnlistedFile
+  //   Unsupported         SnapshotFormatUnsupported
+  //   FailedPrecondition  SnapshotBindingMismatch
+  Result<VerifiedSnapshot> open(const std::string& migration_uid, const std::string& container,
+                                const Binding& expected, Verify level) const;
+
+  // Removes every snapshot of a migration. Unavailable (reason SnapshotInUse)
+  // while a reader holds it; OK when there is nothing to remove.
+  Status remove(const std::string& migration_uid) const;
+
+  // Removes old and excess published migrations (oldest first, whole
+  // migrations, never one in use), abandoned staging directories older than
+  // max_age, and leftovers of interrupted removals.
+  Result<RetentionReport> enforce_retention(const RetentionPolicy& policy) const;
+
+ private:
+  std::string root_;
+  StoreOptions options_;
+};
+
+}  // namespace ferry::store

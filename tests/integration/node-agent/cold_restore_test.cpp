@@ -1,0 +1,199 @@
+// Cold migration of a real runc container through ferry-runc, zdtm style:
+// set up state, checkpoint the frozen source into the snapshot store,
+// restore from a different bundle, rootfs and network namespace exactly as
+// containerd's shim would create a new container, and verify that memory,
+// files, pipes, sockets, threads, timers, the process tree, TCP and the
+// writable layer all came back, while the source never ran again.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include "checkpoint/engine.h"
+#include "rootfs/diff.h"
+#include "runc_harness.h"
+#include "runtime/restore_source.h"
+#include "store/snapshot_store.h"
+
+#ifndef FERRY_RUNC_BIN
+#error "FERRY_RUNC_BIN must name the ferry-runc binary"
+#endif
+#ifndef FERRY_STATEKEEPER_BIN
+#error "FERRY_STATEKEEPER_BIN must name the statekeeper binary"
+#endif
+
+namespace ferry::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+class ColdRestoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/ferry-cold-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    make_image(dir_ + "/image", FERRY_STATEKEEPER_BIN);
+    fs::create_directories(dir_ + "/snapshots");
+    std::ofstream(dir_ + "/image/etc/changed") << "old";
+    std::ofstream(dir_ + "/image/etc/to-delete") << "bye";
+    json cfg = {{"runtime", tool("runc")},
+                {"snapshotRoot", dir_ + "/snapshots"},
+                {"stateDir", dir_ + "/state"}};
+    std::ofstream(dir_ + "/ferry-runc.json") << cfg.dump();
+    setenv("FERRY_RUNC_CONFIG", (dir_ + "/ferry-runc.json").c_str(), 1);
+    tag_ = std::to_string(getpid()) + "-" +
+           ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    tag_ = tag_.substr(0, 40);
+    for (auto& c : tag_) c = std::isalnum(static_cast<unsigned char>(c)) ? std::tolower(c) : '-';
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+
+  struct Source {
+    std::unique_ptr<NetNs> ns;
+    std::unique_ptr<OverlayRootfs> rootfs;
+    std::unique_ptr<ShimContainer> container;
+  };
+
+  // Starts the source pod's container with `mem_mib` of patterned memory.
+  Source start_source(int mem_mib) {
+    Source s;
+    s.ns = std::make_unique<NetNs>("fa-" + tag_.substr(0, 10));
+    s.rootfs = std::make_unique<OverlayRootfs>(dir_ + "/image", dir_ + "/rootfs-a");
+    EXPECT_TRUE(s.rootfs->mounted());
+    std::string bundle = dir_ + "/bundle-a";
+    fs::create_directories(bundle);
+    std::ofstream(bundle + "/config.json")
+        << make_spec(s.rootfs->merged(), s.ns->path(), mem_mib, source_pod_).dump();
+    s.container =
+        std::make_unique<ShimContainer>("a-" + tag_, bundle, dir_ + "/runc", FERRY_RUNC_BIN);
+    EXPECT_EQ(s.container->create_and_start(), 0) << read(s.container->log_path());
+    EXPECT_TRUE(wait_until([&] { return ask(s.ns->name(), "PID") == "pid 1"; }, 60s))
+        << s.container->output();
+    return s;
+  }
+
+  // Checkpoints the frozen source into the store, bound to `target`.
+  Status checkpoint(Source& s, const PodIdentity& target, checkpoint::TcpMode tcp,
+                    const std::string& snapshot_root) {
+    store::SnapshotStore snapshots(snapshot_root);
+    auto writer = snapshots.begin({.binding = {.namespace_name = target.ns,
+                                               .pod_name = target.name,
+                                               .pod_uid = target.uid,
+                                               .container_name = target.container,
+                                               .migration_uid = migration_},
+                                   .criu_version = "4.2.1",
+                                   .runtime = {"runc", "1.4.3"}});
+    if (!writer.ok()) return writer.status();
+    checkpoint::RuncCli runc(tool("runc"), dir_ + "/runc");
+    checkpoint::CheckpointEngine engine(runc);
+    auto dumped = engine.dump({.container_id = s.container->id(),
+                               .image_dir = (*writer)->dir(),
+                               .work_dir = dir_ + "/work-a",
+                               .tcp = tcp});
+    if (!dumped.ok()) return dumped.status();
+    std::printf("freeze %.3f s, dump %.3f s, %.1f MiB of images\n", dumped->freeze.count(),
+                dumped->dump.count(), dumped->image_bytes / 1048576.0);
+    auto diff = rootfs::capture_upper_dir(
+        s.rootfs->upper(), (*writer)->dir() + "/" + std::string(runtime::kRootfsDiffDir));
+    if (!diff.ok()) return diff.status();
+    json options = {{"tcpEstablished", tcp == checkpoint::TcpMode::kEstablished}};
+    FERRY_RETURN_IF_ERROR(
+        (*writer)->add_file(std::string(runtime::kRestoreOptionsFile), options.dump()));
+    auto published = (*writer)->publish();
+    return published.ok() ? Status() : published.status();
+  }
+
+  struct Target {
+    std::unique_ptr<NetNs> ns;
+    std::unique_ptr<OverlayRootfs> rootfs;
+    std::unique_ptr<ShimContainer> container;
+    int create_exit = -1;
+  };
+
+  Target restore_target(int mem_mib, const PodIdentity& pod) {
+    Target t;
+    t.ns = std::make_unique<NetNs>("fb-" + tag_.substr(0, 10));
+    t.rootfs = std::make_unique<OverlayRootfs>(dir_ + "/image", dir_ + "/rootfs-b");
+    std::string bundle = dir_ + "/bundle-b";
+    fs::create_directories(bundle);
+    std::ofstream(bundle + "/config.json")
+        << make_spec(t.rootfs->merged(), t.ns->path(), mem_mib, pod, migration_).dump();
+    t.container =
+        std::make_unique<ShimContainer>("b-" + tag_, bundle, dir_ + "/runc", FERRY_RUNC_BIN);
+    t.create_exit = t.container->create_and_start();
+    return t;
+  }
+
+  static std::string read(const std::string& path) {
+    std::ifstream in(path);
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  }
+
+  // The full zdtm-style round trip for a container with `mem_mib` of memory.
+  void migrate_and_verify(int mem_mib) {
+    Source src = start_source(mem_mib);
+    ASSERT_EQ(src.container->state_status(), "running");
+    for (int i = 0; i < 3; ++i) ask(src.ns->name(), "INCR");
+    std::string sum_before = ask(src.ns->name(), "SUM");
+    ASSERT_EQ(sum_before.substr(4, 16), sum_before.substr(30, 16)) << sum_before;
+    ASSERT_EQ(ask(src.ns->name(), "CHECK"), "check ok");
+    // The writable layer: a new file, a changed file, a deleted file.
+    std::ofstream(src.rootfs->merged() + "/etc/new.conf") << "created in the container";
+    std::ofstream(src.rootfs->merged() + "/etc/changed") << "new";
+    fs::remove(src.rootfs->merged() + "/etc/to-delete");
+
+    Status checkpointed =
+        checkpoint(src, target_pod_, checkpoint::TcpMode::kEstablished, dir_ + "/snapshots");
+    ASSERT_TRUE(checkpointed.ok()) << checkpointed.to_string();
+    ASSERT_EQ(src.container->state_status(), "paused") << "the source stays frozen";
+
+    Target dst = restore_target(mem_mib, target_pod_);
+    ASSERT_EQ(dst.create_exit, 0) << read(dst.container->log_path())
+                                  << read(dir_ + "/state/work/b-" + tag_ + "/restore.log");
+    EXPECT_EQ(dst.container->state_status(), "running");
+    EXPECT_EQ(dst.container->state_pid(), dst.container->pid_file_pid());
+    EXPECT_EQ(ask(dst.ns->name(), "PID"), "pid 1");
+    EXPECT_EQ(ask(dst.ns->name(), "COUNT"), "count 3");
+    EXPECT_EQ(ask(dst.ns->name(), "SUM"), sum_before);
+    EXPECT_EQ(ask(dst.ns->name(), "LOOP"), "loop ok");
+    EXPECT_EQ(ask(dst.ns->name(), "CHECK"), "check ok");
+    EXPECT_EQ(read(dst.rootfs->merged() + "/etc/new.conf"), "created in the container");
+    EXPECT_EQ(read(dst.rootfs->merged() + "/etc/changed"), "new");
+    EXPECT_FALSE(fs::exists(dst.rootfs->merged() + "/etc/to-delete"));
+    // The log continues on the new container's stdout.
+    EXPECT_TRUE(
+        wait_until([&] { return dst.container->output().find("tick") != std::string::npos; }, 10s));
+    // Exactly one copy runs: the source is still frozen; kill it frozen.
+    EXPECT_EQ(src.container->state_status(), "paused");
+    checkpoint::RuncCli runc(tool("runc"), dir_ + "/runc");
+    checkpoint::CheckpointEngine engine(runc);
+    Status killed = engine.kill_frozen(src.container->id());
+    ASSERT_TRUE(killed.ok()) << killed.to_string();
+    EXPECT_EQ(src.container->state_status(), "stopped");
+    EXPECT_EQ(ask(dst.ns->name(), "COUNT"), "count 3");
+    // kill and delete through ferry-runc clean up.
+    ASSERT_TRUE(
+        run_ok({FERRY_RUNC_BIN, "--root", dir_ + "/runc", "kill", dst.container->id(), "KILL"}));
+    EXPECT_TRUE(wait_until([&] { return dst.container->state_status() == "stopped"; }, 10s));
+    ASSERT_TRUE(run_ok({FERRY_RUNC_BIN, "--root", dir_ + "/runc", "delete", dst.container->id()}));
+    EXPECT_EQ(dst.container->state_status(), "absent");
+  }
+
+  std::string dir_, tag_;
+  std::string migration_ = "m-" + std::to_string(getpid());
+  PodIdentity source_pod_{.ns = "default", .name = "src", .uid = "uid-src"};
+  PodIdentity target_pod_{.ns = "default", .name = "dst", .uid = "uid-dst"};
+};
+
+TEST_F(ColdRestoreTest, FullStateRoundTrip64MiB) {
+  migrate_and_verify(64);
+}
+
+TEST_F(ColdRestoreTest, MemoryRoundTrip1GiB) {
+  migrate_and_verify(1024);
+}
+
+}  // namespace
+}  // namespace ferry::testing

@@ -1,0 +1,237 @@
+// Real containers for node-agent integration tests, driven the way
+// containerd's runc shim drives a runtime: an image directory, an overlayfs
+// rootfs per container (so the writable layer is a real upper dir), a
+// network namespace per container (the pod sandbox's), stdio on pipes the
+// harness reads (the shim's), and `ferry-runc create`/`start` with the
+// shim's argv. Everything is torn down by destructors.
+#pragma once
+
+#include <sys/mount.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+
+#include "process/subprocess.h"
+
+namespace ferry::testing {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+inline std::string tool(const std::string& name) {
+  const char* bin = std::getenv("FERRY_TOOL_BIN");
+  return bin ? std::string(bin) + "/" + name : name;
+}
+
+inline bool run_ok(const std::vector<std::string>& argv, std::string* out = nullptr) {
+  auto r = process::run(argv, std::chrono::seconds(120));
+  if (out) *out = r.ok() ? r->out + r->err : r.status().to_string();
+  return r.ok() && r->exit_code == 0;
+}
+
+// A network namespace, like a pod sandbox's (loopback up).
+class NetNs {
+ public:
+  explicit NetNs(std::string name) : name_(std::move(name)) {
+    run_ok({"ip", "netns", "add", name_});
+    run_ok({"ip", "-n", name_, "link", "set", "lo", "up"});
+  }
+  ~NetNs() { run_ok({"ip", "netns", "del", name_}); }
+  const std::string& name() const { return name_; }
+  std::string path() const { return "/var/run/netns/" + name_; }
+
+ private:
+  std::string name_;
+};
+
+// lower (the image) + upper + work, mounted at merged.
+class OverlayRootfs {
+ public:
+  OverlayRootfs(const std::string& image, const std::string& dir) : dir_(dir) {
+    for (const char* d : {"upper", "work", "merged"}) fs::create_directories(dir_ + "/" + d);
+    std::string opts =
+        "lowerdir=" + image + ",upperdir=" + dir_ + "/upper,workdir=" + dir_ + "/work";
+    mounted_ = mount("overlay", merged().c_str(), "overlay", 0, opts.c_str()) == 0;
+  }
+  ~OverlayRootfs() {
+    if (mounted_) umount2(merged().c_str(), MNT_DETACH);
+  }
+  bool mounted() const { return mounted_; }
+  std::string merged() const { return dir_ + "/merged"; }
+  std::string upper() const { return dir_ + "/upper"; }
+
+ private:
+  std::string dir_;
+  bool mounted_ = false;
+};
+
+// The statekeeper image: the static binary and the directories runc needs.
+inline void make_image(const std::string& dir, const std::string& statekeeper) {
+  for (const char* d : {"proc", "dev", "sys", "tmp", "etc"}) fs::create_directories(dir + "/" + d);
+  fs::permissions(dir + "/tmp", fs::perms::all | fs::perms::sticky_bit);
+  fs::copy_file(statekeeper, dir + "/statekeeper", fs::copy_options::overwrite_existing);
+}
+
+// Reads a pipe into a string on a thread, like a shim's log copier.
+class PipeReader {
+ public:
+  PipeReader() {
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) == 0) {
+      read_fd_ = p[0];
+      write_fd_ = p[1];
+    }
+    thread_ = std::thread([this] {
+      char buf[4096];
+      ssize_t n;
+      while ((n = read(read_fd_, buf, sizeof buf)) > 0) {
+        std::lock_guard lock(mu_);
+        text_.append(buf, static_cast<size_t>(n));
+      }
+    });
+  }
+  // Call after every process holding the write end has exited (the
+  // container's owner kills it first), so the reader sees EOF.
+  ~PipeReader() {
+    close_write_end();
+    if (thread_.joinable()) thread_.join();
+    close(read_fd_);
+  }
+  int write_fd() const { return write_fd_; }
+  void close_write_end() {
+    if (write_fd_ >= 0) close(write_fd_);
+    write_fd_ = -1;
+  }
+  std::string text() {
+    std::lock_guard lock(mu_);
+    return text_;
+  }
+
+ private:
+  int read_fd_ = -1, write_fd_ = -1;
+  std::mutex mu_;
+  std::string text_;
+  std::thread thread_;
+};
+
+struct PodIdentity {
+  std::string ns = "default";
+  std::string name;
+  std::string uid;
+  std::string container = "app";
+};
+
+// A bundle (config.json from `runc spec`, adapted) for the statekeeper.
+inline json make_spec(const std::string& rootfs, const std::string& netns_path, int mem_mib,
+                      const PodIdentity& pod, const std::string& restore_from = {}) {
+  std::string out;
+  std::string tmp = fs::temp_directory_path() / ("ferry-spec-" + std::to_string(getpid()));
+  fs::create_directories(tmp);
+  run_ok({tool("runc"), "spec", "--bundle", tmp});
+  std::ifstream in(tmp + "/config.json");
+  json spec = json::parse(in);
+  fs::remove_all(tmp);
+  spec["root"] = {{"path", rootfs}, {"readonly", false}};
+  spec["process"]["terminal"] = false;
+  spec["process"]["args"] = {"/statekeeper", "--mem-mib", std::to_string(mem_mib), "--port",
+                             "7777"};
+  for (auto& ns : spec["linux"]["namespaces"]) {
+    if (ns["type"] == "network") ns["path"] = netns_path;
+  }
+  spec["annotations"] = {{"io.kubernetes.cri.container-type", "container"},
+                         {"io.kubernetes.cri.container-name", pod.container},
+                         {"io.kubernetes.cri.sandbox-namespace", pod.ns},
+                         {"io.kubernetes.cri.sandbox-name", pod.name},
+                         {"io.kubernetes.cri.sandbox-uid", pod.uid}};
+  if (!restore_from.empty()) spec["annotations"]["ferry.dev/restore-from"] = restore_from;
+  return spec;
+}
+
+// One container, created and started through ferry-runc as the shim would.
+class ShimContainer {
+ public:
+  ShimContainer(std::string id, std::string bundle, std::string runc_root, std::string ferry_runc)
+      : id_(std::move(id)),
+        bundle_(std::move(bundle)),
+        root_(std::move(runc_root)),
+        ferry_runc_(std::move(ferry_runc)) {}
+  ~ShimContainer() {
+    run_ok({ferry_runc_, "--root", root_, "kill", "--all", id_, "KILL"});
+    for (int i = 0; i < 100 && state_status() == "running"; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    run_ok({ferry_runc_, "--root", root_, "delete", "--force", id_});
+  }
+
+  // `ferry-runc create` then `start`, as containerd's shim runs them.
+  // Returns the exit code of create (start is skipped when create fails).
+  int create_and_start() {
+    std::vector<std::string> global = {ferry_runc_, "--root",       root_, "--log",
+                                       log_path(),  "--log-format", "json"};
+    auto create = global;
+    create.insert(create.end(), {"create", "--bundle", bundle_, "--pid-file", pid_path(), id_});
+    auto p = process::Subprocess::spawn({.argv = create,
+                                         .stdin_fd = -1,
+                                         .stdout_fd = stdout_.write_fd(),
+                                         .stderr_fd = stdout_.write_fd()});
+    if (!p.ok()) return -1;
+    auto status = p->wait(std::chrono::minutes(5));
+    int code = status.ok() ? process::exit_code(*status) : -1;
+    if (code != 0) return code;
+    auto start = global;
+    start.insert(start.end(), {"start", id_});
+    auto r = process::run(start, std::chrono::minutes(1));
+    return r.ok() ? r->exit_code : -1;
+  }
+
+  std::string state_status() {
+    auto r = process::run({ferry_runc_, "--root", root_, "state", id_});
+    if (!r.ok() || r->exit_code != 0) return "absent";
+    return json::parse(r->out, nullptr, false).value("status", "");
+  }
+  int state_pid() {
+    auto r = process::run({ferry_runc_, "--root", root_, "state", id_});
+    if (!r.ok() || r->exit_code != 0) return -1;
+    return json::parse(r->out, nullptr, false).value("pid", -1);
+  }
+  int pid_file_pid() {
+    std::ifstream in(pid_path());
+    int pid = -1;
+    in >> pid;
+    return pid;
+  }
+  std::string log_path() const { return bundle_ + "/log.json"; }
+  std::string pid_path() const { return bundle_ + "/init.pid"; }
+  std::string output() { return stdout_.text(); }
+  const std::string& id() const { return id_; }
+
+ private:
+  std::string id_, bundle_, root_, ferry_runc_;
+  PipeReader stdout_;
+};
+
+// One request/response with the statekeeper inside `netns`.
+inline std::string ask(const std::string& netns, const std::string& cmd) {
+  auto r = process::run({"ip", "netns", "exec", netns, "bash", "-c",
+                         "exec 3<>/dev/tcp/127.0.0.1/7777 && echo " + cmd +
+                             " >&3 && IFS= read -r -t 10 line <&3 && printf %s \"$line\""},
+                        std::chrono::seconds(20));
+  return r.ok() ? r->out : "(" + r.status().to_string() + ")";
+}
+
+inline bool wait_until(const std::function<bool()>& cond, std::chrono::seconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!cond()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return true;
+}
+
+}  // namespace ferry::testing

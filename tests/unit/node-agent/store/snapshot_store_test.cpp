@@ -1,0 +1,568 @@
+#include "store/snapshot_store.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <thread>
+
+#include "store/hashing.h"
+
+namespace ferry::store {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (fs::temp_directory_path() / "ferry-store-XXXXXX").string();
+    if (::mkdtemp(tmpl.data()) == nullptr) std::abort();
+    path_ = tmpl;
+  }
+  ~TempDir() { fs::remove_all(path_); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+void write_file(const std::string& path, const std::string& content, mode_t mode = 0644) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  ASSERT_GE(fd, 0) << path;
+  ASSERT_EQ(::write(fd, content.data(), content.size()), static_cast<ssize_t>(content.size()));
+  ::close(fd);
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+std::string pattern(size_t size, unsigned seed) {
+  std::string s(size, '\0');
+  unsigned x = seed * 2654435761u + 1;
+  for (auto& c : s) {
+    x = x * 1103515245u + 12345u;
+    c = static_cast<char>(x >> 24);
+  }
+  return s;
+}
+
+mode_t mode_of(const std::string& path) {
+  struct stat st {};
+  EXPECT_EQ(::lstat(path.c_str(), &st), 0) << path;
+  return st.st_mode & 07777;
+}
+
+SnapshotMeta meta_for(const std::string& migration_uid, const std::string& container = "app") {
+  SnapshotMeta meta;
+  meta.binding = {.namespace_name = "shop",
+                  .pod_name = "cart-0",
+                  .pod_uid = "0f6a1c2e-pod",
+                  .container_name = container,
+                  .migration_uid = migration_uid};
+  meta.mode = MigrationMode::kPostCopy;
+  meta.criu_version = "4.2";
+  meta.runtime = {.name = "runc", .version = "1.2.4"};
+  meta.image = {.reference = "registry.local/cart:1.0", .digest = "sha256:abc123"};
+  meta.mount_destinations = {"/data", "/var/cache"};
+  return meta;
+}
+
+// A fake wall clock the store reads through StoreOptions::now.
+struct FakeWallClock {
+  std::shared_ptr<std::atomic<std::int64_t>> ns = std::make_shared<std::atomic<std::int64_t>>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(
+          std::chrono::system_clock::now().time_since_epoch())
+          .count());
+  StoreOptions options() const {
+    return {.now = [ns = ns] {
+      return std::chrono::system_clock::time_point(
+          std::chrono::duration_cast<std::chrono::system_clock::duration>(
+              std::chrono::nanoseconds(ns->load())));
+    }};
+  }
+  void advance(std::chrono::nanoseconds d) { *ns += d.count(); }
+};
+
+// Publishes a snapshot the way the agent will: CRIU writes image files
+// straight into dir() (with its own modes), the rootfs diff is added.
+Manifest publish(SnapshotStore& store, const std::string& uid, const std::string& container,
+                 size_t page_bytes = 1 << 20) {
+  auto writer = store.begin(meta_for(uid, container));
+  EXPECT_TRUE(writer.ok()) << writer.status().to_string();
+  if (!writer.ok()) return {};
+  write_file((*writer)->dir() + "/pages-1.img", pattern(page_bytes, 1));
+  write_file((*writer)->dir() + "/inventory.img", "inventory");
+  EXPECT_TRUE((*writer)->add_file("rootfs/index.json", R"({"format_version":1})").ok());
+  auto manifest = (*writer)->publish();
+  EXPECT_TRUE(manifest.ok()) << manifest.status().to_string();
+  return manifest.ok() ? *manifest : Manifest{};
+}
+
+class SnapshotStoreTest : public ::testing::Test {
+ protected:
+  TempDir tmp_;
+  SnapshotStore store_{tmp_.path()};
+  const Binding expected_ = meta_for("mig-1").binding;
+};
+
+TEST(Sha256Test, KnownVector) {
+  Sha256 sha;
+  sha.update("abc", 3);
+  EXPECT_EQ(sha.hex_digest(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+TEST_F(SnapshotStoreTest, PublishThenOpenRoundTrip) {
+  Manifest published = publish(store_, "mig-1", "app");
+  ASSERT_EQ(published.files.size(), 3u);
+  EXPECT_EQ(published.files[0].path, "inventory.img");
+  EXPECT_EQ(published.files[1].path, "pages-1.img");
+  EXPECT_EQ(published.files[1].size, 1u << 20);
+  EXPECT_EQ(published.files[2].path, "rootfs/index.json");
+  Sha256 inventory;
+  inventory.update("inventory", 9);
+  EXPECT_EQ(published.files[0].sha256, inventory.hex_digest());
+
+  auto snap = store_.open("mig-1", "app", expected_, Verify::kFull);
+  ASSERT_TRUE(snap.ok()) << snap.status().to_string();
+  EXPECT_EQ(snap->dir, tmp_.path() + "/mig-1/app");
+  EXPECT_TRUE(snap->lease.held());
+  const Manifest& m = snap->manifest;
+  EXPECT_EQ(m.format_version, kManifestFormatVersion);
+  EXPECT_EQ(m.meta.binding, meta_for("mig-1").binding);
+  EXPECT_EQ(m.meta.mode, MigrationMode::kPostCopy);
+  EXPECT_EQ(m.meta.criu_version, "4.2");
+  EXPECT_FALSE(m.meta.kernel.empty());  // filled in from uname
+  EXPECT_FALSE(m.meta.architecture.empty());
+  EXPECT_EQ(m.meta.runtime.name, "runc");
+  EXPECT_EQ(m.meta.runtime.version, "1.2.4");
+  EXPECT_EQ(m.meta.image.reference, "registry.local/cart:1.0");
+  EXPECT_EQ(m.meta.image.digest, "sha256:abc123");
+  EXPECT_EQ(m.meta.mount_destinations, (std::vector<std::string>{"/data", "/var/cache"}));
+  EXPECT_EQ(m.created, published.created);
+  ASSERT_EQ(m.files.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(m.files[i].sha256, published.files[i].sha256);
+  EXPECT_EQ(read_file(snap->dir + "/pages-1.img"), pattern(1 << 20, 1));
+  EXPECT_TRUE(fs::is_empty(tmp_.path() + "/.staging"));
+}
+
+TEST_F(SnapshotStoreTest, SnapshotsAreRootOnly) {
+  auto writer = store_.begin(meta_for("mig-1"));
+  ASSERT_TRUE(writer.ok());
+  EXPECT_EQ(mode_of((*writer)->dir()), 0700u);
+  write_file((*writer)->dir() + "/pages-1.img", "pages", 0644);  // CRIU's umask, not ours
+  ASSERT_EQ(::mkdir(((*writer)->dir() + "/sub").c_str(), 0755), 0);
+  write_file((*writer)->dir() + "/sub/x.img", "x", 0666);
+  ASSERT_TRUE((*writer)->add_file("added.img", "y").ok());
+  ASSERT_TRUE((*writer)->publish().ok());
+  const std::string dir = tmp_.path() + "/mig-1/app";
+  EXPECT_EQ(mode_of(tmp_.path() + "/mig-1"), 0700u);
+  EXPECT_EQ(mode_of(dir), 0700u);
+  EXPECT_EQ(mode_of(dir + "/sub"), 0700u);
+  for (auto f : {"/pages-1.img", "/sub/x.img", "/added.img", "/manifest.json"}) {
+    EXPECT_EQ(mode_of(dir + f), 0600u) << f;
+  }
+  EXPECT_EQ(mode_of(tmp_.path() + "/.staging"), 0700u);
+}
+
+TEST_F(SnapshotStoreTest, FlippedByteIsDataLossNamingTheFile) {
+  publish(store_, "mig-1", "app");
+  const std::string pages = tmp_.path() + "/mig-1/app/pages-1.img";
+  int fd = ::open(pages.c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  char c;
+  ASSERT_EQ(::pread(fd, &c, 1, 123457), 1);
+  c = static_cast<char>(c ^ 0x01);
+  ASSERT_EQ(::pwrite(fd, &c, 1, 123457), 1);
+  ::close(fd);
+
+  auto full = store_.open("mig-1", "app", expected_, Verify::kFull);
+  ASSERT_FALSE(full.ok());
+  EXPECT_EQ(full.status().code(), Code::kDataLoss);
+  EXPECT_EQ(full.status().reason(), "SnapshotChecksumMismatch");
+  EXPECT_NE(full.status().message().find("pages-1.img"), std::string::npos)
+      << full.status().message();
+  // The fast path trades this check for speed, by design.
+  EXPECT_TRUE(store_.open("mig-1", "app", expected_, Verify::kSizes).ok());
+}
+
+TEST_F(SnapshotStoreTest, TruncatedFileIsDataLossEvenOnTheFastPath) {
+  publish(store_, "mig-1", "app");
+  ASSERT_EQ(::truncate((tmp_.path() + "/mig-1/app/pages-1.img").c_str(), 4096), 0);
+  for (Verify level : {Verify::kSizes, Verify::kFull}) {
+    auto snap = store_.open("mig-1", "app", expected_, level);
+    ASSERT_FALSE(snap.ok());
+    EXPECT_EQ(snap.status().code(), Code::kDataLoss);
+    EXPECT_EQ(snap.status().reason(), "SnapshotFileSizeMismatch");
+    EXPECT_NE(snap.status().message().find("pages-1.img has 4096 bytes"), std::string::npos)
+        << snap.status().message();
+  }
+}
+
+TEST_F(SnapshotStoreTest, UnlistedFileIsDataLoss) {
+  publish(store_, "mig-1", "app");
+  write_file(tmp_.path() + "/mig-1/app/rootfs/smuggled", "x");
+  auto snap = store_.open("mig-1", "app", expected_, Verify::kSizes);
+  ASSERT_FALSE(snap.ok());
+  EXPECT_EQ(snap.status().code(), Code::kDataLoss);
+  EXPECT_EQ(snap.status().reason(), "SnapshotUnlistedFile");
+  EXPECT_NE(snap.status().message().find("rootfs/smuggled"), std::string::npos);
+}
+
+TEST_F(SnapshotStoreTest, MissingListedFileIsDataLoss) {
+  publish(store_, "mig-1", "app");
+  ASSERT_EQ(::unlink((tmp_.path() + "/mig-1/app/inventory.img").c_str()), 0);
+  auto snap = store_.open("mig-1", "app", expected_, Verify::kSizes);
+  ASSERT_FALSE(snap.ok());
+  EXPECT_EQ(snap.status().code(), Code::kDataLoss);
+  EXPECT_EQ(snap.status().reason(), "SnapshotFileMissing");
+  EXPECT_NE(snap.status().message().find("inventory.img"), std::string::npos);
+}
+
+TEST_F(SnapshotStoreTest, MissingManifestIsNotFound) {
+  publish(store_, "mig-1", "app");
+  ASSERT_EQ(::unlink((tmp_.path() + "/mig-1/app/manifest.json").c_str()), 0);
+  auto snap = store_.open("mig-1", "app", expected_, Verify::kSizes);
+  ASSERT_FALSE(snap.ok());
+  EXPECT_EQ(snap.status().code(), Code::kNotFound);
+  EXPECT_EQ(snap.status().reason(), "SnapshotManifestMissing");
+}
+
+TEST_F(SnapshotStoreTest, MissingSnapshotIsNotFound) {
+  auto none = store_.open("mig-1", "app", expected_, Verify::kFull);
+  ASSERT_FALSE(none.ok());
+  EXPECT_EQ(none.status().code(), Code::kNotFound);
+  EXPECT_EQ(none.status().reason(), "SnapshotNotFound");
+  publish(store_, "mig-1", "app");
+  Binding sidecar = expected_;
+  sidecar.container_name = "sidecar";
+  auto other = store_.open("mig-1", "sidecar", sidecar, Verify::kFull);
+  ASSERT_FALSE(other.ok());
+  EXPECT_EQ(other.status().reason(), "SnapshotNotFound");
+}
+
+TEST_F(SnapshotStoreTest, CorruptOrFutureManifestIsRefused) {
+  publish(store_, "mig-1", "app");
+  const std::string path = tmp_.path() + "/mig-1/app/manifest.json";
+  std::string good = read_file(path);
+
+  write_file(path, good.substr(0, good.size() / 2));
+  auto cut = store_.open("mig-1", "app", expected_, Verify::kSizes);
+  ASSERT_FALSE(cut.ok());
+  EXPECT_EQ(cut.status().code(), Code::kDataLoss);
+  EXPECT_EQ(cut.status().reason(), "SnapshotManifestInvalid");
+
+  std::string future = good;
+  future.replace(future.find("\"format_version\": 1"), 19, "\"format_version\": 9");
+  write_file(path, future);
+  auto v9 = store_.open("mig-1", "app", expected_, Verify::kSizes);
+  ASSERT_FALSE(v9.ok());
+  EXPECT_EQ(v9.status().code(), Code::kUnsupported);
+  EXPECT_EQ(v9.status().reason(), "SnapshotFormatUnsupported");
+  EXPECT_NE(v9.status().message().find("format_version 9"), std::string::npos);
+}
+
+TEST_F(SnapshotStoreTest, SnapshotOfAnotherPodIsRefused) {
+  publish(store_, "mig-1", "app");
+  std::vector<std::pair<std::string, Binding>> others;
+  for (int i = 0; i < 4; ++i) {
+    Binding b = expected_;
+    (i == 0   ? b.namespace_name
+     : i == 1 ? b.pod_name
+     : i == 2 ? b.pod_uid
+              : b.container_name) = "other";
+    others.emplace_back("field " + std::to_string(i), b);
+  }
+  for (const auto& [what, b] : others) {
+    auto snap = store_.open("mig-1", "app", b, Verify::kFull);
+    ASSERT_FALSE(snap.ok()) << what;
+    EXPECT_EQ(snap.status().code(), Code::kFailedPrecondition) << what;
+    EXPECT_EQ(snap.status().reason(), "SnapshotBindingMismatch") << what;
+    EXPECT_NE(snap.status().message().find("shop/cart-0"), std::string::npos)
+        << snap.status().message();
+  }
+  // A manifest moved under another migration's directory is refused too.
+  ASSERT_EQ(::mkdir((tmp_.path() + "/mig-2").c_str(), 0700), 0);
+  ASSERT_EQ(::rename((tmp_.path() + "/mig-1/app").c_str(), (tmp_.path() + "/mig-2/app").c_str()),
+            0);
+  auto moved = store_.open("mig-2", "app", expected_, Verify::kSizes);
+  ASSERT_FALSE(moved.ok());
+  EXPECT_EQ(moved.status().reason(), "SnapshotBindingMismatch");
+
+  Binding incomplete = expected_;
+  incomplete.pod_uid.clear();
+  EXPECT_EQ(store_.open("mig-2", "app", incomplete, Verify::kSizes).status().code(),
+            Code::kInvalidArgument);
+}
+
+TEST_F(SnapshotStoreTest, UnsafeNamesAreRejected) {
+  for (std::string uid : {"", "..", ".staging", "a/b"}) {
+    EXPECT_EQ(store_.begin(meta_for(uid)).status().code(), Code::kInvalidArgument) << uid;
+    EXPECT_EQ(store_.open(uid, "app", expected_, Verify::kSizes).status().code(),
+              Code::kInvalidArgument)
+        << uid;
+  }
+  auto writer = store_.begin(meta_for("mig-1"));
+  ASSERT_TRUE(writer.ok());
+  for (std::string path : {"../x", "/etc/x", "a//b", "manifest.json", "a/./b"}) {
+    EXPECT_EQ((*writer)->add_file(path, "x").code(), Code::kInvalidArgument) << path;
+  }
+  EXPECT_FALSE(fs::exists(tmp_.path() + "/x"));
+}
+
+TEST_F(SnapshotStoreTest, DestroyWithoutPublishRemovesStaging) {
+  std::string dir;
+  {
+    auto writer = store_.begin(meta_for("mig-1"));
+    ASSERT_TRUE(writer.ok());
+    dir = (*writer)->dir();
+    write_file(dir + "/pages-1.img", pattern(4096, 2));
+    ASSERT_TRUE(fs::exists(dir));
+  }
+  EXPECT_FALSE(fs::exists(dir));
+  EXPECT_TRUE(fs::is_empty(tmp_.path() + "/.staging"));
+  EXPECT_FALSE(fs::exists(tmp_.path() + "/mig-1"));
+}
+
+TEST_F(SnapshotStoreTest, SecondPublishOfTheSameSnapshotIsAlreadyExists) {
+  auto first = store_.begin(meta_for("mig-1"));
+  auto second = store_.begin(meta_for("mig-1"));
+  ASSERT_TRUE(first.ok());
+  ASSERT_TRUE(second.ok());
+  ASSERT_TRUE((*first)->add_file("pages-1.img", "first").ok());
+  ASSERT_TRUE((*second)->add_file("pages-1.img", "second").ok());
+  ASSERT_TRUE((*first)->publish().ok());
+  auto again = (*second)->publish();
+  ASSERT_FALSE(again.ok());
+  EXPECT_EQ(again.status().code(), Code::kAlreadyExists);
+  EXPECT_EQ(again.status().reason(), "SnapshotExists");
+  EXPECT_NE(again.status().message().find("nothing was published"), std::string::npos);
+  EXPECT_FALSE(fs::exists((*second)->dir()));
+  auto snap = store_.open("mig-1", "app", expected_, Verify::kFull);
+  ASSERT_TRUE(snap.ok()) << snap.status().to_string();
+  EXPECT_EQ(read_file(snap->dir + "/pages-1.img"), "first");
+  // Later attempts fail before CRIU would run.
+  EXPECT_EQ(store_.begin(meta_for("mig-1")).status().code(), Code::kAlreadyExists);
+  EXPECT_EQ((*first)->publish().status().code(), Code::kFailedPrecondition);
+}
+
+TEST_F(SnapshotStoreTest, ParallelWritersNeverShareFiles) {
+  constexpr int kWriters = 8;
+  std::vector<std::thread> threads;
+  std::vector<std::string> dirs(kWriters), errors(kWriters);
+  for (int i = 0; i < kWriters; ++i) {
+    threads.emplace_back([&, i] {
+      // Pairs of writers share a migration (a two-container pod).
+      auto writer = store_.begin(meta_for("mig-" + std::to_string(i / 2), "c" + std::to_string(i)));
+      if (!writer.ok()) {
+        errors[i] = writer.status().to_string();
+        return;
+      }
+      dirs[i] = (*writer)->dir();
+      write_file(dirs[i] + "/pages-1.img", pattern(256 << 10, static_cast<unsigned>(i)));
+      Status added = (*writer)->add_file("who", std::to_string(i));
+      auto published = (*writer)->publish();
+      if (!added.ok() || !published.ok()) errors[i] = published.status().to_string();
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(std::set<std::string>(dirs.begin(), dirs.end()).size(), size_t{kWriters});
+  for (int i = 0; i < kWriters; ++i) {
+    EXPECT_EQ(errors[i], "") << i;
+    Binding b = meta_for("mig-" + std::to_string(i / 2), "c" + std::to_string(i)).binding;
+    auto snap = store_.open(b.migration_uid, b.container_name, b, Verify::kFull);
+    ASSERT_TRUE(snap.ok()) << snap.status().to_string();
+    EXPECT_EQ(read_file(snap->dir + "/who"), std::to_string(i));
+    EXPECT_EQ(read_file(snap->dir + "/pages-1.img"), pattern(256 << 10, static_cast<unsigned>(i)));
+  }
+}
+
+class SnapshotRetentionTest : public ::testing::Test {
+ protected:
+  std::vector<std::string> published() const {
+    std::vector<std::string> out;
+    for (const auto& e : fs::directory_iterator(tmp_.path())) {
+      std::string name = e.path().filename().string();
+      if (name[0] != '.') out.push_back(name);
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+  static std::vector<std::string> removed(const RetentionReport& r) {
+    std::vector<std::string> out;
+    for (const auto& m : r.removed) out.push_back(m.migration_uid + ":" + m.why);
+    return out;
+  }
+
+  TempDir tmp_;
+  FakeWallClock clock_;
+  SnapshotStore store_{tmp_.path(), clock_.options()};
+};
+
+TEST_F(SnapshotRetentionTest, RemovesByAge) {
+  publish(store_, "old", "app");
+  clock_.advance(2h);
+  publish(store_, "young", "app");
+  clock_.advance(2h);
+  auto report = store_.enforce_retention({.max_age = 3h});
+  ASSERT_TRUE(report.ok()) << report.status().to_string();
+  EXPECT_EQ(removed(*report), (std::vector<std::string>{"old:age"}));
+  EXPECT_EQ(published(), (std::vector<std::string>{"young"}));
+  EXPECT_TRUE(fs::is_empty(tmp_.path() + "/.trash"));
+}
+
+TEST_F(SnapshotRetentionTest, RemovesOldestWholeMigrationsUntilTheRestFit) {
+  for (std::string uid : {"m1", "m2", "m3"}) {
+    publish(store_, uid, "app", 1 << 20);
+    publish(store_, uid, "sidecar", 1 << 20);
+    clock_.advance(1min);
+  }
+  auto report = store_.enforce_retention({.max_age = 24h, .max_total_bytes = 5u << 20});
+  ASSERT_TRUE(report.ok()) << report.status().to_string();
+  EXPECT_EQ(removed(*report), (std::vector<std::string>{"m1:size"}));
+  EXPECT_EQ(published(), (std::vector<std::string>{"m2", "m3"}));
+  EXPECT_LE(report->bytes_remaining, 5u << 20);
+  EXPECT_GE(report->bytes_remaining, 4u << 20);
+  EXPECT_GE(report->removed[0].bytes, 2u << 20);
+}
+
+TEST_F(SnapshotRetentionTest, NeverRemovesASnapshotInUse) {
+  publish(store_, "m1", "app");
+  clock_.advance(1min);
+  publish(store_, "m2", "app");
+  Binding b = meta_for("m1").binding;
+  {
+    auto in_use = store_.open("m1", "app", b, Verify::kSizes);
+    ASSERT_TRUE(in_use.ok());
+    auto report = store_.enforce_retention({.max_age = 24h, .max_total_bytes = 0});
+    ASSERT_TRUE(report.ok());
+    EXPECT_EQ(report->in_use, (std::vector<std::string>{"m1"}));
+    EXPECT_EQ(removed(*report), (std::vector<std::string>{"m2:size"}));
+    Status rm = store_.remove("m1");
+    EXPECT_EQ(rm.code(), Code::kUnavailable);
+    EXPECT_EQ(rm.reason(), "SnapshotInUse");
+    // The lease still reads a complete snapshot.
+    EXPECT_TRUE(fs::exists(in_use->dir + "/pages-1.img"));
+  }
+  auto report = store_.enforce_retention({.max_age = 24h, .max_total_bytes = 0});
+  ASSERT_TRUE(report.ok());
+  EXPECT_EQ(removed(*report), (std::vector<std::string>{"m1:size"}));
+  EXPECT_TRUE(published().empty());
+}
+
+TEST_F(SnapshotRetentionTest, RemovesAbandonedStagingButNotALiveWriter) {
+  auto live = store_.begin(meta_for("m1"));
+  ASSERT_TRUE(live.ok());
+  write_file((*live)->dir() + "/pages-1.img", "x");
+  const std::string dead = tmp_.path() + "/.staging/dead-writer";
+  ASSERT_EQ(::mkdir(dead.c_str(), 0700), 0);
+  write_file(dead + "/pages-1.img", "y");
+
+  auto early = store_.enforce_retention({.max_age = 1h});
+  ASSERT_TRUE(early.ok());
+  EXPECT_EQ(early->staging_removed, 0u);
+  EXPECT_TRUE(fs::exists(dead));
+
+  clock_.advance(2h);
+  auto report = store_.enforce_retention({.max_age = 1h});
+  ASSERT_TRUE(report.ok());
+  EXPECT_EQ(report->staging_removed, 1u);
+  EXPECT_FALSE(fs::exists(dead));
+  EXPECT_TRUE(fs::exists((*live)->dir()));
+  EXPECT_TRUE((*live)->publish().ok());
+}
+
+TEST_F(SnapshotRetentionTest, RemoveDeletesEveryContainerAndIsIdempotent) {
+  publish(store_, "m1", "app");
+  publish(store_, "m1", "sidecar");
+  EXPECT_TRUE(store_.remove("m1").ok());
+  EXPECT_TRUE(published().empty());
+  EXPECT_TRUE(store_.remove("m1").ok());
+  EXPECT_EQ(store_.open("m1", "app", meta_for("m1").binding, Verify::kSizes).status().reason(),
+            "SnapshotNotFound");
+}
+
+TEST(ManifestTest, ToleratesUnknownFieldsAndRoundTripsTime) {
+  Manifest m;
+  m.created = std::chrono::system_clock::time_point(std::chrono::nanoseconds(1700000000123456789));
+  m.meta = meta_for("mig-1");
+  m.files = {{.path = "a.img", .size = 3, .sha256 = "00", .mode = 0600}};
+  std::string text = manifest_to_json(m);
+  text.insert(text.find('{') + 1, R"("added_in_v1_5": {"x": [1, 2]},)");
+  auto back = manifest_from_json(text);
+  ASSERT_TRUE(back.ok()) << back.status().to_string();
+  EXPECT_EQ(back->created, m.created);
+  EXPECT_EQ(format_time(m.created), "2023-11-14T22:13:20.123456789Z");
+  EXPECT_EQ(back->meta.binding, m.meta.binding);
+  ASSERT_EQ(back->files.size(), 1u);
+  EXPECT_EQ(back->files[0].mode, 0600u);
+  EXPECT_EQ(back->total_bytes(), 3u);
+}
+
+// Not a pass/fail benchmark: prints the hashing throughput on this machine
+// (recorded in the lead's report), while checking the digests are right.
+TEST(HashThroughputTest, PrintsMegabytesPerSecond) {
+  TempDir tmp;
+  const size_t kBig = 256u << 20;
+  std::string data = pattern(kBig, 7);
+  write_file(tmp.path() + "/pages-1.img", data);
+  write_file(tmp.path() + "/pages-2.img", data);
+  Sha256 reference;
+  reference.update(data.data(), data.size());
+  const std::string want = reference.hex_digest();
+  data.clear();
+  data.shrink_to_fit();
+
+  auto timed = [&](const std::vector<std::string>& files, unsigned threads) {
+    auto start = std::chrono::steady_clock::now();
+    auto digests = hash_files(tmp.path(), files, {.threads = threads});
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    EXPECT_TRUE(digests.ok());
+    if (digests.ok()) {
+      for (const auto& d : *digests) EXPECT_EQ(d.sha256, want);
+    }
+    return static_cast<double>(files.size() * kBig) / (1 << 20) / secs;
+  };
+  double one = timed({"pages-1.img"}, 1);
+  double two = timed({"pages-1.img", "pages-2.img"}, 2);
+  std::printf("[ sha256  ] 1 file x 256 MiB, 1 thread:  %.0f MB/s\n", one);
+  std::printf("[ sha256  ] 2 files x 256 MiB, 2 threads: %.0f MB/s (%u CPUs)\n", two,
+              std::thread::hardware_concurrency());
+  RecordProperty("sha256_MBps_1_thread", static_cast<int>(one));
+  RecordProperty("sha256_MBps_2_threads", static_cast<int>(two));
+
+  // Publish end to end: hash + fsync + manifest + rename.
+  SnapshotStore store(tmp.path() + "/store");
+  ASSERT_EQ(::mkdir((tmp.path() + "/store").c_str(), 0700), 0);
+  auto writer = store.begin(meta_for("bench"));
+  ASSERT_TRUE(writer.ok());
+  ASSERT_EQ(
+      ::rename((tmp.path() + "/pages-1.img").c_str(), ((*writer)->dir() + "/pages-1.img").c_str()),
+      0);
+  auto start = std::chrono::steady_clock::now();
+  auto manifest = (*writer)->publish();
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ASSERT_TRUE(manifest.ok()) << manifest.status().to_string();
+  EXPECT_EQ(manifest->files[0].sha256, want);
+  std::printf("[ publish ] 256 MiB (hash + fsync + rename): %.0f MB/s\n",
+              static_cast<double>(kBig) / (1 << 20) / secs);
+  start = std::chrono::steady_clock::now();
+  ASSERT_TRUE(store.open("bench", "app", meta_for("bench").binding, Verify::kFull).ok());
+  secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::printf("[ verify  ] 256 MiB full verify: %.0f MB/s\n",
+              static_cast<double>(kBig) / (1 << 20) / secs);
+}
+
+}  // namespace
+}  // namespace ferry::store
