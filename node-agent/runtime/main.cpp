@@ -1,5 +1,6 @@
 // ferry-runc: the OCI runtime wrapper registered as the `ferry` RuntimeClass
 // handler. Wiring only; the decisions are in wrapper.cpp (DESIGN.md §2).
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -34,6 +35,12 @@ int main(int argc, char** argv) {
   }
   auto action = ferry::runtime::plan(*config, args, ferry::runtime::prepare_from_store);
   if (action.exec_argv.empty()) return action.exit_code;
+  if (action.inherit_fd >= 0) {
+    // runc restore inherits the snapshot's lock; runc closes stray fds
+    // before the container starts, so the container never sees it.
+    int flags = fcntl(action.inherit_fd, F_GETFD);
+    if (flags >= 0) fcntl(action.inherit_fd, F_SETFD, flags & ~FD_CLOEXEC);
+  }
   std::vector<char*> c_argv;
   for (auto& s : action.exec_argv) c_argv.push_back(s.data());
   c_argv.push_back(nullptr);

@@ -24,9 +24,12 @@ Result<PreparedRestore> prepare_from_store(const WrapperConfig& config,
   auto applied =
       rootfs::apply_diff(snapshot->dir + "/" + std::string(kRootfsDiffDir), request.rootfs);
   if (!applied.ok()) return applied.status().with_context("apply rootfs diff");
-  PreparedRestore prepared{.image_dir = snapshot->dir};
+  auto held = std::make_shared<store::VerifiedSnapshot>(std::move(snapshot).value());
+  PreparedRestore prepared{.image_dir = held->dir};
+  prepared.hold = held;
+  prepared.inherit_fd = held->lease.fd();
   // How the source dumped, so the restore matches (verified with the rest).
-  std::ifstream in(snapshot->dir + "/" + std::string(kRestoreOptionsFile));
+  std::ifstream in(held->dir + "/" + std::string(kRestoreOptionsFile));
   auto options = nlohmann::json::parse(in, nullptr, false);
   if (!options.is_discarded() && options.is_object()) {
     prepared.tcp_established = options.value("tcpEstablished", false);

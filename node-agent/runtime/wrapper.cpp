@@ -190,7 +190,7 @@ Action plan(const WrapperConfig& config, const std::vector<std::string>& args,
   argv.push_back(id);
   std::error_code ec;
   fs::create_directories(config.state_dir + "/work/" + id, ec);
-  return {argv};
+  return {argv, 0, prepared->hold, prepared->inherit_fd};
 }
 
 }  // namespace ferry::runtime

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -45,6 +46,11 @@ struct PreparedRestore {
   std::string image_dir;         // verified CRIU images
   bool tcp_established = false;  // how the snapshot's TCP connections were dumped
   bool lazy_pages = false;
+  // Keeps the snapshot locked against retention until the restore is done:
+  // the owner lives until exec, and `inherit_fd` (if >= 0) is kept open
+  // across the exec so the lock is held by runc restore itself.
+  std::shared_ptr<void> hold;
+  int inherit_fd = -1;
 };
 
 // Verifies the snapshot for `request` (binding, checksums) and applies its
@@ -56,6 +62,8 @@ using RestorePreparer =
 struct Action {
   std::vector<std::string> exec_argv;
   int exit_code = 0;
+  std::shared_ptr<void> hold;  // see PreparedRestore
+  int inherit_fd = -1;
 };
 
 // Decides, performing the side effects a decision needs (markers, CRIU

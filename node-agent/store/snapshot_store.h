@@ -54,6 +54,9 @@ class SnapshotLease {
   ~SnapshotLease();
 
   bool held() const { return fd_ >= 0; }
+  // The locked descriptor, so a process about to exec (ferry-runc handing
+  // over to runc restore) can keep the lock held across the exec.
+  int fd() const { return fd_; }
 
  private:
   int fd_ = -1;
