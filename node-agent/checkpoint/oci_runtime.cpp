@@ -95,8 +95,14 @@ Status RuncCli::checkpoint(const std::string& id, const CheckpointOptions& optio
   if (r->exit_code != 0) {
     std::string log = (options.work_dir.empty() ? options.image_dir : options.work_dir) +
                       (options.pre_dump ? "/pre-dump.log" : "/dump.log");
-    return Status(Code::kInternal, "checkpoint " + id + " failed: " + criu_log_excerpt(log),
-                  "CheckpointFailed");
+    std::string excerpt = criu_log_excerpt(log);
+    if (excerpt.find("No space left on device") != std::string::npos ||
+        excerpt.find("Disk quota exceeded") != std::string::npos) {
+      return Status(Code::kResourceExhausted,
+                    "checkpoint " + id + " failed: the snapshot store is full: " + excerpt,
+                    "SnapshotStoreFull");
+    }
+    return Status(Code::kInternal, "checkpoint " + id + " failed: " + excerpt, "CheckpointFailed");
   }
   return {};
 }

@@ -6,6 +6,10 @@
 // writable layer all came back, while the source never ran again.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/mount.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include "checkpoint/engine.h"
 #include "rootfs/diff.h"
@@ -193,6 +197,133 @@ TEST_F(ColdRestoreTest, FullStateRoundTrip64MiB) {
 
 TEST_F(ColdRestoreTest, MemoryRoundTrip1GiB) {
   migrate_and_verify(1024);
+}
+
+// ---- Bad input: each is refused with a clear error, nothing is left
+// ---- running, and the source is frozen-or-running as it was.
+
+std::string netns_pids(const std::string& ns) {
+  auto r = process::run({"ip", "netns", "pids", ns});
+  return r.ok() ? r->out : "?";
+}
+
+TEST_F(ColdRestoreTest, CorruptedSnapshotIsRefused) {
+  Source src = start_source(16);
+  ask(src.ns->name(), "INCR");
+  ASSERT_TRUE(
+      checkpoint(src, target_pod_, checkpoint::TcpMode::kEstablished, dir_ + "/snapshots").ok());
+  // Flip one byte of the memory image.
+  std::string pages;
+  for (const auto& e : fs::directory_iterator(dir_ + "/snapshots/" + migration_ + "/app")) {
+    if (e.path().filename().string().rfind("pages-", 0) == 0) pages = e.path();
+  }
+  ASSERT_FALSE(pages.empty());
+  {
+    std::fstream f(pages, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(4096);
+    char c = 0;
+    f.read(&c, 1);
+    c = static_cast<char>(c ^ 0x01);
+    f.seekp(4096);
+    f.write(&c, 1);
+  }
+  Target dst = restore_target(16, target_pod_);
+  EXPECT_NE(dst.create_exit, 0);
+  std::string log = read(dst.container->log_path());
+  EXPECT_NE(log.find("refused"), std::string::npos) << log;
+  EXPECT_NE(log.find(fs::path(pages).filename().string()), std::string::npos)
+      << "the error names the corrupted file: " << log;
+  EXPECT_EQ(dst.container->state_status(), "absent");
+  EXPECT_EQ(netns_pids(dst.ns->name()), "") << "no stray process";
+  // The source is as it was: frozen, and serves again once thawed.
+  EXPECT_EQ(src.container->state_status(), "paused");
+  checkpoint::RuncCli runc(tool("runc"), dir_ + "/runc");
+  ASSERT_TRUE(checkpoint::CheckpointEngine(runc).thaw(src.container->id()).ok());
+  EXPECT_EQ(ask(src.ns->name(), "COUNT"), "count 1");
+}
+
+TEST_F(ColdRestoreTest, SnapshotBoundToAnotherPodIsRefused) {
+  Source src = start_source(16);
+  PodIdentity someone_else{.ns = "default", .name = "other", .uid = "uid-other"};
+  ASSERT_TRUE(
+      checkpoint(src, someone_else, checkpoint::TcpMode::kEstablished, dir_ + "/snapshots").ok());
+  Target dst = restore_target(16, target_pod_);
+  EXPECT_NE(dst.create_exit, 0);
+  std::string log = read(dst.container->log_path());
+  EXPECT_NE(log.find("refused"), std::string::npos) << log;
+  EXPECT_NE(log.find("other"), std::string::npos) << "names whom it is bound to: " << log;
+  EXPECT_EQ(dst.container->state_status(), "absent");
+  EXPECT_EQ(netns_pids(dst.ns->name()), "");
+}
+
+TEST_F(ColdRestoreTest, MissingSnapshotIsRefused) {
+  Target dst = restore_target(16, target_pod_);
+  EXPECT_NE(dst.create_exit, 0);
+  std::string log = read(dst.container->log_path());
+  EXPECT_NE(log.find("refused"), std::string::npos) << log;
+  EXPECT_EQ(dst.container->state_status(), "absent");
+  EXPECT_EQ(netns_pids(dst.ns->name()), "");
+}
+
+TEST_F(ColdRestoreTest, CriuFailureLeavesTheSourceFrozenAndNothingPublished) {
+  Source src = start_source(16);
+  ask(src.ns->name(), "INCR");
+  std::string sum = ask(src.ns->name(), "SUM");
+  store::SnapshotStore snapshots(dir_ + "/snapshots");
+  checkpoint::RuncCli runc(tool("runc"), dir_ + "/runc");
+  checkpoint::CheckpointEngine engine(runc);
+  {
+    auto writer = snapshots.begin({.binding = {.namespace_name = "default",
+                                               .pod_name = "dst",
+                                               .pod_uid = "uid-dst",
+                                               .container_name = "app",
+                                               .migration_uid = migration_}});
+    ASSERT_TRUE(writer.ok());
+    ASSERT_TRUE(engine.freeze(src.container->id()).ok());
+    // Neither tcp-established nor tcp-close: CRIU refuses the established
+    // loopback connection, a real CRIU failure.
+    std::ofstream(dir_ + "/state/criu/" + src.container->id() + ".conf") << "";
+    Status s = runc.checkpoint(src.container->id(), {.image_dir = (*writer)->dir(),
+                                                     .work_dir = dir_ + "/work-fail",
+                                                     .leave_running = true,
+                                                     .tcp = checkpoint::TcpMode::kClose});
+    ASSERT_FALSE(s.ok());
+    EXPECT_EQ(s.reason(), "CheckpointFailed");
+    EXPECT_NE(s.message().find("tcp"), std::string::npos) << "CRIU log excerpt: " << s.message();
+    EXPECT_EQ(src.container->state_status(), "paused");
+  }  // the writer is dropped unpublished
+  EXPECT_FALSE(fs::exists(dir_ + "/snapshots/" + migration_));
+  EXPECT_TRUE(!fs::exists(dir_ + "/snapshots/.staging") ||
+              fs::is_empty(dir_ + "/snapshots/.staging"))
+      << "no half-published files";
+  ASSERT_TRUE(engine.thaw(src.container->id()).ok());
+  EXPECT_EQ(ask(src.ns->name(), "SUM"), sum);
+  EXPECT_EQ(ask(src.ns->name(), "COUNT"), "count 1");
+}
+
+TEST_F(ColdRestoreTest, FullDiskDuringDumpIsAClearErrorAndNothingIsPublished) {
+  // A store on an 8 MiB tmpfs: a 64 MiB container cannot fit.
+  std::string small = dir_ + "/small-store";
+  fs::create_directories(small);
+  ASSERT_EQ(mount("tmpfs", small.c_str(), "tmpfs", 0, "size=8m"), 0) << std::strerror(errno);
+  struct Unmount {
+    std::string path;
+    ~Unmount() { umount2(path.c_str(), MNT_DETACH); }
+  } unmount{small};
+  Source src = start_source(64);
+  std::string sum = ask(src.ns->name(), "SUM");
+  Status s = checkpoint(src, target_pod_, checkpoint::TcpMode::kEstablished, small);
+  ASSERT_FALSE(s.ok());
+  std::printf("full disk: %s\n", s.to_string().c_str());
+  EXPECT_EQ(s.code(), Code::kResourceExhausted);
+  EXPECT_EQ(s.reason(), "SnapshotStoreFull");
+  EXPECT_NE(s.message().find("No space left"), std::string::npos) << s.to_string();
+  EXPECT_EQ(src.container->state_status(), "paused");
+  EXPECT_FALSE(fs::exists(small + "/" + migration_));
+  EXPECT_TRUE(!fs::exists(small + "/.staging") || fs::is_empty(small + "/.staging"));
+  checkpoint::RuncCli runc(tool("runc"), dir_ + "/runc");
+  ASSERT_TRUE(checkpoint::CheckpointEngine(runc).thaw(src.container->id()).ok());
+  EXPECT_EQ(ask(src.ns->name(), "SUM"), sum);
 }
 
 }  // namespace
