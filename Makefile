@@ -6,7 +6,7 @@ JOBS ?= $(shell nproc)
 CTEST := ctest --output-on-failure --no-tests=error -j$(JOBS)
 export PATH := $(CURDIR)/.cache/bin:$(PATH)
 
-.PHONY: bench-informer help setup build build-asan test test-unit test-asan test-toolchain \
+.PHONY: bench-engine bench-informer help setup build build-asan test test-unit test-asan test-toolchain \
         format-check format tidy demo clean
 
 help: ## List the targets.
@@ -45,6 +45,9 @@ test: setup ## Setup, format check, sanitizer unit tests, then the whole suite.
 
 bench-informer: setup build ## Informer sync and watch throughput vs kubectl (10,000 objects).
 	FERRY_TOOL_BIN=$(CURDIR)/.cache/bin $(BUILD_DIR)/bench/bench-informer 10000 2>&1 | tee bench/results/informer-latest.txt
+
+bench-engine: setup build ## Cold migration of 256 MiB/1 GiB/2 GiB runc containers vs raw criu dump+restore.
+	FERRY_TOOL_BIN=$(CURDIR)/.cache/bin $(BUILD_DIR)/bench/bench-engine 256 1024 2048 2>&1 | tee bench/results/engine-latest.txt
 
 format-check: $(BUILD_DIR)/build.ninja ## Fail if clang-format would change any file.
 	cmake --build $(BUILD_DIR) --target format-check

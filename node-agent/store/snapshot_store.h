@@ -35,6 +35,15 @@ namespace ferry::store {
 
 struct StoreOptions {
   unsigned hash_threads = 0;  // 0: one per CPU
+  // fsync every image file at publish. A live migration does not need it:
+  // its source stays frozen until the target runs, so a snapshot lost to a
+  // storage crash only means a rollback, while the fsync of a 1 GiB image
+  // costs most of a second inside the freeze window (bench/results/engine.md).
+  // Periodic snapshots kept for node-failure recovery must set it. The
+  // manifest and the directory entries are fsynced either way, so a
+  // published snapshot is never seen with a missing manifest after a crash
+  // (its data may then fail verification, which refuses it).
+  bool durable_data = true;
   // Wall clock for manifest `created` and retention ages; tests fake it.
   std::function<std::chrono::system_clock::time_point()> now = [] {
     return std::chrono::system_clock::now();
