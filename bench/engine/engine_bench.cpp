@@ -24,7 +24,9 @@ using namespace ferry::testing;
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
-double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+double since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
 
 struct Row {
   double freeze = 0, dump = 0, publish = 0, restore = 0, total = 0, image_mib = 0;
@@ -36,16 +38,16 @@ struct Row {
 bool raw_criu(const std::string& dir, int mib, Row& row) {
   std::string img = dir + "/raw-img";
   fs::create_directories(img);
-  auto p = process::Subprocess::spawn({.argv = {"setsid", FERRY_STATEKEEPER_BIN, "--mem-mib",
-                                                std::to_string(mib), "--port-file",
-                                                dir + "/raw-port"},
-                                       .new_process_group = false});
+  auto p =
+      process::Subprocess::spawn({.argv = {"setsid", FERRY_STATEKEEPER_BIN, "--mem-mib",
+                                           std::to_string(mib), "--port-file", dir + "/raw-port"},
+                                  .new_process_group = false});
   if (!p.ok()) return false;
   int pid = p->pid();
   if (!wait_until([&] { return fs::exists(dir + "/raw-port"); }, 120s)) return false;
   auto t0 = Clock::now();
-  bool ok = run_ok({tool("criu"), "dump", "-t", std::to_string(pid), "-D", img,
-                    "--tcp-established", "--network-lock", "nftables", "-o", "dump.log"});
+  bool ok = run_ok({tool("criu"), "dump", "-t", std::to_string(pid), "-D", img, "--tcp-established",
+                    "--network-lock", "nftables", "-o", "dump.log"});
   row.raw_dump = since(t0);
   (void)p->wait(30s);  // reap the dumped process so its pid is free
   wait_until([&] { return !run_ok({"pgrep", "-s", std::to_string(pid)}); }, 30s);
@@ -114,8 +116,10 @@ bool ferry_migration(const std::string& dir, int mib, Row& row) {
   // What the verification inside ferry-runc's restore costs on its own.
   auto t_verify = Clock::now();
   auto verified = snapshots.open(migration, "app",
-                                 {.namespace_name = "default", .pod_name = "dst",
-                                  .pod_uid = "uid-dst", .container_name = "app",
+                                 {.namespace_name = "default",
+                                  .pod_name = "dst",
+                                  .pod_uid = "uid-dst",
+                                  .container_name = "app",
                                   .migration_uid = migration},
                                  store::Verify::kFull);
   row.verify = since(t_verify);
@@ -153,17 +157,20 @@ int main(int argc, char** argv) {
     }
     rows[mib] = row;
     std::printf(
-        "%5d MiB  ferry: freeze %.3f s, dump %.2f s, publish %.2f s, restore %.2f s (incl. verify), total %.2f "
-        "s (full verify alone: %.2f s), images %.0f MiB | raw criu: dump %.2f s, restore %.2f s, total %.2f s | ratio %.2f\n",
+        "%5d MiB  ferry: freeze %.3f s, dump %.2f s, publish %.2f s, restore %.2f s (incl. "
+        "verify), total %.2f "
+        "s (full verify alone: %.2f s), images %.0f MiB | raw criu: dump %.2f s, restore %.2f s, "
+        "total %.2f s | ratio %.2f\n",
         mib, row.freeze, row.dump, row.publish, row.restore, row.total, row.verify, row.image_mib,
         row.raw_dump, row.raw_restore, row.raw_total, row.total / row.raw_total);
     std::fflush(stdout);
   }
   if (rows.contains(1024)) {
     const Row& r = rows[1024];
-    std::printf("ferry/raw-criu total time for 1 GiB (cold): %.2f s / %.2f s = %.2f; "
-                "PostCopy freeze time: not measured (PostCopy not implemented yet)\n",
-                r.total, r.raw_total, r.total / r.raw_total);
+    std::printf(
+        "ferry/raw-criu total time for 1 GiB (cold): %.2f s / %.2f s = %.2f; "
+        "PostCopy freeze time: not measured (PostCopy not implemented yet)\n",
+        r.total, r.raw_total, r.total / r.raw_total);
   }
   return 0;
 }
