@@ -338,7 +338,8 @@ Result<Manifest> SnapshotWriter::publish_steps(bool* created_parent) {
     }
   }
   auto digests = hash_files(
-      dir_, to_hash, {.threads = options_.hash_threads, .fsync = options_.durable_data, .make_private = true});
+      dir_, to_hash,
+      {.threads = options_.hash_threads, .fsync = options_.durable_data, .make_private = true});
   if (!digests.ok()) return digests.status();
 
   Manifest manifest;
