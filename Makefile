@@ -6,11 +6,11 @@ JOBS ?= $(shell nproc)
 CTEST := ctest --output-on-failure --no-tests=error -j$(JOBS)
 export PATH := $(CURDIR)/.cache/bin:$(PATH)
 
-.PHONY: bench-engine bench-informer help setup build build-asan test test-unit test-asan test-toolchain \
+.PHONY: images bench-engine bench-informer help setup build build-asan test test-unit test-asan test-toolchain \
         format-check format tidy demo clean
 
 help: ## List the targets.
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 setup: ## Install and build every pinned dependency (idempotent, cached in ~/.cache/ferry).
 	@hack/setup.sh
@@ -57,6 +57,9 @@ format: $(BUILD_DIR)/build.ninja ## Reformat the sources in place.
 
 tidy: build ## clang-tidy over Ferry's own sources.
 	git ls-files --cached --others --exclude-standard '*.cpp' | grep -Ev '^tests/workloads/' | xargs clang-tidy -p $(BUILD_DIR) --quiet
+
+images: setup ## Build the ferry-operator and ferry-agent images offline (Dockerfile).
+	@hack/images/build.sh
 
 demo: setup ## Bring up the local cluster, install Ferry, migrate a stateful pod.
 	@echo "make demo: not yet. The local cluster and the migration path come with the"

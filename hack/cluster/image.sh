@@ -29,9 +29,15 @@ NODE_PACKAGES=(
   libprotobuf-c1 libnl-3-200 libnl-route-3-200 libnet1 libbsd0 libgnutls30
   libnftables1 libnftnl11 libmnl0 libxtables12 libjansson4 libuuid1 libseccomp2
   iptables nftables conntrack iproute2 iputils-ping ethtool socat kmod procps
-  psmisc busybox-static
+  psmisc busybox-static jq
 )
 mkdir -p "$IMAGE_CACHE"
+
+# drop_replaced ID: after re-tagging, remove the image the tag used to name
+# (ID), unless something still uses it.
+drop_replaced() {
+  [[ -n "$1" ]] && docker rmi "$1" >/dev/null 2>&1 || true
+}
 
 input_label() { docker image inspect -f '{{index .Config.Labels "ferry.input"}}' "$1" 2>/dev/null || true; }
 
@@ -48,6 +54,12 @@ hash_inputs() {
       sha256sum "$f"
     fi
   done | sha256sum | cut -c1-16
+}
+
+# unmount_below DIR: whatever an interrupted debootstrap left mounted there.
+unmount_below() {
+  local m
+  for m in $(findmnt -rn -o TARGET | grep "^$1/" | sort -r || true); do umount -l "$m"; done
 }
 
 base_key() {
@@ -67,7 +79,8 @@ build_base() {
   log "node image: debootstrap $DEBIAN_SUITE rootfs (cold: a few minutes)"
   tmp="$(mktemp -d "$IMAGE_CACHE/rootfs.XXXXXX")"
   # debootstrap mounts /proc and /sys in the target; never leave them behind.
-  trap 'for m in $(findmnt -rn -o TARGET | grep "^'"$tmp"'" | sort -r); do umount -l "$m"; done; rm -rf "'"$tmp"'"' EXIT
+  # shellcheck disable=SC2064 # expand $tmp now
+  trap "unmount_below '$tmp'; rm -rf '$tmp'" EXIT
   local joined
   joined="$(IFS=,; echo "${NODE_PACKAGES[*]}")"
   if ! debootstrap --variant=minbase --include="$joined" "$DEBIAN_SUITE" "$tmp/rootfs" "$DEBIAN_MIRROR" \
@@ -118,7 +131,9 @@ EOF
 build_node() {
   local base key tag tmp src dst
   base="$(build_base)"
-  key="$( (basename "$base"; node_files | awk '{print $2}'; hash_inputs $(node_files | awk '{print $1}')) | sha256sum | cut -c1-16)"
+  local -a sources
+  mapfile -t sources < <(node_files | awk '{print $1}')
+  key="$( (basename "$base"; node_files | awk '{print $2}'; hash_inputs "${sources[@]}") | sha256sum | cut -c1-16)"
   tag="ferry-node:$key"
   if [[ "$(input_label "$tag")" == "$key" ]]; then
     echo "$tag"
@@ -127,17 +142,19 @@ build_node() {
   log "node image: assembling $tag"
   tmp="$(mktemp -d "$IMAGE_CACHE/node.XXXXXX")"
   trap 'rm -rf "'"$tmp"'"' EXIT
+  # Docker's import rejects a tar with duplicate paths, so the image is one
+  # fresh tar of the base rootfs with the pinned files installed into it.
+  mkdir "$tmp/rootfs"
+  tar -C "$tmp/rootfs" --numeric-owner -xf "$base"
   while read -r src dst; do
-    install -D -m "$( [[ -x "$src" ]] && echo 755 || echo 644)" "$src" "$tmp/extra/$dst"
+    install -D -m "$( [[ -x "$src" ]] && echo 755 || echo 644)" "$src" "$tmp/rootfs/$dst"
   done < <(node_files)
-  mkdir -p "$tmp/extra/var/lib/ferry-shared" "$tmp/extra/opt/ferry/bin"
-  cp "$base" "$tmp/node.tar"
-  tar -C "$tmp/extra" --numeric-owner --owner=0 --group=0 -rf "$tmp/node.tar" .
-  docker import \
+  mkdir -p "$tmp/rootfs/var/lib/ferry-shared" "$tmp/rootfs/opt/ferry/bin"
+  tar -C "$tmp/rootfs" --numeric-owner -c . | docker import \
     --change 'ENTRYPOINT ["/usr/local/bin/ferry-node-entrypoint"]' \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change "LABEL ferry.input=$key" \
-    "$tmp/node.tar" "$tag" >/dev/null
+    - "$tag" >/dev/null
   rm -rf "$tmp"
   trap - EXIT
   # Drop node images of older inputs that no container uses any more.
@@ -154,7 +171,8 @@ build_pause() {
   key="$(hash_inputs "$here/node/pause.c")"
   [[ "$(input_label "$PAUSE_IMAGE")" == "$key" ]] && return
   log "pause image: building $PAUSE_IMAGE"
-  local tmp
+  local tmp old
+  old="$(docker image inspect -f '{{.Id}}' "$PAUSE_IMAGE" 2>/dev/null || true)"
   tmp="$(mktemp -d)"
   trap 'rm -rf "'"$tmp"'"' EXIT
   mkdir -p "$tmp/root"
@@ -163,6 +181,7 @@ build_pause() {
   tar -C "$tmp/root" --numeric-owner --owner=0 --group=0 -cf "$tmp/pause.tar" .
   docker import --change 'ENTRYPOINT ["/pause"]' --change "LABEL ferry.input=$key" \
     "$tmp/pause.tar" "$PAUSE_IMAGE" >/dev/null
+  drop_replaced "$old"
   rm -rf "$tmp"
   trap - EXIT
 }
@@ -176,14 +195,15 @@ build_workload() {
   key="$(echo "$key" | sha256sum | cut -c1-16)"
   [[ "$(input_label "$WORKLOAD_IMAGE")" == "$key" ]] && return
   log "workload image: building $WORKLOAD_IMAGE"
-  local tmp a
+  local tmp a old
+  old="$(docker image inspect -f '{{.Id}}' "$WORKLOAD_IMAGE" 2>/dev/null || true)"
   tmp="$(mktemp -d)"
   trap 'rm -rf "'"$tmp"'"' EXIT
   mkdir -p "$tmp/root/bin" "$tmp/root/tmp" "$tmp/root/data"
   chmod 1777 "$tmp/root/tmp"
-  tar -C "$tmp" -xf "$base" ./bin/busybox 2>/dev/null || tar -C "$tmp" -xf "$base" ./usr/bin/busybox
-  find "$tmp/bin" "$tmp/usr" -name busybox -exec install -m 755 {} "$tmp/root/bin/busybox" \; 2>/dev/null
-  [[ -x "$tmp/root/bin/busybox" ]] || die "busybox not found in the node base rootfs"
+  # bookworm is merged-/usr: busybox-static's /bin/busybox is ./usr/bin/busybox.
+  tar -C "$tmp" -xf "$base" ./usr/bin/busybox || die "busybox not found in the node base rootfs"
+  install -m 755 "$tmp/usr/bin/busybox" "$tmp/root/bin/busybox"
   for a in sh ash cat echo ls ps sleep nc wget grep head tail wc kill date hostname ip ifconfig id env true false; do
     ln -s busybox "$tmp/root/bin/$a"
   done
@@ -192,6 +212,7 @@ build_workload() {
   docker import --change 'ENTRYPOINT ["/statekeeper"]' --change 'CMD ["--port", "7000"]' \
     --change 'ENV PATH=/bin' --change "LABEL ferry.input=$key" \
     "$tmp/workload.tar" "$WORKLOAD_IMAGE" >/dev/null
+  drop_replaced "$old"
   rm -rf "$tmp"
   trap - EXIT
 }

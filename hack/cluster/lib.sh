@@ -1,7 +1,7 @@
 # Shared settings and helpers of the local cluster scripts (up, down, load,
 # fault, image). Everything the cluster creates is named here once, so that
 # `down.sh` can remove exactly what `up.sh` made and nothing else.
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034 # settings are used by the scripts that source this
 
 CLUSTER_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=../lib.sh
@@ -65,7 +65,7 @@ node_ip() { # node_ip NAME
   local n="${1##*-}"
   echo "${FERRY_NODE_IP_PREFIX}$((10 + n))"
 }
-is_node_name() { node_names | grep -qx -- "$1"; }
+is_node_name() { [[ $'\n'"$(node_names)"$'\n' == *$'\n'"$1"$'\n'* ]]; }
 
 kc() { kubectl --kubeconfig "$KUBECONFIG_PATH" "$@"; }
 
@@ -82,7 +82,9 @@ wait_for() {
 }
 
 container_state() { # running | paused | exited | created | absent
-  docker inspect -f '{{.State.Status}}' "$1" 2>/dev/null || echo absent
+  local s
+  s="$(docker inspect -f '{{.State.Status}}' "$1" 2>/dev/null)" || s=absent
+  echo "${s:-absent}"
 }
 
 # pid_alive PIDFILE BINARY: the process in PIDFILE is alive and really is
@@ -92,5 +94,7 @@ pid_alive() {
   [[ -f "$pf" ]] || return 1
   pid="$(cat "$pf")"
   [[ -n "$pid" && -r /proc/$pid/cmdline ]] || return 1
-  [[ "$(tr '\0' '\n' </proc/"$pid"/cmdline | head -1)" == *"/$bin" ]]
+  local argv0
+  IFS= read -r -d '' argv0 </proc/"$pid"/cmdline || true
+  [[ "$argv0" == *"/$bin" ]]
 }

@@ -11,20 +11,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/lib.sh"
 
 params="gateway=$FERRY_GATEWAY_IP port=$FERRY_APISERVER_PORT svc=$FERRY_APISERVER_SERVICE_IP nodes=$(node_names | tr '\n' ,)"
-if [[ -f "$PKI_DIR/.params" && "$(cat "$PKI_DIR/.params")" == "$params" && -f "$KUBECONFIG_PATH" ]]; then
-  exit 0
-fi
-log "pki: generating CA, certificates and kubeconfigs in ${PKI_DIR#"$FERRY_ROOT"/}"
-rm -rf "$PKI_DIR"
-mkdir -p "$PKI_DIR"
-cd "$PKI_DIR"
-
 newkey() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
-
-newkey ca.key
-openssl req -x509 -new -key ca.key -sha256 -days 3650 -subj "/CN=ferry-cluster-ca" \
-  -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
-  -out ca.crt 2>/dev/null
 
 # sign NAME SUBJECT EXTKEYUSAGE [SAN]: NAME.key + NAME.crt signed by the CA.
 sign() {
@@ -42,19 +29,31 @@ sign() {
   rm -f "$name.csr" "$name.ext"
 }
 
-sign apiserver "/CN=kube-apiserver" serverAuth \
-  "DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,DNS:localhost,IP:127.0.0.1,IP:$FERRY_GATEWAY_IP,IP:$FERRY_APISERVER_SERVICE_IP"
-sign apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" clientAuth
-sign admin "/O=system:masters/CN=kubernetes-admin" clientAuth
-sign controller-manager "/CN=system:kube-controller-manager" clientAuth
-sign scheduler "/CN=system:kube-scheduler" clientAuth
-sign kube-proxy "/CN=system:kube-proxy" clientAuth
-for n in $(node_names); do
-  sign "node-$n" "/O=system:nodes/CN=system:node:$n" clientAuth
-done
-newkey sa.key
-openssl pkey -in sa.key -pubout -out sa.pub 2>/dev/null
-chmod 600 ./*.key
+certificates() {
+  log "pki: generating CA and certificates in ${PKI_DIR#"$FERRY_ROOT"/}"
+  rm -rf "$PKI_DIR"
+  mkdir -p "$PKI_DIR"
+  cd "$PKI_DIR"
+  newkey ca.key
+  openssl req -x509 -new -key ca.key -sha256 -days 3650 -subj "/CN=ferry-cluster-ca" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -out ca.crt 2>/dev/null
+
+  sign apiserver "/CN=kube-apiserver" serverAuth \
+    "DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,DNS:localhost,IP:127.0.0.1,IP:$FERRY_GATEWAY_IP,IP:$FERRY_APISERVER_SERVICE_IP"
+  sign apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" clientAuth
+  sign admin "/O=system:masters/CN=kubernetes-admin" clientAuth
+  sign controller-manager "/CN=system:kube-controller-manager" clientAuth
+  sign scheduler "/CN=system:kube-scheduler" clientAuth
+  sign kube-proxy "/CN=system:kube-proxy" clientAuth
+  for n in $(node_names); do
+    sign "node-$n" "/O=system:nodes/CN=system:node:$n" clientAuth
+  done
+  newkey sa.key
+  openssl pkey -in sa.key -pubout -out sa.pub 2>/dev/null
+  chmod 600 ./*.key
+  echo "$params" >.params
+}
 
 # kubeconfig OUT NAME USER: a self-contained kubeconfig for NAME.crt/key.
 kubeconfig() {
@@ -81,10 +80,15 @@ current-context: ferry
 EOF
   chmod 600 "$out"
 }
+if [[ ! -f "$PKI_DIR/.params" || "$(cat "$PKI_DIR/.params")" != "$params" ]]; then
+  certificates
+fi
+cd "$PKI_DIR"
+# The kubeconfigs are rewritten every time (cheap): cluster-down deletes the
+# admin one.
 kubeconfig controller-manager.kubeconfig controller-manager system:kube-controller-manager
 kubeconfig scheduler.kubeconfig scheduler system:kube-scheduler
 kubeconfig kube-proxy.kubeconfig kube-proxy system:kube-proxy
 for n in $(node_names); do kubeconfig "node-$n.kubeconfig" "node-$n" "system:node:$n"; done
 kubeconfig "$KUBECONFIG_PATH.tmp" admin kubernetes-admin
 mv "$KUBECONFIG_PATH.tmp" "$KUBECONFIG_PATH"
-echo "$params" >.params

@@ -22,7 +22,7 @@ build_criu() {
   local src
   src="$(mktemp -d "$FERRY_CACHE/criu-src.XXXXXX")"
   # build_criu runs in a $(...) subshell: EXIT also covers die().
-  trap 'rm -rf "$src"' EXIT
+  trap "rm -rf '$src'" EXIT
   tar -xJf "$FERRY_DOWNLOADS/criu_${v}.orig.tar.xz" -C "$src" --strip-components=1
   local p
   for p in "$here/criu-patches/$v/"*.patch; do
@@ -41,6 +41,12 @@ build_criu() {
   echo "$dir"
 }
 
+# FERRY_CRIU_FALLBACK=1 only builds the fallback pin and prints its prefix,
+# linking nothing, so it can be tested beside the primary pin.
+if [[ "${FERRY_CRIU_FALLBACK:-}" == 1 ]]; then
+  build_criu "$CRIU_FALLBACK_VERSION" "$CRIU_FALLBACK_SHA256"
+  exit 0
+fi
 dir="$(build_criu "$CRIU_VERSION" "$CRIU_SHA256")" || {
   log "criu $CRIU_VERSION not served any more; using fallback $CRIU_FALLBACK_VERSION with carried patches"
   dir="$(build_criu "$CRIU_FALLBACK_VERSION" "$CRIU_FALLBACK_SHA256")"

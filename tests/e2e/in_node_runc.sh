@@ -24,6 +24,7 @@ prepare() {
   # would have to treat as an external mount.
   mountpoint -q "$bundle/rootfs" || mount -t tmpfs -o size=16m "ferry-e2e-$id" "$bundle/rootfs"
   install -m 755 "$binary" "$bundle/rootfs/statekeeper"
+  install -d -m 1777 "$bundle/rootfs/tmp" # the workload keeps an open file there
   [[ -e "/var/run/netns/$netns" ]] || ip netns add "$netns"
   ip netns exec "$netns" ip link set lo up
   (cd "$bundle" && rm -f config.json && runc spec)
@@ -41,10 +42,12 @@ start)
   prepare
   # stdio is /dev/null: a file or pipe of the caller's would be an external
   # resource for CRIU (containerd's shim hands runc its FIFOs instead).
-  runc --root "$root" run -d "$id" </dev/null >/dev/null 2>&1
+  runc --root "$root" run -d --bundle "$bundle" "$id" </dev/null >/dev/null 2>&1
   ;;
 ask)
-  ip netns exec "$netns" bash -c '
+  # Bounded: after a dump, CRIU's network lock drops packets in the netns, so
+  # a connect would otherwise wait for the kernel's SYN retries (~2 min).
+  timeout "${ASK_TIMEOUT:-10}" ip netns exec "$netns" bash -c '
     exec 3<>/dev/tcp/127.0.0.1/7000 || exit 1
     printf "%s\n" "$1" >&3
     IFS= read -r -t 10 line <&3 || line="(no answer)"
@@ -54,10 +57,14 @@ checkpoint)
   mkdir -p "$3"
   runc --root "$root" checkpoint --tcp-established --image-path "$3" "$id" ||
     { tail -20 "$3/dump.log" >&2; exit 1; }
+  # The container's writable state outside memory (the workload's open file
+  # in /tmp) travels with the images, as Ferry's rootfs diff will.
+  tar -C "$bundle/rootfs" -cf "$3/rootfs-diff.tar" tmp
   ;;
 restore)
   prepare
-  runc --root "$root" restore -d --tcp-established --image-path "$3" "$id" </dev/null >/dev/null 2>"$3/restore.err" ||
+  tar -C "$bundle/rootfs" -xf "$3/rootfs-diff.tar"
+  runc --root "$root" restore -d --bundle "$bundle" --tcp-established --image-path "$3" "$id" </dev/null >/dev/null 2>"$3/restore.err" ||
     { cat "$3/restore.err" >&2; tail -20 "$3/restore.log" >&2; exit 1; }
   ;;
 state)

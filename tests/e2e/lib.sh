@@ -8,6 +8,8 @@ set -euo pipefail
 E2E_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=../../hack/cluster/lib.sh
 source "$E2E_DIR/../../hack/cluster/lib.sh"
+# shellcheck source=../../hack/cluster/network.sh
+source "$E2E_DIR/../../hack/cluster/network.sh"
 export KUBECONFIG="$KUBECONFIG_PATH"
 
 E2E_NAME="$(basename "$0" .sh)"
@@ -17,6 +19,9 @@ check() { printf '\n== check: %s\n' "$*"; }
 ok() { printf 'ok: %s\n' "$*"; }
 fail() {
   printf 'FAIL: %s\n' "$*"
+  # Diagnostics only while the cluster network exists: without it the
+  # apiserver address is not local and kubectl must not be used at all.
+  if [[ ! -e "/sys/class/net/$FERRY_BRIDGE" ]]; then exit 1; fi
   if [[ -n "${E2E_NS:-}" ]]; then
     echo "--- pods in $E2E_NS"
     kubectl get pods -n "$E2E_NS" -o wide 2>&1 || true

@@ -15,6 +15,14 @@ mkdir -p "$logdir"
 exec >>"$logdir/entrypoint.log" 2>&1
 echo "$(date -Is) node $NODE_NAME ($NODE_IP) starting"
 
+# The container is not --privileged (see up.sh): /sys and the cgroup v1
+# hierarchies come read-only. kubelet and runc create cgroups below this
+# node's cgroup-namespace root, so make them writable (per-mount flag only).
+mount -o remount,rw /sys
+for d in /sys/fs/cgroup/*/; do
+  mount -o remount,bind,rw "$d"
+done
+
 # Mounts made by kubelet (volumes) and by containerd (rootfs) must propagate
 # to the runc containers created below them.
 mount --make-rshared /

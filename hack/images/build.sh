@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Builds the ferry-operator and ferry-agent images from the Dockerfile,
+# offline, on the local base image (base.sh). The agent image carries the
+# pinned CRIU (built by make setup, staged into the build context because
+# it lives outside the repo). Prints the image tags.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=../lib.sh
+source "$here/../lib.sh"
+
+tag="${FERRY_IMAGE_TAG:-dev}"
+base="$("$here/base.sh")"
+ctx="$FERRY_ROOT/.cache/image-context"
+rm -rf "$ctx" && mkdir -p "$ctx"
+cp -a "$(readlink -f "$FERRY_CACHE/criu")" "$ctx/criu"
+cp -L "$FERRY_REPO_BIN/runc" "$ctx/runc"
+for target in operator agent; do
+  log "image ferry-$target:$tag ..."
+  DOCKER_BUILDKIT=0 docker build -q --build-arg "BASE=$base" --target "$target" \
+    -t "ferry-$target:$tag" "$FERRY_ROOT" >/dev/null
+  echo "ferry-$target:$tag"
+done
