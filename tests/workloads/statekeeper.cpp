@@ -12,6 +12,8 @@
 //   LOOP   -> "loop ok" | "loop broken"    sends a byte over the internal
 //                                          established connection and reads it back
 //   PID    -> "pid <pid>"
+//   HOLD   -> "held": the connection stays open (a long-lived client), so a
+//             test can watch what a peer sees when the server goes away
 //   CHECK  -> "check ok" | "check failed: <what>": every other kind of state
 //             (below) is still intact
 //
@@ -300,6 +302,7 @@ int main(int argc, char** argv) {
               o.mem_mib, port, expected);
   std::fflush(stdout);
 
+  std::vector<int> held;  // connections kept open by HOLD
   uint64_t counter = 0, tick = 0;
   time_t next_tick = time(nullptr) + 1;
   for (;;) {
@@ -334,6 +337,10 @@ int main(int argc, char** argv) {
       std::string what = check_extra_state(extra);
       std::snprintf(reply, sizeof reply, "%s%s\n",
                     what.empty() ? "check ok" : "check failed: ", what.c_str());
+    } else if (cmd == "HOLD") {
+      (void)!write(c, "held\n", 5);
+      held.push_back(c);
+      continue;
     } else if (cmd == "PID") {
       std::snprintf(reply, sizeof reply, "pid %d\n", getpid());
     } else {

@@ -326,5 +326,46 @@ TEST_F(ColdRestoreTest, FullDiskDuringDumpIsAClearErrorAndNothingIsPublished) {
   EXPECT_EQ(ask(src.ns->name(), "SUM"), sum);
 }
 
+// A restore with a new IP (here: a new network namespace) cannot take the
+// source's established connections along. With TcpMode::kClose they come
+// back closed: the restored program sees an error at once instead of a
+// connection that hangs, and the peer sees the connection end when the
+// frozen source is killed, not a silent hang. Listening sockets come back
+// and serve new clients.
+TEST_F(ColdRestoreTest, EstablishedConnectionsCloseCleanlyOnANewIp) {
+  Source src = start_source(16);
+  std::string sum = ask(src.ns->name(), "SUM");
+  // A long-lived peer of the source, in the source's network.
+  std::string peer_log = dir_ + "/peer.log";
+  auto peer = process::Subprocess::spawn(
+      {.argv = {"ip", "netns", "exec", src.ns->name(), "bash", "-c",
+                "exec 3<>/dev/tcp/127.0.0.1/7777 && echo HOLD >&3 && read -r l <&3 && "
+                "echo \"$l\" && if read -r -t 120 x <&3; then echo data; else "
+                "echo \"ended rc=$?\"; fi"},
+       .output_file = peer_log});
+  ASSERT_TRUE(peer.ok());
+  ASSERT_TRUE(wait_until([&] { return read(peer_log).find("held") != std::string::npos; }, 20s));
+
+  ASSERT_TRUE(checkpoint(src, target_pod_, checkpoint::TcpMode::kClose, dir_ + "/snapshots").ok());
+  Target dst = restore_target(16, target_pod_);
+  ASSERT_EQ(dst.create_exit, 0) << read(dst.container->log_path());
+  // New clients are served; memory is intact.
+  EXPECT_EQ(ask(dst.ns->name(), "SUM"), sum);
+  EXPECT_EQ(ask(dst.ns->name(), "CHECK"), "check ok");
+  // The restored copy's own established connection came back closed: it
+  // fails at once ("broken"), it does not hang.
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(ask(dst.ns->name(), "LOOP"), "loop broken");
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
+  // The peer learns the connection is gone when the frozen source dies.
+  EXPECT_EQ(read(peer_log), "held\n") << "nothing reached the peer while the source was frozen";
+  checkpoint::RuncCli runc(tool("runc"), dir_ + "/runc");
+  ASSERT_TRUE(checkpoint::CheckpointEngine(runc).kill_frozen(src.container->id()).ok());
+  ASSERT_TRUE(wait_until([&] { return read(peer_log).find("ended") != std::string::npos; }, 20s))
+      << read(peer_log);
+  EXPECT_NE(read(peer_log).find("ended rc=1"), std::string::npos)
+      << "end of stream or reset, not the 120 s read timeout: " << read(peer_log);
+}
+
 }  // namespace
 }  // namespace ferry::testing
