@@ -42,8 +42,10 @@ std::vector<char*> c_strings(std::vector<std::string>& v) {
 
 // In the child after fork: only async-signal-safe calls until exec.
 [[noreturn]] void exec_child(char* const* argv, char* const* envp, const char* dir, int out_fd,
-                             int in_fd, int err_fd, bool group) {
+                             int in_fd, int err_fd, bool group, const int* keep_fds = nullptr,
+                             size_t nr_keep_fds = 0) {
   if (group) setpgid(0, 0);
+  for (size_t i = 0; i < nr_keep_fds; ++i) fcntl(keep_fds[i], F_SETFD, 0);
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -85,7 +87,8 @@ Result<Subprocess> Subprocess::spawn(const SpawnOptions& options) {
                options.working_dir.empty() ? nullptr : options.working_dir.c_str(),
                options.stdout_fd >= 0 ? options.stdout_fd : out,
                options.stdin_fd >= 0 ? options.stdin_fd : in,
-               options.stderr_fd >= 0 ? options.stderr_fd : out, options.new_process_group);
+               options.stderr_fd >= 0 ? options.stderr_fd : out, options.new_process_group,
+               options.keep_fds.data(), options.keep_fds.size());
   }
   int fork_errno = errno;
   close(out);

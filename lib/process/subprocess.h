@@ -27,6 +27,9 @@ struct SpawnOptions {
   int stdin_fd = -1;
   int stdout_fd = -1;
   int stderr_fd = -1;
+  // Descriptors the child inherits at the same numbers (e.g. a status pipe
+  // passed as `runc checkpoint --status-fd N`); the caller keeps ownership.
+  std::vector<int> keep_fds;
 };
 
 struct Output {

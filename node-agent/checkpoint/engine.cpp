@@ -1,10 +1,16 @@
 #include "checkpoint/engine.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <csignal>
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "api/annotations.h"
@@ -75,6 +81,161 @@ Result<DumpResult> CheckpointEngine::dump(const DumpRequest& request) {
   if (!s.ok()) return s;  // still frozen: the caller decides to thaw or retry
   result.dump = Clock::now() - start;
   result.image_bytes = directory_bytes(request.image_dir);
+  return result;
+}
+
+Result<std::string> ensure_pipe_max_size(uint64_t bytes, const std::string& path) {
+  uint64_t current = 0;
+  {
+    std::ifstream in(path);
+    if (!(in >> current)) return internal_error("cannot read " + path);
+  }
+  if (current >= bytes) return std::string();
+  {
+    std::ofstream out(path);
+    out << bytes << "\n";
+    out.flush();
+    if (!out) {
+      return Status(Code::kFailedPrecondition,
+                    "PostCopy needs " + path + " >= " + std::to_string(bytes) + " (it is " +
+                        std::to_string(current) +
+                        ") and it cannot be raised: " + std::strerror(errno),
+                    "ModeUnsupportedOnNode");
+    }
+  }
+  return "raised " + path + " from " + std::to_string(current) + " to " + std::to_string(bytes) +
+         " for CRIU's lazy page server";
+}
+
+namespace {
+
+// Waits for CRIU's "ready" byte on `fd`: Ok, DeadlineExceeded, or
+// Internal when the writer went away without it (CRIU failed).
+Status wait_status_byte(int fd, std::chrono::milliseconds timeout) {
+  auto deadline = Clock::now() + timeout;
+  while (true) {
+    auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    if (left <= 0) return Status(Code::kDeadlineExceeded, "CRIU was not ready to serve pages");
+    pollfd p{fd, POLLIN, 0};
+    int r = poll(&p, 1, static_cast<int>(left));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return internal_error(std::string("poll status fd: ") + std::strerror(errno));
+    if (r == 0) continue;
+    char byte = 1;
+    ssize_t n = read(fd, &byte, 1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n == 1) return {};
+    return Status(Code::kInternal, "CRIU exited before serving pages");
+  }
+}
+
+// The page transfer of a lazy dump. While it runs, CRIU holds the source's
+// tasks stopped with ptrace and has thawed their cgroup (criu/seize.c:
+// freeze_processes seizes the frozen tasks, then thaws the freezer; it
+// writes FROZEN back when it lets go, because the cgroup was frozen
+// before). So if the transfer is abandoned, the cgroup is frozen again
+// first: CRIU's death then detaches tasks that stay frozen, and the source
+// never runs user code next to the restored copy.
+class LazyTransfer final : public RunningCheckpoint {
+ public:
+  LazyTransfer(OciRuntime& runtime, std::string id, std::unique_ptr<RunningCheckpoint> inner)
+      : runtime_(runtime), id_(std::move(id)), inner_(std::move(inner)) {}
+  ~LazyTransfer() override {
+    if (!inner_->finished()) {
+      if (Status s = runtime_.pause(id_); !s.ok()) {
+        std::fprintf(stderr, "ferry: cannot re-freeze %s before stopping its page server: %s\n",
+                     id_.c_str(), s.to_string().c_str());
+      }
+    }
+    inner_.reset();  // stops runc and CRIU
+  }
+  Status wait(std::chrono::milliseconds timeout) override { return inner_->wait(timeout); }
+
+ private:
+  OciRuntime& runtime_;
+  std::string id_;
+  std::unique_ptr<RunningCheckpoint> inner_;
+};
+
+struct Fd {
+  int fd = -1;
+  ~Fd() { reset(); }
+  void reset() {
+    if (fd >= 0) close(fd);
+    fd = -1;
+  }
+};
+
+}  // namespace
+
+Result<LazyDumpResult> CheckpointEngine::dump_lazy(const LazyDumpRequest& request,
+                                                   store::SnapshotWriter& writer) {
+  // See kCriuLazyPipeBytes: without this the transfer fails after restore.
+  auto raised = ensure_pipe_max_size(kCriuLazyPipeBytes, request.pipe_max_size_sysctl);
+  if (!raised.ok()) return raised.status();
+  if (!raised->empty()) std::fprintf(stderr, "ferry: %s\n", raised->c_str());
+
+  LazyDumpResult result;
+  auto state = runtime_.state(request.container_id);
+  if (!state.ok()) return state.status();
+  FERRY_RETURN_IF_ERROR(write_criu_config(*state, request.tcp));
+  const std::string images = request.work_dir + "/images";
+  std::error_code ec;
+  fs::create_directories(images, ec);
+  if (ec || !fs::is_empty(images, ec)) {
+    return Status(Code::kFailedPrecondition,
+                  "lazy dump work directory " + images + " cannot be created or is not empty");
+  }
+  auto frozen = freeze(request.container_id);
+  if (!frozen.ok()) return frozen.status();
+  result.freeze = *frozen;
+
+  auto start = Clock::now();
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) != 0) return internal_error("pipe: " + std::string(strerror(errno)));
+  Fd read_end{p[0]}, write_end{p[1]};
+  auto running =
+      runtime_.start_checkpoint(request.container_id, {.image_dir = images,
+                                                       .work_dir = request.work_dir,
+                                                       .leave_running = true,
+                                                       .tcp = request.tcp,
+                                                       .lazy_pages = true,
+                                                       .page_server = request.page_server,
+                                                       .status_fd = write_end.fd});
+  if (!running.ok()) return running.status();
+  std::unique_ptr<RunningCheckpoint> transfer =
+      std::make_unique<LazyTransfer>(runtime_, request.container_id, std::move(running).value());
+  write_end.reset();  // only runc and CRIU hold it now: EOF means they died
+  Status ready = wait_status_byte(read_end.fd, request.ready_timeout);
+  if (!ready.ok()) {
+    // Still frozen; the handle's destruction stops runc and CRIU.
+    Status ended = transfer->wait(std::chrono::seconds(5));
+    if (ready.code() != Code::kDeadlineExceeded && !ended.ok()) return ended;
+    return ready.with_context("lazy checkpoint of " + request.container_id);
+  }
+  result.dump = Clock::now() - start;
+
+  // The images are small (no memory): copy them into the store, with how
+  // the target must restore.
+  auto t_publish = Clock::now();
+  for (const auto& entry : fs::directory_iterator(images, ec)) {
+    if (!entry.is_regular_file()) continue;
+    FERRY_RETURN_IF_ERROR(
+        writer.add_file_from(entry.path().filename().string(), entry.path().string()));
+  }
+  if (ec) return internal_error("list " + images + ": " + ec.message());
+  nlohmann::json options = {{"tcpEstablished", request.tcp == TcpMode::kEstablished},
+                            {"lazyPages", true},
+                            {"pageServer", request.page_server}};
+  // runtime::kRestoreOptionsFile, read by ferry-runc on the target.
+  FERRY_RETURN_IF_ERROR(writer.add_file("restore-options.json", options.dump()));
+  if (request.before_publish) FERRY_RETURN_IF_ERROR(request.before_publish(writer));
+  auto published = writer.publish();
+  if (!published.ok()) return published.status();
+  result.publish = Clock::now() - t_publish;
+  result.image_bytes = directory_bytes(images);
+  result.transfer = std::move(transfer);
   return result;
 }
 

@@ -6,13 +6,22 @@
 // never killed by a checkpoint, and a failed checkpoint leaves it exactly as
 // it was (frozen if we froze it). Timings are measured here because the
 // freeze window is the number users feel.
+//
+// PostCopy (dump_lazy) differs only in what is dumped and when the dump
+// ends: CRIU writes every image but memory, signals on a status pipe that
+// it serves pages, and runs on as a page server until the target's
+// `criu lazy-pages` has pulled every page; the small images are published
+// at once so the target restores while memory is still in flight.
 #pragma once
 
 #include <chrono>
+#include <functional>
+#include <memory>
 #include <string>
 
 #include "checkpoint/oci_runtime.h"
 #include "status/status.h"
+#include "store/snapshot_store.h"
 
 namespace ferry::checkpoint {
 
@@ -29,6 +38,48 @@ struct DumpResult {
   uint64_t image_bytes = 0;
 };
 
+struct LazyDumpRequest {
+  std::string container_id;
+  // Local directory (created if missing) for the images CRIU writes and its
+  // logs (dump.log); it must outlive the page transfer.
+  std::string work_dir;
+  std::string page_server;  // "address:port" where the source's CRIU serves pages
+  TcpMode tcp = TcpMode::kClose;
+  // Called while frozen, after the images are in the writer and before it
+  // publishes: adds what else the snapshot carries (the rootfs diff).
+  std::function<Status(store::SnapshotWriter&)> before_publish;
+  // How long CRIU may take to dump everything but memory.
+  std::chrono::milliseconds ready_timeout = std::chrono::minutes(2);
+  // See kCriuLazyPipeBytes (tests point this elsewhere).
+  std::string pipe_max_size_sysctl = "/proc/sys/fs/pipe-max-size";
+};
+
+struct LazyDumpResult {
+  std::chrono::duration<double> freeze{};   // pause call
+  std::chrono::duration<double> dump{};     // until CRIU serves pages
+  std::chrono::duration<double> publish{};  // copy into the store and publish
+  uint64_t image_bytes = 0;                 // the published (non-memory) images
+  // The page server. Keep it until the restored container has every page
+  // (transfer->wait()); destroying it earlier re-freezes the source and
+  // stops the transfer. Meanwhile the runtime reports the source "running":
+  // CRIU holds its tasks stopped with ptrace and has thawed the cgroup; it
+  // freezes the cgroup again when the transfer ends.
+  std::unique_ptr<RunningCheckpoint> transfer;
+};
+
+// CRIU's lazy page server tee()s pages through a pipe it sizes to
+// PIPE_MAX_SIZE pages (819 on x86-64, rounded up by the kernel to 1024:
+// 4 MiB) and does not check whether that worked (criu/page-pipe.c,
+// pipe_read_dest_init; criu/page-xfer.c ignores its return). Without
+// CAP_SYS_RESOURCE the resize fails with EPERM when fs.pipe-max-size is
+// lower (the default is 1 MiB), the sink fd stays -1, and the transfer dies
+// with "page-pipe: splice: -1: Bad file descriptor".
+inline constexpr uint64_t kCriuLazyPipeBytes = 4u << 20;
+// Raises the sysctl at `path` to `bytes` when it is lower (never lowers it);
+// returns a line saying what changed, or "" when nothing did.
+Result<std::string> ensure_pipe_max_size(uint64_t bytes,
+                                         const std::string& path = "/proc/sys/fs/pipe-max-size");
+
 class CheckpointEngine {
  public:
   explicit CheckpointEngine(OciRuntime& runtime) : runtime_(runtime) {}
@@ -37,6 +88,12 @@ class CheckpointEngine {
   Result<std::chrono::duration<double>> freeze(const std::string& id);
   // Freezes (if needed) and dumps; the container stays frozen either way.
   Result<DumpResult> dump(const DumpRequest& request);
+  // PostCopy: freezes (if needed), dumps everything but memory into
+  // request.work_dir, copies those images with restore-options.json into
+  // `writer` and publishes it; returns with the page server running. The
+  // container stays frozen either way; on failure nothing is published and
+  // no runc or CRIU process is left.
+  Result<LazyDumpResult> dump_lazy(const LazyDumpRequest& request, store::SnapshotWriter& writer);
   // Rollback: the frozen source runs again.
   Status thaw(const std::string& id);
   // Success: no task of the frozen source ever runs user code again.

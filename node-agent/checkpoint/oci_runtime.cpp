@@ -5,6 +5,7 @@
 #include <deque>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "process/subprocess.h"
 
@@ -105,6 +106,53 @@ Status RuncCli::checkpoint(const std::string& id, const CheckpointOptions& optio
     return Status(Code::kInternal, "checkpoint " + id + " failed: " + excerpt, "CheckpointFailed");
   }
   return {};
+}
+
+namespace {
+
+// runc checkpoint running as PostCopy's page server.
+class RuncRunningCheckpoint final : public RunningCheckpoint {
+ public:
+  RuncRunningCheckpoint(process::Subprocess child, std::string id, std::string work_dir)
+      : child_(std::move(child)), id_(std::move(id)), work_dir_(std::move(work_dir)) {}
+  // Stops runc and with it CRIU (same process group) if still serving.
+  ~RuncRunningCheckpoint() override { child_.stop(std::chrono::seconds(2)); }
+
+  Status wait(std::chrono::milliseconds timeout) override {
+    if (outcome_) return *outcome_;
+    auto status = child_.wait(timeout);
+    if (!status.ok()) return status.status();  // DeadlineExceeded: still serving
+    int code = process::exit_code(*status);
+    if (code == 0) {
+      outcome_ = Status();
+    } else {
+      outcome_ = Status(Code::kInternal,
+                        "lazy checkpoint of " + id_ + " failed (runc exit " + std::to_string(code) +
+                            "): " + criu_log_excerpt(work_dir_ + "/dump.log"),
+                        "PageTransferFailed");
+    }
+    return *outcome_;
+  }
+
+ private:
+  process::Subprocess child_;
+  std::string id_;
+  std::string work_dir_;
+  std::optional<Status> outcome_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<RunningCheckpoint>> RuncCli::start_checkpoint(
+    const std::string& id, const CheckpointOptions& options) {
+  std::string work_dir = options.work_dir.empty() ? options.image_dir : options.work_dir;
+  process::SpawnOptions spawn{.argv = checkpoint_argv(id, options),
+                              .output_file = work_dir + "/runc-checkpoint.log"};
+  if (options.status_fd >= 0) spawn.keep_fds.push_back(options.status_fd);
+  auto child = process::Subprocess::spawn(spawn);
+  if (!child.ok()) return child.status().with_context("checkpoint " + id);
+  return std::unique_ptr<RunningCheckpoint>(
+      new RuncRunningCheckpoint(std::move(child).value(), id, work_dir));
 }
 
 std::vector<std::string> RuncCli::restore_argv(const std::string& id, const RestoreOptions& o,

@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -52,6 +53,22 @@ struct RestoreOptions {
   TcpMode tcp = TcpMode::kClose;
 };
 
+// A checkpoint that keeps running after its images are written: PostCopy,
+// where runc and CRIU stay up as the page server until the target's
+// `criu lazy-pages` has fetched every page. Destroying the handle stops
+// (SIGTERM, then SIGKILL) and reaps whatever still runs, so no page server
+// outlives its owner.
+class RunningCheckpoint {
+ public:
+  virtual ~RunningCheckpoint() = default;
+  // Ok once the checkpoint ended well (every page served);
+  // DeadlineExceeded while it still runs after `timeout`; otherwise why it
+  // failed (with CRIU's log lines). Once ended, returns the same outcome.
+  virtual Status wait(std::chrono::milliseconds timeout) = 0;
+  // True once it ended, either way.
+  bool finished() { return wait(std::chrono::milliseconds(0)).code() != Code::kDeadlineExceeded; }
+};
+
 class OciRuntime {
  public:
   virtual ~OciRuntime() = default;
@@ -61,6 +78,10 @@ class OciRuntime {
   // Sends `signal` to every process of the container.
   virtual Status kill_all(const std::string& id, int signal) = 0;
   virtual Status checkpoint(const std::string& id, const CheckpointOptions& options) = 0;
+  // Starts a checkpoint in the background (PostCopy); `options.status_fd`
+  // is a descriptor of the caller's that the runtime process inherits.
+  virtual Result<std::unique_ptr<RunningCheckpoint>> start_checkpoint(
+      const std::string& id, const CheckpointOptions& options) = 0;
   virtual Status remove(const std::string& id, bool force) = 0;
 };
 
@@ -76,6 +97,8 @@ class RuncCli final : public OciRuntime {
   Status resume(const std::string& id) override;
   Status kill_all(const std::string& id, int signal) override;
   Status checkpoint(const std::string& id, const CheckpointOptions& options) override;
+  Result<std::unique_ptr<RunningCheckpoint>> start_checkpoint(
+      const std::string& id, const CheckpointOptions& options) override;
   Status remove(const std::string& id, bool force) override;
 
   // The argv of `runc restore` for these options (ferry-runc execs it).

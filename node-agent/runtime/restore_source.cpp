@@ -34,6 +34,7 @@ Result<PreparedRestore> prepare_from_store(const WrapperConfig& config,
   if (!options.is_discarded() && options.is_object()) {
     prepared.tcp_established = options.value("tcpEstablished", false);
     prepared.lazy_pages = options.value("lazyPages", false);
+    prepared.page_server = options.value("pageServer", "");
   }
   return prepared;
 }

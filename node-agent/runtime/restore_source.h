@@ -10,7 +10,8 @@ namespace ferry::runtime {
 // Inside a snapshot directory: the captured writable layer (rootfs/diff.h).
 inline constexpr std::string_view kRootfsDiffDir = "rootfs-diff";
 // Inside a snapshot directory: how the source dumped ({"tcpEstablished": bool,
-// "lazyPages": bool}), written by the agent with the images.
+// "lazyPages": bool, "pageServer": "address:port"}), written by the agent
+// with the images.
 inline constexpr std::string_view kRestoreOptionsFile = "restore-options.json";
 
 Result<PreparedRestore> prepare_from_store(const WrapperConfig& config,

@@ -1,6 +1,8 @@
 #include "runtime/wrapper.h"
 
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/mount.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -9,8 +11,10 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "api/annotations.h"
+#include "process/subprocess.h"
 
 namespace ferry::runtime {
 namespace fs = std::filesystem;
@@ -73,6 +77,54 @@ std::vector<std::string> passthrough(const WrapperConfig& config,
   return argv;
 }
 
+std::string work_path(const WrapperConfig& c, const std::string& id) {
+  return c.state_dir + "/work/" + id;
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// The last `n` lines of `path`, joined with " | ".
+std::string tail(const std::string& path, size_t n) {
+  std::ifstream in(path);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  std::string out;
+  for (size_t i = lines.size() > n ? lines.size() - n : 0; i < lines.size(); ++i) {
+    out += (out.empty() ? "" : " | ") + lines[i];
+  }
+  return out.empty() ? "(no log at " + path + ")" : out;
+}
+
+// After a failed or finished PostCopy restore: a lazy-pages daemon still
+// waiting (for a restore that never connected, or for pages that never
+// came) is stopped, and cgroup-yard mounts a failed CRIU restore left in
+// the work directory are detached.
+void clean_lazy_restore(const WrapperConfig& config, const std::string& id) {
+  const std::string work = work_path(config, id);
+  int pid = 0;
+  std::istringstream(read_text(work + "/lazy-pages.pid")) >> pid;
+  if (pid > 0) {
+    std::string cmdline = read_text("/proc/" + std::to_string(pid) + "/cmdline");
+    // Only the daemon we started: a stale pid may name anything by now.
+    if (cmdline.find("lazy-pages") != std::string::npos &&
+        cmdline.find(work) != std::string::npos) {
+      kill(pid, SIGKILL);
+    }
+  }
+  std::ifstream mountinfo("/proc/self/mountinfo");
+  std::vector<std::string> yards;
+  for (std::string line; std::getline(mountinfo, line);) {
+    std::istringstream fields(line);
+    std::string skip, mount_point;
+    fields >> skip >> skip >> skip >> skip >> mount_point;
+    if (mount_point.rfind(work + "/.criu.cgyard.", 0) == 0) yards.push_back(mount_point);
+  }
+  for (auto it = yards.rbegin(); it != yards.rend(); ++it) umount2(it->c_str(), MNT_DETACH);
+}
+
 std::string bundle_abs(const std::string& bundle) {
   std::error_code ec;
   auto p = fs::absolute(bundle, ec);
@@ -98,7 +150,62 @@ Result<WrapperConfig> WrapperConfig::load() {
   c.runtime = j.value("runtime", c.runtime);
   c.snapshot_root = j.value("snapshotRoot", c.snapshot_root);
   c.state_dir = j.value("stateDir", c.state_dir);
+  c.criu = j.value("criu", c.criu);
   return c;
+}
+
+Result<std::vector<std::string>> lazy_pages_argv(const std::string& criu,
+                                                 const std::string& image_dir,
+                                                 const std::string& work_dir,
+                                                 const std::string& page_server) {
+  auto colon = page_server.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == page_server.size()) {
+    return invalid_argument("page server \"" + page_server + "\" is not address:port");
+  }
+  std::string address = page_server.substr(0, colon);
+  std::string port = page_server.substr(colon + 1);
+  if (address.front() == '[' && address.back() == ']')
+    address = address.substr(1, address.size() - 2);
+  if (port.find_first_not_of("0123456789") != std::string::npos || port.size() > 5 ||
+      std::stoi(port) == 0 || std::stoi(port) > 65535) {
+    return invalid_argument("page server \"" + page_server + "\" has no valid port");
+  }
+  return std::vector<std::string>{criu,
+                                  "lazy-pages",
+                                  "--page-server",
+                                  "--address",
+                                  address,
+                                  "--port",
+                                  port,
+                                  "--images-dir",
+                                  image_dir,
+                                  "--work-dir",
+                                  work_dir,
+                                  "--daemon",
+                                  "--pidfile",
+                                  work_dir + "/lazy-pages.pid",
+                                  "--log-file",
+                                  "lazy-pages.log"};
+}
+
+Status start_lazy_pages_daemon(const std::vector<std::string>& argv, const std::string& work_dir) {
+  // With --daemon, CRIU's foreground process exits once the socket listens
+  // (criu/uffd.c: cr_lazy_pages binds before it daemonizes); the daemon is
+  // in its own session, so nothing here reaps or kills it.
+  std::error_code ec;
+  fs::remove(work_dir + "/lazy-pages.socket", ec);
+  fs::remove(work_dir + "/lazy-pages.pid", ec);
+  auto child = process::Subprocess::spawn(
+      {.argv = argv, .output_file = work_dir + "/lazy-pages.out", .new_process_group = false});
+  if (!child.ok()) return child.status().with_context("criu lazy-pages");
+  auto status = child->wait(std::chrono::seconds(30));
+  if (!status.ok()) return status.status().with_context("criu lazy-pages did not start");
+  if (process::exit_code(*status) != 0 || !fs::exists(work_dir + "/lazy-pages.socket")) {
+    return internal_error(
+        "criu lazy-pages failed to start: " + tail(work_dir + "/lazy-pages.log", 4) + " " +
+        tail(work_dir + "/lazy-pages.out", 2));
+  }
+  return {};
 }
 
 void report_error(const RuncArgs& args, const std::string& message) {
@@ -117,7 +224,7 @@ void report_error(const RuncArgs& args, const std::string& message) {
 }
 
 Action plan(const WrapperConfig& config, const std::vector<std::string>& args,
-            const RestorePreparer& prepare) {
+            const RestorePreparer& prepare, const LazyPagesStarter& start_lazy_pages) {
   auto parsed = parse_runc_args(args);
   // Anything we cannot read is the runtime's to judge, unchanged.
   if (!parsed.ok() || parsed->container_id.empty()) return {passthrough(config, args)};
@@ -137,6 +244,7 @@ Action plan(const WrapperConfig& config, const std::vector<std::string>& args,
     std::error_code ec;
     fs::remove(marker_path(config, id), ec);
     fs::remove(criu_conf_path(config, id), ec);
+    clean_lazy_restore(config, id);
     return {passthrough(config, args)};
   }
   if (a.command != "create") return {passthrough(config, args)};
@@ -178,18 +286,30 @@ Action plan(const WrapperConfig& config, const std::vector<std::string>& args,
     report_error(a, "restore of container " + id + ": " + s.message());
     return {{}, 1};
   }
+  const std::string work = work_path(config, id);
+  std::error_code ec;
+  fs::create_directories(work, ec);
   std::vector<std::string> argv = {config.runtime};
   argv.insert(argv.end(), a.global_flags.begin(), a.global_flags.end());
   argv.insert(argv.end(),
               {"restore", "--detach", "--bundle", bundle, "--image-path", prepared->image_dir,
-               "--work-path", config.state_dir + "/work/" + id, "--manage-cgroups-mode", "ignore"});
+               "--work-path", work, "--manage-cgroups-mode", "ignore"});
   if (!a.pid_file.empty()) argv.insert(argv.end(), {"--pid-file", a.pid_file});
   if (!a.console_socket.empty()) argv.insert(argv.end(), {"--console-socket", a.console_socket});
   if (prepared->tcp_established) argv.emplace_back("--tcp-established");
-  if (prepared->lazy_pages) argv.emplace_back("--lazy-pages");
+  if (prepared->lazy_pages) {
+    // PostCopy: the daemon serving page faults must listen before CRIU
+    // restores, in the same work directory.
+    auto daemon = lazy_pages_argv(config.criu, prepared->image_dir, work, prepared->page_server);
+    Status started = daemon.ok() ? start_lazy_pages(*daemon, work) : daemon.status();
+    if (!started.ok()) {
+      fs::remove(marker_path(config, id), ec);
+      report_error(a, "restore of container " + id + " (PostCopy): " + started.message());
+      return {{}, 1};
+    }
+    argv.emplace_back("--lazy-pages");
+  }
   argv.push_back(id);
-  std::error_code ec;
-  fs::create_directories(config.state_dir + "/work/" + id, ec);
   return {argv, 0, prepared->hold, prepared->inherit_fd};
 }
 

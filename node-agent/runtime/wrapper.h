@@ -9,7 +9,13 @@
 //     because the restored process is already running;
 //   - every `create` gets a per-container CRIU configuration file
 //     (org.criu.config annotation), through which the agent chooses
-//     checkpoint options runc has no flags for (tcp-close).
+//     checkpoint options runc has no flags for (tcp-close);
+//   - a PostCopy snapshot (no memory in it) is restored with
+//     `runc restore --lazy-pages`, after a `criu lazy-pages` daemon was
+//     started in the restore's work directory: it outlives ferry-runc,
+//     fetches the pages from the source's page server as the restored
+//     process touches them (and the rest in the background), and exits when
+//     it has them all; `delete` stops one that is still there.
 // A refused restore exits non-zero with one clear line in the runtime log
 // the shim reads, and nothing is left running.
 #pragma once
@@ -28,6 +34,7 @@ struct WrapperConfig {
   std::string runtime = "runc";  // the real runtime: path or name in PATH
   std::string snapshot_root = "/var/lib/ferry/snapshots";
   std::string state_dir = "/run/ferry";  // markers, CRIU configs, restore logs
+  std::string criu = "criu";             // for `criu lazy-pages` (runc finds its own)
   // Loads $FERRY_RUNC_CONFIG, else /etc/ferry/ferry-runc.json, else defaults.
   static Result<WrapperConfig> load();
 };
@@ -46,6 +53,7 @@ struct PreparedRestore {
   std::string image_dir;         // verified CRIU images
   bool tcp_established = false;  // how the snapshot's TCP connections were dumped
   bool lazy_pages = false;
+  std::string page_server;  // PostCopy: "address:port" of the source's page server
   // Keeps the snapshot locked against retention until the restore is done:
   // the owner lives until exec, and `inherit_fd` (if >= 0) is kept open
   // across the exec so the lock is held by runc restore itself.
@@ -58,6 +66,21 @@ struct PreparedRestore {
 using RestorePreparer =
     std::function<Result<PreparedRestore>(const WrapperConfig&, const RestoreRequest&)>;
 
+// The argv of the `criu lazy-pages` daemon for a PostCopy restore whose
+// images are in `image_dir`, listening in `work_dir` (where `runc restore
+// --work-path` makes CRIU look for lazy-pages.socket) and fetching from
+// `page_server` ("address:port"; IPv6 as "[addr]:port").
+Result<std::vector<std::string>> lazy_pages_argv(const std::string& criu,
+                                                 const std::string& image_dir,
+                                                 const std::string& work_dir,
+                                                 const std::string& page_server);
+
+// Starts the daemon `argv` (lazy_pages_argv) and returns once it listens on
+// `work_dir`/lazy-pages.socket. Injected for tests.
+using LazyPagesStarter =
+    std::function<Status(const std::vector<std::string>& argv, const std::string& work_dir)>;
+Status start_lazy_pages_daemon(const std::vector<std::string>& argv, const std::string& work_dir);
+
 // What main() should do: exec `argv`, or exit with `exit_code` at once.
 struct Action {
   std::vector<std::string> exec_argv;
@@ -69,7 +92,8 @@ struct Action {
 // Decides, performing the side effects a decision needs (markers, CRIU
 // config files, spec annotations, snapshot preparation).
 Action plan(const WrapperConfig& config, const std::vector<std::string>& args,
-            const RestorePreparer& prepare);
+            const RestorePreparer& prepare,
+            const LazyPagesStarter& start_lazy_pages = start_lazy_pages_daemon);
 
 // Writes one error line in the runtime log format the shim expects
 // (--log FILE, --log-format json|text) and to stderr.

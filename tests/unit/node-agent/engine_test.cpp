@@ -1,9 +1,13 @@
 #include "checkpoint/engine.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <csignal>
+#include <filesystem>
+#include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 
 namespace ferry::checkpoint {
 namespace {
@@ -41,6 +45,42 @@ class FakeRuntime : public OciRuntime {
     return checkpoint_result;
   }
   Status remove(const std::string&, bool) override { return {}; }
+
+  // PostCopy: a background checkpoint that writes `lazy_images`, signals
+  // ready on the status fd unless `lazy_result` is an error, and then runs
+  // until `lazy_done` (shared with the handle) is set.
+  std::map<std::string, std::string> lazy_images = {{"inventory.img", "inv"},
+                                                    {"pagemap-1.img", "map"}};
+  Status lazy_result;
+  std::shared_ptr<bool> lazy_done = std::make_shared<bool>(false);
+  std::shared_ptr<bool> lazy_destroyed = std::make_shared<bool>(false);
+  class FakeRunning : public RunningCheckpoint {
+   public:
+    FakeRunning(Status result, std::shared_ptr<bool> done, std::shared_ptr<bool> destroyed)
+        : result_(std::move(result)), done_(std::move(done)), destroyed_(std::move(destroyed)) {}
+    ~FakeRunning() override { *destroyed_ = true; }
+    Status wait(std::chrono::milliseconds) override {
+      if (!result_.ok() || *done_) return result_;
+      return Status(Code::kDeadlineExceeded, "serving");
+    }
+
+   private:
+    Status result_;
+    std::shared_ptr<bool> done_, destroyed_;
+  };
+  Result<std::unique_ptr<RunningCheckpoint>> start_checkpoint(const std::string& id,
+                                                              const CheckpointOptions& o) override {
+    calls.push_back("start-checkpoint" + std::string(o.lazy_pages ? " lazy " : " ") +
+                    o.page_server + (o.leave_running ? " leave-running" : ""));
+    for (const auto& [name, data] : lazy_images) std::ofstream(o.image_dir + "/" + name) << data;
+    if (lazy_result.ok()) {
+      char ready = 0;
+      EXPECT_EQ(write(o.status_fd, &ready, 1), 1);
+      containers[id].status = "running";  // CRIU holds the tasks by ptrace, cgroup thawed
+    }
+    return std::unique_ptr<RunningCheckpoint>(
+        new FakeRunning(lazy_result, lazy_done, lazy_destroyed));
+  }
 
  private:
   bool killed_ = false;
@@ -97,6 +137,103 @@ TEST_F(EngineTest, FreezeOfAStoppedContainerIsRefused) {
   auto r = engine_.freeze("c");
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().reason(), "NotRunning");
+}
+
+class LazyDumpTest : public EngineTest {
+ protected:
+  void SetUp() override {
+    EngineTest::SetUp();
+    dir_ = std::filesystem::temp_directory_path() / ("ferry-lazy-" + std::to_string(getpid()));
+    std::filesystem::create_directories(dir_ + "/store");
+    std::ofstream(dir_ + "/pipe-max-size") << "1048576\n";
+    store_ = std::make_unique<store::SnapshotStore>(dir_ + "/store");
+    auto w = store_->begin({.binding = {.namespace_name = "ns",
+                                        .pod_name = "dst",
+                                        .pod_uid = "uid",
+                                        .container_name = "app",
+                                        .migration_uid = "m1"}});
+    ASSERT_TRUE(w.ok()) << w.status().to_string();
+    writer_ = std::move(w).value();
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  LazyDumpRequest request() {
+    return {.container_id = "c",
+            .work_dir = dir_ + "/work",
+            .page_server = "127.0.0.1:27001",
+            .tcp = TcpMode::kEstablished,
+            .ready_timeout = std::chrono::seconds(5),
+            .pipe_max_size_sysctl = dir_ + "/pipe-max-size"};
+  }
+  std::string read(const std::string& path) {
+    std::ifstream in(path);
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  }
+  std::string dir_;
+  std::unique_ptr<store::SnapshotStore> store_;
+  std::unique_ptr<store::SnapshotWriter> writer_;
+};
+
+TEST_F(LazyDumpTest, PublishesTheSmallImagesAndKeepsServingPages) {
+  bool hook_called = false;
+  auto req = request();
+  req.before_publish = [&](store::SnapshotWriter& w) {
+    hook_called = true;
+    return w.add_file("rootfs-diff/index", "x");
+  };
+  auto r = engine_.dump_lazy(req, *writer_);
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_TRUE(hook_called);
+  EXPECT_EQ(rt_.calls, (std::vector<std::string>{
+                           "pause", "start-checkpoint lazy 127.0.0.1:27001 leave-running"}));
+  std::string snap = store_->snapshot_dir("m1", "app");
+  EXPECT_EQ(read(snap + "/inventory.img"), "inv");
+  EXPECT_EQ(read(snap + "/pagemap-1.img"), "map");
+  auto options = nlohmann::json::parse(read(snap + "/restore-options.json"));
+  EXPECT_EQ(options,
+            (nlohmann::json{
+                {"tcpEstablished", true}, {"lazyPages", true}, {"pageServer", "127.0.0.1:27001"}}));
+  EXPECT_EQ(read(dir_ + "/pipe-max-size"), "4194304\n") << "raised for CRIU's page server";
+  ASSERT_NE(r->transfer, nullptr);
+  EXPECT_FALSE(r->transfer->finished());
+  *rt_.lazy_done = true;
+  EXPECT_TRUE(r->transfer->wait(std::chrono::milliseconds(0)).ok());
+  rt_.containers["c"].status = "paused";  // CRIU re-froze it on exit
+  r->transfer.reset();
+  EXPECT_EQ(rt_.calls.size(), 2u) << "a finished transfer needs no re-freeze";
+}
+
+TEST_F(LazyDumpTest, AnAbandonedTransferReFreezesTheSourceBeforeStoppingCriu) {
+  auto r = engine_.dump_lazy(request(), *writer_);
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  r->transfer.reset();
+  EXPECT_TRUE(*rt_.lazy_destroyed);
+  EXPECT_EQ(rt_.calls.back(), "pause");
+  EXPECT_EQ(rt_.containers["c"].status, "paused");
+}
+
+TEST_F(LazyDumpTest, CriuFailureBeforeReadyPublishesNothing) {
+  rt_.lazy_result = Status(Code::kInternal, "criu: uffd missing", "PageTransferFailed");
+  auto r = engine_.dump_lazy(request(), *writer_);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().reason(), "PageTransferFailed");
+  EXPECT_TRUE(*rt_.lazy_destroyed) << "no runc or CRIU left behind";
+  EXPECT_FALSE(std::filesystem::exists(store_->snapshot_dir("m1", "app")));
+  EXPECT_EQ(rt_.containers["c"].status, "paused");
+}
+
+TEST(PipeMaxSizeTest, RaisedOnlyWhenLower) {
+  std::string path =
+      std::filesystem::temp_directory_path() / ("ferry-pipe-max-" + std::to_string(getpid()));
+  std::ofstream(path) << "8388608\n";
+  auto same = ensure_pipe_max_size(kCriuLazyPipeBytes, path);
+  ASSERT_TRUE(same.ok());
+  EXPECT_EQ(*same, "");
+  std::ofstream(path) << "1048576\n";
+  auto raised = ensure_pipe_max_size(kCriuLazyPipeBytes, path);
+  ASSERT_TRUE(raised.ok());
+  EXPECT_NE(raised->find("from 1048576 to 4194304"), std::string::npos) << *raised;
+  EXPECT_FALSE(ensure_pipe_max_size(kCriuLazyPipeBytes, path + ".missing").ok());
+  std::filesystem::remove(path);
 }
 
 }  // namespace

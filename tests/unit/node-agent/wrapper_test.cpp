@@ -184,5 +184,83 @@ TEST_F(WrapperTest, DeleteCleansUp) {
   EXPECT_FALSE(fs::exists(config_.state_dir + "/criu/c1.conf"));
 }
 
+TEST(LazyPagesArgvTest, DaemonListensInTheRestoreWorkDir) {
+  auto argv = lazy_pages_argv("/bin/criu", "/snap/m1/app", "/run/ferry/work/c1", "10.0.0.7:27001");
+  ASSERT_TRUE(argv.ok()) << argv.status().to_string();
+  EXPECT_EQ(*argv, (std::vector<std::string>{
+                       "/bin/criu", "lazy-pages", "--page-server", "--address", "10.0.0.7",
+                       "--port", "27001", "--images-dir", "/snap/m1/app", "--work-dir",
+                       "/run/ferry/work/c1", "--daemon", "--pidfile",
+                       "/run/ferry/work/c1/lazy-pages.pid", "--log-file", "lazy-pages.log"}));
+  auto v6 = lazy_pages_argv("criu", "/i", "/w", "[fd00::7]:27001");
+  ASSERT_TRUE(v6.ok());
+  EXPECT_EQ((*v6)[4], "fd00::7");
+  for (const char* bad :
+       {"", "10.0.0.7", "10.0.0.7:", ":27001", "10.0.0.7:http", "h:0", "h:65536"}) {
+    EXPECT_FALSE(lazy_pages_argv("criu", "/i", "/w", bad).ok()) << bad;
+  }
+}
+
+TEST_F(WrapperTest, PostCopyRestoreStartsLazyPagesFirst) {
+  write_spec({{"ferry.dev/restore-from", "m-1"}, {"io.kubernetes.cri.container-name", "app"}});
+  auto lazy = [](const WrapperConfig&, const RestoreRequest&) -> Result<PreparedRestore> {
+    return PreparedRestore{
+        .image_dir = "/snap/m1/app", .lazy_pages = true, .page_server = "127.0.0.1:27001"};
+  };
+  config_.criu = "/opt/criu";
+  std::vector<std::string> daemon;
+  std::string daemon_dir;
+  auto action = plan(config_, create_args(), lazy,
+                     [&](const std::vector<std::string>& argv, const std::string& dir) {
+                       daemon = argv;
+                       daemon_dir = dir;
+                       return Status();
+                     });
+  const std::string work = config_.state_dir + "/work/c1";
+  EXPECT_EQ(daemon_dir, work);
+  ASSERT_FALSE(daemon.empty());
+  EXPECT_EQ(daemon[0], "/opt/criu");
+  EXPECT_EQ(daemon[1], "lazy-pages");
+  const auto& argv = action.exec_argv;
+  ASSERT_FALSE(argv.empty());
+  EXPECT_NE(std::find(argv.begin(), argv.end(), "--lazy-pages"), argv.end());
+  auto wp = std::find(argv.begin(), argv.end(), "--work-path");
+  ASSERT_NE(wp, argv.end());
+  EXPECT_EQ(*(wp + 1), work) << "CRIU restore finds lazy-pages.socket there";
+  EXPECT_EQ(argv.back(), "c1");
+}
+
+TEST_F(WrapperTest, ColdRestoreStartsNoLazyPagesDaemon) {
+  write_spec({{"ferry.dev/restore-from", "m-1"}});
+  bool started = false;
+  auto action = plan(config_, create_args(), ok_preparer(),
+                     [&](const std::vector<std::string>&, const std::string&) {
+                       started = true;
+                       return Status();
+                     });
+  EXPECT_FALSE(started);
+  EXPECT_EQ(std::find(action.exec_argv.begin(), action.exec_argv.end(), "--lazy-pages"),
+            action.exec_argv.end());
+}
+
+TEST_F(WrapperTest, LazyPagesDaemonFailureFailsTheCreate) {
+  write_spec({{"ferry.dev/restore-from", "m-1"}});
+  auto lazy = [](const WrapperConfig&, const RestoreRequest&) -> Result<PreparedRestore> {
+    return PreparedRestore{
+        .image_dir = "/snap/m1/app", .lazy_pages = true, .page_server = "127.0.0.1:27001"};
+  };
+  auto action =
+      plan(config_, create_args(), lazy, [](const std::vector<std::string>&, const std::string&) {
+        return internal_error("criu lazy-pages failed to start: no uffd");
+      });
+  EXPECT_TRUE(action.exec_argv.empty());
+  EXPECT_EQ(action.exit_code, 1);
+  std::ifstream log(dir_ / "log.json");
+  std::string line;
+  ASSERT_TRUE(std::getline(log, line));
+  EXPECT_NE(line.find("no uffd"), std::string::npos) << line;
+  EXPECT_FALSE(fs::exists(config_.state_dir + "/restored/c1")) << "start must not succeed";
+}
+
 }  // namespace
 }  // namespace ferry::runtime

@@ -1,5 +1,6 @@
 #include "process/subprocess.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <unistd.h>
@@ -85,6 +86,27 @@ TEST(SubprocessTest, StopEscalatesToKill) {
   pid_t pid = p->pid();
   p->stop(200ms);
   EXPECT_NE(kill(pid, 0), 0);
+}
+
+TEST(SubprocessTest, KeptFdsAreInheritedAtTheirNumbers) {
+  // As `runc checkpoint --status-fd N` needs: close-on-exec fds of the
+  // caller, kept open in the child only when listed.
+  for (bool keep : {true, false}) {
+    int p[2];
+    ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+    SpawnOptions options{.argv = {"sh", "-c", "printf ready >&" + std::to_string(p[1])}};
+    if (keep) options.keep_fds.push_back(p[1]);
+    auto child = Subprocess::spawn(options);
+    ASSERT_TRUE(child.ok());
+    close(p[1]);
+    auto status = child->wait(10s);
+    ASSERT_TRUE(status.ok());
+    char buf[16] = {};
+    ssize_t n = read(p[0], buf, sizeof buf);
+    close(p[0]);
+    EXPECT_EQ(exit_code(*status) == 0, keep);
+    EXPECT_EQ(std::string(buf, n > 0 ? static_cast<size_t>(n) : 0), keep ? "ready" : "");
+  }
 }
 
 TEST(SubprocessTest, WaitTimesOut) {

@@ -1,0 +1,299 @@
+// PostCopy migration of a real runc container through ferry-runc, zdtm
+// style (DESIGN.md §4): the frozen source is dumped without its memory and
+// serves its pages from CRIU's page server; the target restores at once with
+// a `criu lazy-pages` daemon fetching pages on demand. The restored
+// container must answer while pages are still in flight, and its memory
+// must checksum right once the transfer is over; the source stays frozen
+// until then, and nothing (CRIU helpers, daemons, mounts) is left behind.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+#include <sstream>
+
+#include "checkpoint/engine.h"
+#include "rootfs/diff.h"
+#include "runc_harness.h"
+#include "runtime/restore_source.h"
+#include "store/snapshot_store.h"
+
+#ifndef FERRY_RUNC_BIN
+#error "FERRY_RUNC_BIN must name the ferry-runc binary"
+#endif
+#ifndef FERRY_STATEKEEPER_BIN
+#error "FERRY_STATEKEEPER_BIN must name the statekeeper binary"
+#endif
+
+namespace ferry::testing {
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+// A loopback TCP port nobody listens on right now.
+int free_port() {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  int port = -1;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    port = ntohs(addr.sin_port);
+  }
+  close(fd);
+  return port;
+}
+
+// Pids of processes whose command line mentions `needle` (our temp dir).
+std::vector<int> pids_mentioning(const std::string& needle) {
+  std::vector<int> pids;
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    std::string name = e.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream in(e.path() / "cmdline");
+    std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (cmdline.find(needle) != std::string::npos && std::stoi(name) != getpid()) {
+      pids.push_back(std::stoi(name));
+    }
+  }
+  return pids;
+}
+
+// Mount points under `dir` (CRIU's cgroup yards, our overlays).
+std::vector<std::string> mounts_under(const std::string& dir) {
+  std::ifstream in("/proc/self/mountinfo");
+  std::vector<std::string> out;
+  for (std::string line; std::getline(in, line);) {
+    std::istringstream fields(line);
+    std::string skip, mount_point;
+    fields >> skip >> skip >> skip >> skip >> mount_point;
+    if (mount_point.rfind(dir + "/", 0) == 0) out.push_back(mount_point);
+  }
+  return out;
+}
+
+// True when no task of a process in `netns` can run user code: each is
+// frozen by its cgroup or stopped under ptrace (CRIU's page server holds
+// them so during a lazy transfer).
+bool all_tasks_stopped(const std::string& netns) {
+  auto r = process::run({"ip", "netns", "pids", netns});
+  if (!r.ok() || r->out.empty()) return false;
+  std::istringstream pids(r->out);
+  for (std::string pid; pids >> pid;) {
+    for (const auto& task : fs::directory_iterator("/proc/" + pid + "/task")) {
+      std::ifstream in(task.path() / "status");
+      std::string line;
+      while (std::getline(in, line) && line.rfind("State:", 0) != 0) {
+      }
+      // t: tracing stop, T: stopped, D: the freezer's uninterruptible sleep.
+      char state = line.size() > 7 ? line[7] : '?';
+      if (state != 't' && state != 'T' && state != 'D') return false;
+    }
+  }
+  return true;
+}
+
+class PostCopyRestoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/ferry-postcopy-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    make_image(dir_ + "/image", FERRY_STATEKEEPER_BIN);
+    fs::create_directories(dir_ + "/snapshots");
+    json cfg = {{"runtime", tool("runc")},
+                {"criu", tool("criu")},
+                {"snapshotRoot", dir_ + "/snapshots"},
+                {"stateDir", dir_ + "/state"}};
+    std::ofstream(dir_ + "/ferry-runc.json") << cfg.dump();
+    setenv("FERRY_RUNC_CONFIG", (dir_ + "/ferry-runc.json").c_str(), 1);
+    tag_ = "pc" + std::to_string(getpid());
+  }
+  // Whatever a failed run left: CRIU helpers and daemons first (a task
+  // stuck on a page fault waits for them), then mounts.
+  void TearDown() override {
+    for (int pid : pids_mentioning(dir_)) kill(pid, SIGKILL);
+    for (int i = 0; i < 100 && !pids_mentioning(dir_).empty(); ++i) {
+      std::this_thread::sleep_for(20ms);
+    }
+    auto mounts = mounts_under(dir_);
+    for (auto it = mounts.rbegin(); it != mounts.rend(); ++it) umount2(it->c_str(), MNT_DETACH);
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+
+  static std::string read(const std::string& path) {
+    std::ifstream in(path);
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  }
+
+  std::string dir_, tag_;
+  std::string migration_ = "m-" + std::to_string(getpid());
+  PodIdentity source_pod_{.ns = "default", .name = "src", .uid = "uid-src"};
+  PodIdentity target_pod_{.ns = "default", .name = "dst", .uid = "uid-dst"};
+};
+
+TEST_F(PostCopyRestoreTest, AnswersBeforeItsPagesArrivedAndChecksumsAfter1GiB) {
+  const int mem_mib = 1024;
+  checkpoint::RuncCli runc(tool("runc"), dir_ + "/runc");
+  checkpoint::CheckpointEngine engine(runc);
+  {
+    // Source pod.
+    NetNs ns_a("pa-" + tag_);
+    OverlayRootfs rootfs_a(dir_ + "/image", dir_ + "/rootfs-a");
+    ASSERT_TRUE(rootfs_a.mounted());
+    fs::create_directories(dir_ + "/bundle-a");
+    std::ofstream(dir_ + "/bundle-a/config.json")
+        << make_spec(rootfs_a.merged(), ns_a.path(), mem_mib, source_pod_).dump();
+    ShimContainer src("a-" + tag_, dir_ + "/bundle-a", dir_ + "/runc", FERRY_RUNC_BIN);
+    ASSERT_EQ(src.create_and_start(), 0) << read(src.log_path());
+    ASSERT_TRUE(wait_until([&] { return ask(ns_a.name(), "PID") == "pid 1"; }, 120s))
+        << src.output();
+    for (int i = 0; i < 3; ++i) ask(ns_a.name(), "INCR");
+    std::string sum_before = ask(ns_a.name(), "SUM");
+    ASSERT_EQ(sum_before.substr(4, 16), sum_before.substr(30, 16)) << sum_before;
+    ASSERT_EQ(ask(ns_a.name(), "CHECK"), "check ok");
+    std::ofstream(rootfs_a.merged() + "/etc/new.conf") << "created in the container";
+
+    // Lazy dump: everything but memory into the store, published at once.
+    store::SnapshotStore snapshots(dir_ + "/snapshots", {.durable_data = false});
+    auto writer = snapshots.begin({.binding = {.namespace_name = target_pod_.ns,
+                                               .pod_name = target_pod_.name,
+                                               .pod_uid = target_pod_.uid,
+                                               .container_name = target_pod_.container,
+                                               .migration_uid = migration_},
+                                   .criu_version = "4.2.1",
+                                   .runtime = {"runc", "1.4.3"}});
+    ASSERT_TRUE(writer.ok()) << writer.status().to_string();
+    int port = free_port();
+    ASSERT_GT(port, 0);
+    auto dumped = engine.dump_lazy({.container_id = src.id(),
+                                    .work_dir = dir_ + "/work-a",
+                                    .page_server = "127.0.0.1:" + std::to_string(port),
+                                    .tcp = checkpoint::TcpMode::kEstablished,
+                                    .before_publish = [&](store::SnapshotWriter& w) -> Status {
+                                      auto diff = rootfs::capture_upper_dir(
+                                          rootfs_a.upper(),
+                                          w.dir() + "/" + std::string(runtime::kRootfsDiffDir));
+                                      return diff.ok() ? Status() : diff.status();
+                                    }},
+                                   **writer);
+    ASSERT_TRUE(dumped.ok()) << dumped.status().to_string();
+    auto freeze_start = Clock::now();
+    std::printf("freeze %.3f s, lazy dump %.3f s, publish %.3f s, %.2f MiB of images\n",
+                dumped->freeze.count(), dumped->dump.count(), dumped->publish.count(),
+                dumped->image_bytes / 1048576.0);
+    EXPECT_LT(dumped->image_bytes, 16u << 20) << "memory is not in the snapshot";
+    ASSERT_TRUE(all_tasks_stopped(ns_a.name())) << "the source must not run";
+    checkpoint::RunningCheckpoint& transfer = *dumped->transfer;
+    EXPECT_FALSE(transfer.finished()) << "nobody fetched pages yet";
+
+    // Target pod: restore through ferry-runc as the shim would.
+    NetNs ns_b("pb-" + tag_);
+    OverlayRootfs rootfs_b(dir_ + "/image", dir_ + "/rootfs-b");
+    fs::create_directories(dir_ + "/bundle-b");
+    std::ofstream(dir_ + "/bundle-b/config.json")
+        << make_spec(rootfs_b.merged(), ns_b.path(), mem_mib, target_pod_, migration_).dump();
+    const std::string work_b = dir_ + "/state/work/b-" + tag_;
+    ShimContainer dst("b-" + tag_, dir_ + "/bundle-b", dir_ + "/runc", FERRY_RUNC_BIN);
+    ASSERT_EQ(dst.create_and_start(), 0)
+        << read(dst.log_path()) << read(work_b + "/restore.log") << read(work_b + "/lazy-pages.log")
+        << transfer.wait(0ms).to_string();
+
+    // It answers while its pages are still in flight.
+    std::string count = ask(ns_b.name(), "COUNT");
+    bool still_transferring = !transfer.finished();
+    double answered = std::chrono::duration<double>(Clock::now() - freeze_start).count();
+    std::printf("restored container answered %.3f s after the lazy dump returned\n", answered);
+    EXPECT_EQ(count, "count 3");
+    EXPECT_TRUE(still_transferring) << "the page transfer ended before the container answered";
+    EXPECT_TRUE(all_tasks_stopped(ns_a.name())) << "the source stays stopped during the transfer";
+    EXPECT_TRUE(fs::exists(work_b + "/lazy-pages.socket") ||
+                fs::exists(work_b + "/lazy-pages.pid"));
+
+    // The transfer completes; memory is right.
+    Status transferred = transfer.wait(5min);
+    double total = std::chrono::duration<double>(Clock::now() - freeze_start).count();
+    ASSERT_TRUE(transferred.ok()) << transferred.to_string() << "\n"
+                                  << read(work_b + "/lazy-pages.log");
+    std::printf("page transfer finished %.3f s after the lazy dump returned\n", total);
+    EXPECT_EQ(src.state_status(), "paused") << "CRIU froze the source's cgroup again";
+    EXPECT_TRUE(all_tasks_stopped(ns_a.name()));
+    EXPECT_EQ(ask(ns_b.name(), "SUM"), sum_before);
+    EXPECT_EQ(ask(ns_b.name(), "CHECK"), "check ok");
+    EXPECT_EQ(ask(ns_b.name(), "PID"), "pid 1");
+    EXPECT_EQ(ask(ns_b.name(), "LOOP"), "loop ok");
+    EXPECT_EQ(read(rootfs_b.merged() + "/etc/new.conf"), "created in the container");
+    // The lazy-pages daemon is done once every page arrived.
+    int daemon_pid = 0;
+    std::istringstream(read(work_b + "/lazy-pages.pid")) >> daemon_pid;
+    ASSERT_GT(daemon_pid, 0);
+    EXPECT_TRUE(wait_until([&] { return kill(daemon_pid, 0) != 0; }, 30s))
+        << "criu lazy-pages still running";
+
+    // Exactly one copy runs: kill the source frozen.
+    Status killed = engine.kill_frozen(src.id());
+    ASSERT_TRUE(killed.ok()) << killed.to_string();
+    EXPECT_EQ(src.state_status(), "stopped");
+    EXPECT_EQ(ask(ns_b.name(), "COUNT"), "count 3");
+    ASSERT_TRUE(run_ok({FERRY_RUNC_BIN, "--root", dir_ + "/runc", "kill", dst.id(), "KILL"}));
+    EXPECT_TRUE(wait_until([&] { return dst.state_status() == "stopped"; }, 10s));
+    ASSERT_TRUE(run_ok({FERRY_RUNC_BIN, "--root", dir_ + "/runc", "delete", dst.id()}));
+    EXPECT_EQ(dst.state_status(), "absent");
+  }
+  // Every helper is gone, and only nothing is mounted under the test dir.
+  EXPECT_EQ(pids_mentioning(dir_), std::vector<int>{}) << "stray runc/CRIU processes";
+  EXPECT_EQ(mounts_under(dir_), std::vector<std::string>{}) << "stray mounts";
+}
+
+// A transfer given up before any target connected (the target node failed):
+// dropping the handle stops runc and CRIU, the source is frozen again (not
+// left running next to a copy) and a rollback thaws it intact.
+TEST_F(PostCopyRestoreTest, AbandonedTransferLeavesTheSourceFrozenAndNothingRunning) {
+  checkpoint::RuncCli runc(tool("runc"), dir_ + "/runc");
+  checkpoint::CheckpointEngine engine(runc);
+  NetNs ns_a("pa-" + tag_);
+  OverlayRootfs rootfs_a(dir_ + "/image", dir_ + "/rootfs-a");
+  ASSERT_TRUE(rootfs_a.mounted());
+  fs::create_directories(dir_ + "/bundle-a");
+  std::ofstream(dir_ + "/bundle-a/config.json")
+      << make_spec(rootfs_a.merged(), ns_a.path(), 64, source_pod_).dump();
+  ShimContainer src("a-" + tag_, dir_ + "/bundle-a", dir_ + "/runc", FERRY_RUNC_BIN);
+  ASSERT_EQ(src.create_and_start(), 0) << read(src.log_path());
+  ASSERT_TRUE(wait_until([&] { return ask(ns_a.name(), "PID") == "pid 1"; }, 60s));
+  ask(ns_a.name(), "INCR");
+  std::string sum_before = ask(ns_a.name(), "SUM");
+  {
+    store::SnapshotStore snapshots(dir_ + "/snapshots", {.durable_data = false});
+    auto writer = snapshots.begin({.binding = {.namespace_name = target_pod_.ns,
+                                               .pod_name = target_pod_.name,
+                                               .pod_uid = target_pod_.uid,
+                                               .container_name = target_pod_.container,
+                                               .migration_uid = migration_}});
+    ASSERT_TRUE(writer.ok());
+    auto dumped = engine.dump_lazy({.container_id = src.id(),
+                                    .work_dir = dir_ + "/work-a",
+                                    .page_server = "127.0.0.1:" + std::to_string(free_port()),
+                                    .tcp = checkpoint::TcpMode::kEstablished},
+                                   **writer);
+    ASSERT_TRUE(dumped.ok()) << dumped.status().to_string();
+    EXPECT_FALSE(pids_mentioning(dir_ + "/work-a").empty()) << "runc and CRIU serve pages";
+  }  // the handle goes
+  EXPECT_EQ(pids_mentioning(dir_ + "/work-a"), std::vector<int>{}) << "runc/CRIU left running";
+  EXPECT_EQ(src.state_status(), "paused");
+  EXPECT_TRUE(all_tasks_stopped(ns_a.name()));
+  ASSERT_TRUE(engine.thaw(src.id()).ok());
+  EXPECT_EQ(ask(ns_a.name(), "SUM"), sum_before);
+  EXPECT_EQ(ask(ns_a.name(), "COUNT"), "count 1");
+  EXPECT_EQ(ask(ns_a.name(), "CHECK"), "check ok");
+}
+
+}  // namespace
+}  // namespace ferry::testing
