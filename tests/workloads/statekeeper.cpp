@@ -145,7 +145,9 @@ bool loop_ok(int client, int server) {
   char out = 'x', in = 0;
   if (write(client, &out, 1) != 1) return false;
   pollfd p{server, POLLIN, 0};
-  if (poll(&p, 1, 2000) != 1) return false;
+  // A restored connection may need a retransmission (its first segment can
+  // meet the restore's network lock), which takes an RTO or two: wait.
+  if (poll(&p, 1, 8000) != 1) return false;
   return read(server, &in, 1) == 1 && in == out;
 }
 
