@@ -49,6 +49,7 @@ int main(int argc, char** argv) {
 
   auto t0 = std::chrono::steady_clock::now();
   std::vector<std::thread> writers;
+  writers.reserve(4);
   std::atomic<int> failed{0};
   for (int t = 0; t < 4; ++t) {
     writers.emplace_back([&, t] {

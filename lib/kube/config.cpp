@@ -70,8 +70,9 @@ Result<RestConfig> load_kubeconfig(const std::string& path, const std::string& c
     std::string ctx_name = context_name.empty() ? str(root, "current-context") : context_name;
     if (ctx_name.empty()) return invalid_argument("kubeconfig " + path + " has no current-context");
     YAML::Node ctx = find_named(root["contexts"], ctx_name, "context");
-    if (!ctx || ctx.IsNull())
+    if (!ctx || ctx.IsNull()) {
       return invalid_argument("kubeconfig " + path + ": context " + ctx_name + " not found");
+    }
     std::string cluster_name = str(ctx, "cluster");
     YAML::Node cluster = find_named(root["clusters"], cluster_name, "cluster");
     if (!cluster || cluster.IsNull()) {

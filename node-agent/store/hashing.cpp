@@ -25,8 +25,8 @@ constexpr std::size_t kChunk = 1 << 20;
 
 std::string to_hex(const unsigned char* data, unsigned len) {
   static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out(2 * len, '\0');
-  for (unsigned i = 0; i < len; ++i) {
+  std::string out(size_t{2} * len, '\0');
+  for (size_t i = 0; i < len; ++i) {
     out[2 * i] = kDigits[data[i] >> 4];
     out[2 * i + 1] = kDigits[data[i] & 0xf];
   }

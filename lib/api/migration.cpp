@@ -1,0 +1,195 @@
+#include "api/migration.h"
+
+#include <array>
+#include <cstdio>
+
+namespace ferry::api {
+namespace {
+
+using nlohmann::json;
+
+constexpr std::array<std::pair<Phase, std::string_view>, 9> kPhases = {{
+    {Phase::kPending, "Pending"},
+    {Phase::kScheduling, "Scheduling"},
+    {Phase::kCheckpointing, "Checkpointing"},
+    {Phase::kTransferring, "Transferring"},
+    {Phase::kRestoring, "Restoring"},
+    {Phase::kSwitching, "Switching"},
+    {Phase::kSucceeded, "Succeeded"},
+    {Phase::kFailed, "Failed"},
+    {Phase::kRolledBack, "RolledBack"},
+}};
+
+std::string str(const json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+int64_t num(const json& j, const char* key, int64_t fallback = 0) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_number_integer() ? it->get<int64_t>() : fallback;
+}
+
+}  // namespace
+
+std::string_view phase_name(Phase phase) {
+  for (const auto& [p, name] : kPhases) {
+    if (p == phase) return name;
+  }
+  return "Unknown";
+}
+
+Result<Phase> parse_phase(std::string_view name) {
+  for (const auto& [p, n] : kPhases) {
+    if (n == name) return p;
+  }
+  return invalid_argument("unknown Migration phase \"" + std::string(name) + "\"");
+}
+
+bool is_final(Phase phase) {
+  return phase == Phase::kSucceeded || phase == Phase::kFailed || phase == Phase::kRolledBack;
+}
+
+const Condition* find_condition(const std::vector<Condition>& conditions, std::string_view type) {
+  for (const auto& c : conditions) {
+    if (c.type == type) return &c;
+  }
+  return nullptr;
+}
+
+bool set_condition(std::vector<Condition>& conditions, Condition c, const std::string& now) {
+  for (auto& existing : conditions) {
+    if (existing.type != c.type) continue;
+    c.last_transition_time = existing.status == c.status ? existing.last_transition_time : now;
+    bool changed = existing.status != c.status || existing.reason != c.reason ||
+                   existing.message != c.message ||
+                   existing.observed_generation != c.observed_generation;
+    existing = std::move(c);
+    return changed;
+  }
+  c.last_transition_time = now;
+  conditions.push_back(std::move(c));
+  return true;
+}
+
+bool MigrationStatus::operator==(const MigrationStatus& o) const {
+  return status_to_json(*this) == status_to_json(o);
+}
+
+std::string format_seconds(double seconds) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.3fs", seconds);
+  return buf;
+}
+
+Result<Migration> migration_from_json(const json& object) {
+  if (!object.is_object()) return invalid_argument("Migration is not a JSON object");
+  if (auto kind = str(object, "kind"); !kind.empty() && kind != "Migration") {
+    return invalid_argument("expected kind Migration, got " + kind);
+  }
+  Migration m;
+  const json meta = object.value("metadata", json::object());
+  m.ns = str(meta, "namespace");
+  m.name = str(meta, "name");
+  m.uid = str(meta, "uid");
+  m.resource_version = str(meta, "resourceVersion");
+  m.generation = num(meta, "generation");
+  const json spec = object.value("spec", json::object());
+  m.spec.pod_name = str(spec, "podName");
+  m.spec.target_node = str(spec, "targetNode");
+  if (auto mode = str(spec, "mode"); !mode.empty()) m.spec.mode = mode;
+  const json timeouts = spec.value("timeouts", json::object());
+  m.spec.completion_seconds = num(timeouts, "completionSeconds", m.spec.completion_seconds);
+  m.spec.progress_seconds = num(timeouts, "progressSeconds", m.spec.progress_seconds);
+  m.spec.cancel = spec.value("cancel", false);
+
+  const json st = object.value("status", json::object());
+  MigrationStatus& s = m.status;
+  s.observed_generation = num(st, "observedGeneration");
+  if (auto phase = str(st, "phase"); !phase.empty()) {
+    auto p = parse_phase(phase);
+    if (!p.ok()) return p.status();
+    s.phase = *p;
+  }
+  s.source_node = str(st, "sourceNode");
+  s.target_node = str(st, "targetNode");
+  s.target_pod = str(st, "targetPod");
+  for (const auto& r : st.value("targetReasons", json::array())) {
+    if (r.is_string()) s.target_reasons.push_back(r.get<std::string>());
+  }
+  for (const auto& c : st.value("conditions", json::array())) {
+    s.conditions.push_back({str(c, "type"), str(c, "status"), str(c, "reason"), str(c, "message"),
+                            num(c, "observedGeneration"), str(c, "lastTransitionTime")});
+  }
+  for (const auto& t : st.value("phaseTransitionTimestamps", json::array())) {
+    auto p = parse_phase(str(t, "phase"));
+    if (!p.ok()) return p.status();
+    s.phase_transitions.push_back({*p, str(t, "time")});
+  }
+  const json d = st.value("durations", json::object());
+  s.freeze = str(d, "freeze");
+  s.checkpoint = str(d, "checkpoint");
+  s.transfer = str(d, "transfer");
+  s.restore = str(d, "restore");
+  s.total = str(d, "total");
+  const json b = st.value("bytes", json::object());
+  s.bytes_checkpointed = num(b, "checkpointed");
+  s.bytes_transferred = num(b, "transferred");
+  const json f = st.value("failure", json::object());
+  s.failure_reason = str(f, "reason");
+  s.failure_message = str(f, "message");
+  s.criu_log_excerpt = str(f, "criuLogExcerpt");
+  return m;
+}
+
+json status_to_json(const MigrationStatus& s) {
+  json st = json::object();
+  st["observedGeneration"] = s.observed_generation;
+  if (s.phase) st["phase"] = std::string(phase_name(*s.phase));
+  auto put = [&st](const char* key, const std::string& v) {
+    if (!v.empty()) st[key] = v;
+  };
+  put("sourceNode", s.source_node);
+  put("targetNode", s.target_node);
+  put("targetPod", s.target_pod);
+  if (!s.target_reasons.empty()) st["targetReasons"] = s.target_reasons;
+  if (!s.conditions.empty()) {
+    json cs = json::array();
+    for (const auto& c : s.conditions) {
+      cs.push_back({{"type", c.type},
+                    {"status", c.status},
+                    {"reason", c.reason},
+                    {"message", c.message},
+                    {"observedGeneration", c.observed_generation},
+                    {"lastTransitionTime", c.last_transition_time}});
+    }
+    st["conditions"] = cs;
+  }
+  if (!s.phase_transitions.empty()) {
+    json ts = json::array();
+    for (const auto& t : s.phase_transitions) {
+      ts.push_back({{"phase", std::string(phase_name(t.phase))}, {"time", t.time}});
+    }
+    st["phaseTransitionTimestamps"] = ts;
+  }
+  json d = json::object();
+  auto dur = [&d](const char* key, const std::string& v) {
+    if (!v.empty()) d[key] = v;
+  };
+  dur("freeze", s.freeze);
+  dur("checkpoint", s.checkpoint);
+  dur("transfer", s.transfer);
+  dur("restore", s.restore);
+  dur("total", s.total);
+  if (!d.empty()) st["durations"] = d;
+  if (s.bytes_checkpointed || s.bytes_transferred) {
+    st["bytes"] = {{"checkpointed", s.bytes_checkpointed}, {"transferred", s.bytes_transferred}};
+  }
+  if (!s.failure_reason.empty() || !s.failure_message.empty()) {
+    st["failure"] = {{"reason", s.failure_reason},
+                     {"message", s.failure_message},
+                     {"criuLogExcerpt", s.criu_log_excerpt}};
+  }
+  return json{{"status", st}};
+}
+
+}  // namespace ferry::api

@@ -1,0 +1,104 @@
+// The Migration resource (crds/ferry.dev_migrations.yaml) as C++ types with
+// a JSON codec, shared by the operator and the agent. Status follows the
+// Kubernetes conventions KubeVirt's VirtualMachineInstanceMigration uses: a
+// phase enum with is_final(), conditions whose lastTransitionTime moves only
+// when their status flips, and per-phase transition timestamps.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "status/status.h"
+
+namespace ferry::api {
+
+inline constexpr const char* kGroup = "ferry.dev";
+inline constexpr const char* kVersion = "v1alpha1";
+
+enum class Phase {
+  kPending,
+  kScheduling,
+  kCheckpointing,
+  kTransferring,
+  kRestoring,
+  kSwitching,
+  kSucceeded,
+  kFailed,
+  kRolledBack,
+};
+std::string_view phase_name(Phase phase);
+Result<Phase> parse_phase(std::string_view name);
+// Succeeded, Failed and RolledBack: nothing more will happen.
+bool is_final(Phase phase);
+
+struct Condition {
+  std::string type;
+  std::string status;  // "True", "False", "Unknown"
+  std::string reason;  // CamelCase, machine-readable
+  std::string message;
+  int64_t observed_generation = 0;
+  std::string last_transition_time;  // RFC 3339
+};
+
+// Sets `c` in `conditions` (by type). lastTransitionTime becomes `now` only
+// when the condition is new or its status flips; returns whether anything
+// changed, so callers write status only when it did.
+bool set_condition(std::vector<Condition>& conditions, Condition c, const std::string& now);
+const Condition* find_condition(const std::vector<Condition>& conditions, std::string_view type);
+
+struct MigrationSpec {
+  std::string pod_name;
+  std::string target_node;  // empty: Ferry chooses
+  std::string mode = "Cold";
+  int64_t completion_seconds = 600;
+  int64_t progress_seconds = 120;
+  bool cancel = false;
+};
+
+struct PhaseTransition {
+  Phase phase = Phase::kPending;
+  std::string time;
+};
+
+struct MigrationStatus {
+  int64_t observed_generation = 0;
+  std::optional<Phase> phase;  // unset until the operator first acts
+  std::string source_node;
+  std::string target_node;
+  std::string target_pod;
+  std::vector<std::string> target_reasons;
+  std::vector<Condition> conditions;
+  std::vector<PhaseTransition> phase_transitions;
+  std::string freeze, checkpoint, transfer, restore, total;  // durations, "1.234s"
+  int64_t bytes_checkpointed = 0;
+  int64_t bytes_transferred = 0;
+  std::string failure_reason;
+  std::string failure_message;
+  std::string criu_log_excerpt;
+
+  bool operator==(const MigrationStatus&) const;
+};
+
+struct Migration {
+  std::string ns;
+  std::string name;
+  std::string uid;
+  std::string resource_version;
+  int64_t generation = 0;
+  MigrationSpec spec;
+  MigrationStatus status;
+};
+
+// Decodes a Migration object as the API returns it. Tolerates unknown
+// fields (newer servers); rejects a wrong kind or an unknown phase.
+Result<Migration> migration_from_json(const nlohmann::json& object);
+// The status subresource body: {"status": ...}, for update_status/patch.
+nlohmann::json status_to_json(const MigrationStatus& status);
+// "1.234s": the duration format the CRD's durations use.
+std::string format_seconds(double seconds);
+
+}  // namespace ferry::api
