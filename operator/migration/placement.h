@@ -1,0 +1,63 @@
+// Where a pod may go (DESIGN.md §3 step 2, "choosing the destination
+// node"): the checks that make a Migration possible at all, and the choice
+// of a target node. Both are pure functions of the objects in the
+// informers' caches, so every rule is unit-tested without a cluster.
+//
+// A node is eligible when it is not the source, is Ready, is not cordoned,
+// tolerates-wise accepts the pod (NoSchedule/NoExecute taints), matches the
+// pod's nodeSelector and required node affinity, and has the pod's CPU and
+// memory requests free. Among eligible nodes the one with the most free
+// memory wins (ties: most free CPU, then name). Every node's verdict is
+// kept as a human sentence for status.targetReasons.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "status/status.h"
+
+namespace ferry::operator_ {
+
+using nlohmann::json;
+
+// Refusals a user can act on, as Status reasons (also condition reasons).
+inline constexpr const char* kPodNotFound = "PodNotFound";
+inline constexpr const char* kNotOnFerryRuntime = "NotOnFerryRuntime";
+inline constexpr const char* kHostNetworkUnsupported = "HostNetworkUnsupported";
+inline constexpr const char* kPodNotRunning = "PodNotRunning";
+inline constexpr const char* kTargetIsSource = "TargetIsSource";
+inline constexpr const char* kTargetNodeNotFound = "TargetNodeNotFound";
+inline constexpr const char* kTargetNodeIneligible = "TargetNodeIneligible";
+inline constexpr const char* kNoEligibleNode = "NoEligibleNode";
+
+// Checks the pod itself can be migrated: exists, runs on a node, uses the
+// ferry RuntimeClass, does not use the host network. `pod` may be null.
+Status check_pod(const json* pod, const std::string& ns, const std::string& name);
+
+struct NodeVerdict {
+  std::string node;
+  bool eligible = false;
+  std::string reason;  // why not, or the free resources when eligible
+  int64_t free_memory = 0;
+  int64_t free_millicpu = 0;
+};
+
+struct Placement {
+  std::string target;
+  std::vector<NodeVerdict> verdicts;  // every node considered, in name order
+  // One sentence per node, for status.targetReasons.
+  std::vector<std::string> reasons() const;
+};
+
+// Chooses the target node for `pod` among `nodes`, given all `pods` (to
+// sum what is already requested on each node). `requested` non-empty:
+// that node or a clear refusal.
+Result<Placement> choose_target(const json& pod, const std::vector<json>& nodes,
+                                const std::vector<json>& pods, const std::string& requested);
+
+// Quantities as Kubernetes writes them: "100m", "2", "128Mi", "1G", "1e3".
+int64_t parse_millicpu(const std::string& q);
+int64_t parse_bytes(const std::string& q);
+
+}  // namespace ferry::operator_

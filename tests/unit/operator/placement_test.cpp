@@ -1,0 +1,129 @@
+#include "migration/placement.h"
+
+#include <gtest/gtest.h>
+
+namespace ferry::operator_ {
+namespace {
+
+json node(const std::string& name, const std::string& cpu = "2", const std::string& mem = "4Gi",
+          bool ready = true) {
+  return {{"metadata", {{"name", name}, {"labels", {{"kubernetes.io/hostname", name}}}}},
+          {"spec", json::object()},
+          {"status",
+           {{"allocatable", {{"cpu", cpu}, {"memory", mem}}},
+            {"conditions", {{{"type", "Ready"}, {"status", ready ? "True" : "False"}}}}}}};
+}
+
+json pod(const std::string& name, const std::string& on, const std::string& cpu = "100m",
+         const std::string& mem = "256Mi") {
+  return {{"metadata", {{"name", name}, {"namespace", "default"}}},
+          {"spec",
+           {{"nodeName", on},
+            {"runtimeClassName", "ferry"},
+            {"containers",
+             {{{"name", "app"}, {"resources", {{"requests", {{"cpu", cpu}, {"memory", mem}}}}}}}}}},
+          {"status", {{"phase", "Running"}}}};
+}
+
+TEST(QuantityTest, ParsesKubernetesQuantities) {
+  EXPECT_EQ(parse_millicpu("100m"), 100);
+  EXPECT_EQ(parse_millicpu("2"), 2000);
+  EXPECT_EQ(parse_millicpu("0.5"), 500);
+  EXPECT_EQ(parse_bytes("128Mi"), 128LL << 20);
+  EXPECT_EQ(parse_bytes("1G"), 1000000000LL);
+  EXPECT_EQ(parse_bytes("4Gi"), 4LL << 30);
+  EXPECT_EQ(parse_bytes("1024"), 1024);
+}
+
+TEST(CheckPodTest, EachRefusalHasItsReason) {
+  EXPECT_EQ(check_pod(nullptr, "ns", "x").reason(), kPodNotFound);
+  json p = pod("p", "n1");
+  EXPECT_TRUE(check_pod(&p, "default", "p").ok());
+  json pending = p;
+  pending["status"]["phase"] = "Pending";
+  EXPECT_EQ(check_pod(&pending, "default", "p").reason(), kPodNotRunning);
+  json host = p;
+  host["spec"]["hostNetwork"] = true;
+  EXPECT_EQ(check_pod(&host, "default", "p").reason(), kHostNetworkUnsupported);
+  json runc = p;
+  runc["spec"].erase("runtimeClassName");
+  Status s = check_pod(&runc, "default", "p");
+  EXPECT_EQ(s.reason(), kNotOnFerryRuntime);
+  EXPECT_NE(s.message().find("runtimeClassName: ferry"), std::string::npos);
+}
+
+TEST(ChooseTargetTest, PicksTheNodeWithMostFreeMemoryAndExplainsEveryNode) {
+  std::vector<json> nodes = {node("n1"), node("n2", "2", "8Gi"), node("n3")};
+  json p = pod("p", "n1");
+  auto r = choose_target(p, nodes, {p}, "");
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_EQ(r->target, "n2");
+  auto reasons = r->reasons();
+  ASSERT_EQ(reasons.size(), 3u);
+  EXPECT_EQ(reasons[0], "n1: the source node");
+  EXPECT_EQ(reasons[1].rfind("n2: chosen, eligible", 0), 0u) << reasons[1];
+}
+
+TEST(ChooseTargetTest, FiltersCordonedNotReadyTaintedAndFull) {
+  json cordoned = node("a-cordoned");
+  cordoned["spec"]["unschedulable"] = true;
+  json tainted = node("b-tainted");
+  tainted["spec"]["taints"] = {{{"key", "dedicated"}, {"value", "db"}, {"effect", "NoSchedule"}}};
+  json full = node("c-full", "2", "300Mi");
+  json notready = node("d-notready", "2", "4Gi", false);
+  json p = pod("p", "src", "100m", "256Mi");
+  json other = pod("other", "c-full", "100m", "100Mi");
+  auto r = choose_target(p, {node("src"), cordoned, tainted, full, notready}, {p, other}, "");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().reason(), kNoEligibleNode);
+  const std::string& m = r.status().message();
+  EXPECT_NE(m.find("a-cordoned: cordoned"), std::string::npos) << m;
+  EXPECT_NE(m.find("b-tainted: taint dedicated:NoSchedule not tolerated"), std::string::npos) << m;
+  EXPECT_NE(m.find("c-full: not enough memory: 200Mi free, 256Mi requested"), std::string::npos)
+      << m;
+  EXPECT_NE(m.find("d-notready: not Ready"), std::string::npos) << m;
+
+  json tolerant = p;
+  tolerant["spec"]["tolerations"] = {
+      {{"key", "dedicated"}, {"operator", "Equal"}, {"value", "db"}, {"effect", "NoSchedule"}}};
+  auto ok = choose_target(tolerant, {node("src"), cordoned, tainted}, {tolerant}, "");
+  ASSERT_TRUE(ok.ok()) << ok.status().to_string();
+  EXPECT_EQ(ok->target, "b-tainted");
+}
+
+TEST(ChooseTargetTest, RespectsNodeSelectorAndRequiredAffinity) {
+  json zone_a = node("za");
+  zone_a["metadata"]["labels"]["zone"] = "a";
+  json zone_b = node("zb", "2", "16Gi");
+  zone_b["metadata"]["labels"]["zone"] = "b";
+  json p = pod("p", "src");
+  p["spec"]["nodeSelector"] = {{"zone", "a"}};
+  auto r = choose_target(p, {node("src"), zone_a, zone_b}, {p}, "");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->target, "za") << "zb has more memory but the selector says zone a";
+
+  json q = pod("q", "src");
+  q["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+   ["nodeSelectorTerms"] = {
+       {{"matchExpressions", {{{"key", "zone"}, {"operator", "NotIn"}, {"values", {"b"}}}}}}};
+  auto r2 = choose_target(q, {node("src"), zone_a, zone_b}, {q}, "");
+  ASSERT_TRUE(r2.ok());
+  EXPECT_EQ(r2->target, "za");
+}
+
+TEST(ChooseTargetTest, RequestedTargetIsHonouredOrRefusedClearly) {
+  json p = pod("p", "n1");
+  std::vector<json> nodes = {node("n1"), node("n2"), node("n3", "2", "16Gi")};
+  auto r = choose_target(p, nodes, {p}, "n2");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->target, "n2");
+  EXPECT_EQ(choose_target(p, nodes, {p}, "n1").status().reason(), kTargetIsSource);
+  EXPECT_EQ(choose_target(p, nodes, {p}, "nope").status().reason(), kTargetNodeNotFound);
+  nodes[1]["spec"]["unschedulable"] = true;
+  Status cordoned = choose_target(p, nodes, {p}, "n2").status();
+  EXPECT_EQ(cordoned.reason(), kTargetNodeIneligible);
+  EXPECT_NE(cordoned.message().find("cordoned"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace ferry::operator_
