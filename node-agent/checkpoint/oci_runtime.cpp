@@ -3,6 +3,7 @@
 #include <csignal>
 #include <cstring>
 #include <deque>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -90,6 +91,10 @@ std::vector<std::string> RuncCli::checkpoint_argv(const std::string& id,
 }
 
 Status RuncCli::checkpoint(const std::string& id, const CheckpointOptions& options) {
+  if (!options.work_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(options.work_dir, ec);
+  }
   auto argv = checkpoint_argv(id, options);
   auto r = process::run(argv, timeout_);
   if (!r.ok()) return r.status().with_context("checkpoint " + id);
@@ -97,6 +102,13 @@ Status RuncCli::checkpoint(const std::string& id, const CheckpointOptions& optio
     std::string log = (options.work_dir.empty() ? options.image_dir : options.work_dir) +
                       (options.pre_dump ? "/pre-dump.log" : "/dump.log");
     std::string excerpt = criu_log_excerpt(log);
+    if (excerpt.rfind("(no CRIU log", 0) == 0) {
+      // runc failed before CRIU ran: its own last words say why.
+      std::string err = r->err;
+      while (!err.empty() && err.back() == '\n') err.pop_back();
+      if (auto nl = err.rfind('\n'); nl != std::string::npos) err = err.substr(nl + 1);
+      excerpt = err.empty() ? excerpt : err;
+    }
     if (excerpt.find("No space left on device") != std::string::npos ||
         excerpt.find("Disk quota exceeded") != std::string::npos) {
       return Status(Code::kResourceExhausted,

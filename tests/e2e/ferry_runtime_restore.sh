@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# The node-agent core on the real cluster, before the operator drives it:
+# ferry-runc installed as the `ferry` RuntimeClass handler runs ordinary
+# pods through containerd's shim; a pod annotated ferry.dev/restore-from is
+# refused with a clear kubelet event until its snapshot exists; the source
+# pod's container is checkpointed frozen into the shared storage by
+# `ferry-agent checkpoint`; kubelet's next attempt restores it on another
+# node with its memory, counter, files, pipes, sockets, threads, timer and
+# child process; kubectl exec and logs work on it; the source is deleted
+# and killed while frozen, so exactly one copy ever runs.
+source "$(dirname "$0")/lib.sh"
+use_namespace
+: "${FERRY_RUNC:?}" "${FERRY_AGENT:?}"
+src_node=ferry-worker-1 dst_node=ferry-worker-2
+mig="e2e-$RANDOM"
+
+check "ferry-runc and ferry-agent installed on every node (what the agent DaemonSet will do)"
+for n in ferry-worker-1 ferry-worker-2 ferry-worker-3; do
+  docker exec "$n" mkdir -p /opt/ferry/bin /etc/ferry /var/lib/ferry-shared/snapshots
+  docker cp "$FERRY_RUNC" "$n:/opt/ferry/bin/ferry-runc" >/dev/null
+  docker cp "$FERRY_AGENT" "$n:/opt/ferry/bin/ferry-agent" >/dev/null
+  echo '{"runtime":"/usr/local/sbin/runc","snapshotRoot":"/var/lib/ferry-shared/snapshots","stateDir":"/run/ferry"}' |
+    docker exec -i "$n" tee /etc/ferry/ferry-runc.json >/dev/null
+done
+on_exit "rm -rf /var/lib/ferry-shared/snapshots/$mig"
+kubectl apply -f - >/dev/null <<EOF2
+apiVersion: node.k8s.io/v1
+kind: RuntimeClass
+metadata: {name: ferry}
+handler: ferry
+EOF2
+ok "installed"
+
+pod() { # pod NAME NODE [ANNOTATION]
+  k apply -f - >/dev/null <<EOF2
+apiVersion: v1
+kind: Pod
+metadata:
+  name: $1
+  annotations: {${3:-}}
+spec:
+  nodeName: $2
+  runtimeClassName: ferry
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: ferry.local/statekeeper:dev
+    imagePullPolicy: Never
+    command: ["/statekeeper", "--mem-mib", "64", "--port", "7777"]
+EOF2
+}
+ask() { k exec "$1" -- sh -c "echo $2 | nc -w 5 127.0.0.1 7777"; }
+
+check "a pod on the ferry RuntimeClass runs through ferry-runc (pass-through)"
+pod source "$src_node"
+wait_until 60 "source Ready" pod_ready source
+for _ in 1 2 3; do ask source INCR >/dev/null; done
+sum="$(ask source SUM)"
+[[ "$(ask source COUNT)" == "count 3" ]] || fail "counter on the source"
+ok "source state: $sum"
+
+check "a restore pod without its snapshot is refused with a clear event"
+pod target "$dst_node" "ferry.dev/restore-from: $mig"
+refused() { k get events --field-selector involvedObject.name=target -o jsonpath='{.items[*].message}' | grep -q "ferry-runc: restore of container app refused"; }
+wait_until 60 "kubelet event names ferry-runc's refusal" refused
+[[ "$(k get pod target -o jsonpath='{.status.containerStatuses[0].ready}')" != true ]] || fail "target ran without a snapshot"
+
+check "ferry-agent checkpoints the source frozen into the shared storage, bound to the target pod"
+uid="$(k get pod target -o jsonpath='{.metadata.uid}')"
+cid="$(k get pod source -o jsonpath='{.status.containerStatuses[0].containerID}')"
+cid="${cid#containerd://}"
+docker exec "$src_node" /opt/ferry/bin/ferry-agent checkpoint --container-id "$cid" \
+  --migration-uid "$mig" --namespace "$E2E_NS" --pod-name target --pod-uid "$uid" --container app \
+  --runtime /usr/local/sbin/runc || fail "checkpoint"
+state="$(docker exec "$src_node" /usr/local/sbin/runc --root /run/containerd/runc/k8s.io state "$cid" | jq -r .status)"
+[[ "$state" == paused ]] || fail "source is $state, not frozen"
+ok "source frozen, snapshot published"
+
+check "kubelet's next attempt restores the target on $dst_node with all its state"
+wait_until 120 "target Ready" pod_ready target
+[[ "$(ask target COUNT)" == "count 3" ]] || fail "counter after restore"
+[[ "$(ask target SUM)" == "$sum" ]] || fail "memory checksum after restore"
+check_state="$(ask target CHECK)"
+[[ "$check_state" == "check ok" ]] || fail "other state after restore: $check_state"
+k logs target | grep -q "count 3" || fail "kubectl logs shows the restored process's output"
+ok "restored on $(k get pod target -o jsonpath='{.spec.nodeName}'): $(ask target SUM)"
+
+check "the source is deleted and killed while frozen: one copy only"
+k delete pod source --wait=false >/dev/null
+docker exec "$src_node" /opt/ferry/bin/ferry-agent kill-frozen --container-id "$cid" \
+  --runtime /usr/local/sbin/runc || fail "kill-frozen"
+gone() { ! k get pod source >/dev/null 2>&1; }
+wait_until 60 "source pod gone" gone
+[[ "$(ask target COUNT)" == "count 3" ]] || fail "target after the source died"
+ok "one copy, on $dst_node"
