@@ -164,8 +164,9 @@ Result<std::vector<std::string>> lazy_pages_argv(const std::string& criu,
   }
   std::string address = page_server.substr(0, colon);
   std::string port = page_server.substr(colon + 1);
-  if (address.front() == '[' && address.back() == ']')
+  if (address.front() == '[' && address.back() == ']') {
     address = address.substr(1, address.size() - 2);
+  }
   if (port.find_first_not_of("0123456789") != std::string::npos || port.size() > 5 ||
       std::stoi(port) == 0 || std::stoi(port) > 65535) {
     return invalid_argument("page server \"" + page_server + "\" has no valid port");

@@ -275,6 +275,9 @@ std::string check_extra_state(const ExtraState& st) {
 
 int main(int argc, char** argv) {
   Options o = parse(argc, argv);
+  // Whatever descriptors the launcher leaked (a test runner's log file, say)
+  // would become part of the checkpointed state: start clean.
+  close_range(3, ~0U, 0);
   signal(SIGPIPE, SIG_IGN);
   // Fork the child first, so it does not inherit (and CRIU dump twice) the
   // big region.

@@ -111,10 +111,11 @@ spec: {podName: web-0}
 )")
                 .first,
             0);
+  const std::string body =
+      R"({"status":{"phase":"Succeeded","sourceNode":"node-1","targetNode":"node-2",)"
+      R"("durations":{"total":"3.2s"}}})";
   std::string status =
-      kubectl({"patch", "migration", "viewed", "--subresource=status", "--type=merge", "-p",
-               R"({"status":{"phase":"Succeeded","sourceNode":"node-1","targetNode":"node-2",)"
-               R"("durations":{"total":"3.2s"}}})"});
+      kubectl({"patch", "migration", "viewed", "--subresource=status", "--type=merge", "-p", body});
   ASSERT_EQ(status.find("rror"), std::string::npos) << status;
   std::string table = kubectl({"get", "migrations", "viewed"});
   EXPECT_NE(table.find("PHASE"), std::string::npos) << table;

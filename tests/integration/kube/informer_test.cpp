@@ -114,6 +114,7 @@ void create_namespace(kube::Client& c, const std::string& ns) {
 // Creates configmaps [from, to) with `threads` clients in parallel.
 void bulk_create(ControlPlane& cp, const std::string& ns, int from, int to, int threads) {
   std::vector<std::thread> workers;
+  workers.reserve(static_cast<size_t>(threads));
   for (int t = 0; t < threads; ++t) {
     workers.emplace_back([&, t] {
       auto c = client_for(cp);

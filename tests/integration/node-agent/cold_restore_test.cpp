@@ -337,11 +337,12 @@ TEST_F(ColdRestoreTest, EstablishedConnectionsCloseCleanlyOnANewIp) {
   std::string sum = ask(src.ns->name(), "SUM");
   // A long-lived peer of the source, in the source's network.
   std::string peer_log = dir_ + "/peer.log";
+  const std::string script =
+      "exec 3<>/dev/tcp/127.0.0.1/7777 && echo HOLD >&3 && read -r l <&3 && "
+      "echo \"$l\" && if read -r -t 120 x <&3; then echo data; else "
+      "echo \"ended rc=$?\"; fi";
   auto peer = process::Subprocess::spawn(
-      {.argv = {"ip", "netns", "exec", src.ns->name(), "bash", "-c",
-                "exec 3<>/dev/tcp/127.0.0.1/7777 && echo HOLD >&3 && read -r l <&3 && "
-                "echo \"$l\" && if read -r -t 120 x <&3; then echo data; else "
-                "echo \"ended rc=$?\"; fi"},
+      {.argv = {"ip", "netns", "exec", src.ns->name(), "bash", "-c", script},
        .output_file = peer_log});
   ASSERT_TRUE(peer.ok());
   ASSERT_TRUE(wait_until([&] { return read(peer_log).find("held") != std::string::npos; }, 20s));

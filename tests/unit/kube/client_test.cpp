@@ -67,8 +67,9 @@ TEST(ClientUnitTest, RetriesTooManyRequestsHonouringRetryAfter) {
 
 TEST(ClientUnitTest, ServerErrorsBackOffExponentiallyThenGiveUp) {
   Fixture f(3);
-  for (int i = 0; i < 4; ++i)
+  for (int i = 0; i < 4; ++i) {
     f.transport->answers.push_back(status_body(503, "ServiceUnavailable", "down"));
+  }
   auto r = f.client->get(resources::kPods, "default", "p");
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), Code::kUnavailable);

@@ -189,6 +189,7 @@ TEST(WorkQueueConcurrencyTest, NoKeyIsProcessedByTwoWorkersAtOnce) {
   std::atomic<bool> overlap{false};
   std::atomic<int> processed{0};
   std::vector<std::thread> workers;
+  workers.reserve(4);
   for (int w = 0; w < 4; ++w) {
     workers.emplace_back([&] {
       while (auto key = q.get()) {

@@ -8,7 +8,7 @@ namespace ferry::checkpoint {
 namespace {
 
 // A fake criu: version 4.2.1; `criu check` passes; features as given.
-CommandRunner fake_criu(std::set<std::string> features, bool check_ok = true) {
+CommandRunner fake_criu(const std::set<std::string>& features, bool check_ok = true) {
   return [=](const std::vector<std::string>& argv) -> Result<std::pair<int, std::string>> {
     if (argv[1] == "--version") return std::make_pair(0, std::string("Version: 4.2.1\n"));
     if (argv.size() == 2) return std::make_pair(check_ok ? 0 : 1, std::string());

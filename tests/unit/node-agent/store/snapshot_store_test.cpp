@@ -360,6 +360,7 @@ TEST_F(SnapshotStoreTest, SecondPublishOfTheSameSnapshotIsAlreadyExists) {
 TEST_F(SnapshotStoreTest, ParallelWritersNeverShareFiles) {
   constexpr int kWriters = 8;
   std::vector<std::thread> threads;
+  threads.reserve(kWriters);
   std::vector<std::string> dirs(kWriters), errors(kWriters);
   for (int i = 0; i < kWriters; ++i) {
     threads.emplace_back([&, i] {
