@@ -15,28 +15,12 @@
 #include <utility>
 #include <vector>
 
+#include "posix/unique_fd.h"
 #include "status/status.h"
 
 namespace ferry::rootfs::internal {
 
-// Owns one file descriptor; closes it on destruction.
-class UniqueFd {
- public:
-  UniqueFd() = default;
-  explicit UniqueFd(int fd) : fd_(fd) {}
-  UniqueFd(UniqueFd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-  UniqueFd& operator=(UniqueFd&& other) noexcept;
-  UniqueFd(const UniqueFd&) = delete;
-  UniqueFd& operator=(const UniqueFd&) = delete;
-  ~UniqueFd();
-
-  int get() const { return fd_; }
-  int release() { return std::exchange(fd_, -1); }
-  bool valid() const { return fd_ >= 0; }
-
- private:
-  int fd_ = -1;
-};
+using UniqueFd = posix::UniqueFd;
 
 // A Status for a failed system call: ENOSPC/EDQUOT become ResourceExhausted,
 // ENOENT NotFound, EACCES/EPERM PermissionDenied, the rest Internal.

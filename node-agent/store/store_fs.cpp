@@ -11,18 +11,6 @@
 
 namespace ferry::store::internal {
 
-UniqueFd& UniqueFd::operator=(UniqueFd&& other) noexcept {
-  if (this != &other) {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = std::exchange(other.fd_, -1);
-  }
-  return *this;
-}
-
-UniqueFd::~UniqueFd() {
-  if (fd_ >= 0) ::close(fd_);
-}
-
 Status errno_status(int err, const std::string& what) {
   std::string message = what + ": " + std::strerror(err);
   switch (err) {

@@ -6,27 +6,12 @@
 #include <string_view>
 #include <utility>
 
+#include "posix/unique_fd.h"
 #include "status/status.h"
 
 namespace ferry::store::internal {
 
-class UniqueFd {
- public:
-  UniqueFd() = default;
-  explicit UniqueFd(int fd) : fd_(fd) {}
-  UniqueFd(UniqueFd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-  UniqueFd& operator=(UniqueFd&& other) noexcept;
-  UniqueFd(const UniqueFd&) = delete;
-  UniqueFd& operator=(const UniqueFd&) = delete;
-  ~UniqueFd();
-
-  int get() const { return fd_; }
-  bool valid() const { return fd_ >= 0; }
-  int release() { return std::exchange(fd_, -1); }
-
- private:
-  int fd_ = -1;
-};
+using UniqueFd = posix::UniqueFd;
 
 // ENOSPC/EDQUOT: ResourceExhausted (reason SnapshotStoreFull); ENOENT:
 // NotFound; EACCES/EPERM: PermissionDenied; otherwise Internal.
