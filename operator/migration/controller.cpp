@@ -76,6 +76,7 @@ void MigrationController::run(std::stop_token stop, int workers) {
   synced_ = true;
   for (const auto& key : migrations_.store().keys()) queue_.add(key);
   std::vector<std::jthread> pool;
+  pool.reserve(static_cast<size_t>(workers));
   for (int i = 0; i < workers; ++i) {
     pool.emplace_back([this] {
       while (auto key = queue_.get()) {

@@ -91,7 +91,7 @@ bool affinity_matches(const json& pod, const json& labels) {
 }
 
 std::string mib(int64_t bytes) {
-  return std::to_string(bytes / (1024 * 1024)) + "Mi";
+  return std::to_string(bytes / (int64_t{1024} * 1024)) + "Mi";
 }
 
 }  // namespace
@@ -176,6 +176,7 @@ Result<Placement> choose_target(const json& pod, const std::vector<json>& nodes,
   Placement placement;
   bool requested_seen = false;
   std::vector<const json*> sorted;
+  sorted.reserve(nodes.size());
   for (const auto& n : nodes) sorted.push_back(&n);
   std::sort(sorted.begin(), sorted.end(), [](const json* a, const json* b) {
     return s(*a, "/metadata/name") < s(*b, "/metadata/name");
@@ -250,8 +251,9 @@ Result<Placement> choose_target(const json& pod, const std::vector<json>& nodes,
   }
   if (best == nullptr) {
     std::string why;
-    for (const auto& v : placement.verdicts)
+    for (const auto& v : placement.verdicts) {
       why += (why.empty() ? "" : "; ") + v.node + ": " + v.reason;
+    }
     return Status(Code::kFailedPrecondition, "no node can take the pod (" + why + ")",
                   kNoEligibleNode);
   }
