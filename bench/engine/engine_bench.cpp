@@ -20,6 +20,7 @@
 #include <map>
 
 #include "checkpoint/engine.h"
+#include "free_port.h"
 #include "rootfs/diff.h"
 #include "runc_harness.h"
 #include "runtime/restore_source.h"
@@ -44,21 +45,6 @@ struct Row {
   double pc_freeze = 0, pc_pause = 0, pc_dump = 0, pc_publish = 0, pc_restore = 0, pc_transfer = 0;
   double pc_image_mib = 0;
 };
-
-int free_port() {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  int port = -1;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
-  }
-  close(fd);
-  return port;
-}
 
 // Raw CRIU on a statekeeper process of the same size.
 bool raw_criu(const std::string& dir, int mib, Row& row) {
@@ -89,24 +75,14 @@ bool raw_criu(const std::string& dir, int mib, Row& row) {
 
 bool ferry_migration(const std::string& dir, int mib, Row& row) {
   std::string image = dir + "/image";
-  make_image(image, FERRY_STATEKEEPER_BIN);
-  fs::create_directories(dir + "/snapshots");
-  json cfg = {{"runtime", tool("runc")},
-              {"snapshotRoot", dir + "/snapshots"},
-              {"stateDir", dir + "/state"}};
-  std::ofstream(dir + "/ferry-runc.json") << cfg.dump();
-  setenv("FERRY_RUNC_CONFIG", (dir + "/ferry-runc.json").c_str(), 1);
+  prepare_lab(dir, FERRY_STATEKEEPER_BIN);
   PodIdentity src_pod{.name = "src", .uid = "uid-src"}, dst_pod{.name = "dst", .uid = "uid-dst"};
   std::string migration = "bench-" + std::to_string(mib);
 
   NetNs ns_a("fbench-a"), ns_b("fbench-b");
   OverlayRootfs ra(image, dir + "/ra"), rb(image, dir + "/rb");
-  fs::create_directories(dir + "/bundle-a");
-  fs::create_directories(dir + "/bundle-b");
-  std::ofstream(dir + "/bundle-a/config.json")
-      << make_spec(ra.merged(), ns_a.path(), mib, src_pod).dump();
-  std::ofstream(dir + "/bundle-b/config.json")
-      << make_spec(rb.merged(), ns_b.path(), mib, dst_pod, migration).dump();
+  write_bundle(dir + "/bundle-a", ra.merged(), ns_a, mib, src_pod);
+  write_bundle(dir + "/bundle-b", rb.merged(), ns_b, mib, dst_pod, migration);
   ShimContainer a("bench-a", dir + "/bundle-a", dir + "/runc", FERRY_RUNC_BIN);
   if (a.create_and_start() != 0) return false;
   if (!wait_until([&] { return ask(ns_a.name(), "PID") == "pid 1"; }, 120s)) return false;
@@ -166,25 +142,14 @@ bool ferry_migration(const std::string& dir, int mib, Row& row) {
 // memory arrived; the checksum is compared after the transfer.
 bool postcopy_migration(const std::string& dir, int mib, Row& row) {
   std::string image = dir + "/image";
-  make_image(image, FERRY_STATEKEEPER_BIN);
-  fs::create_directories(dir + "/snapshots");
-  json cfg = {{"runtime", tool("runc")},
-              {"criu", tool("criu")},
-              {"snapshotRoot", dir + "/snapshots"},
-              {"stateDir", dir + "/state"}};
-  std::ofstream(dir + "/ferry-runc.json") << cfg.dump();
-  setenv("FERRY_RUNC_CONFIG", (dir + "/ferry-runc.json").c_str(), 1);
+  prepare_lab(dir, FERRY_STATEKEEPER_BIN);
   PodIdentity src_pod{.name = "src", .uid = "uid-src"}, dst_pod{.name = "dst", .uid = "uid-dst"};
   std::string migration = "bench-pc-" + std::to_string(mib);
 
   NetNs ns_a("fbench-pa"), ns_b("fbench-pb");
   OverlayRootfs ra(image, dir + "/ra"), rb(image, dir + "/rb");
-  fs::create_directories(dir + "/bundle-a");
-  fs::create_directories(dir + "/bundle-b");
-  std::ofstream(dir + "/bundle-a/config.json")
-      << make_spec(ra.merged(), ns_a.path(), mib, src_pod).dump();
-  std::ofstream(dir + "/bundle-b/config.json")
-      << make_spec(rb.merged(), ns_b.path(), mib, dst_pod, migration).dump();
+  write_bundle(dir + "/bundle-a", ra.merged(), ns_a, mib, src_pod);
+  write_bundle(dir + "/bundle-b", rb.merged(), ns_b, mib, dst_pod, migration);
   ShimContainer a("bench-pa", dir + "/bundle-a", dir + "/runc", FERRY_RUNC_BIN);
   if (a.create_and_start() != 0) return false;
   if (!wait_until([&] { return ask(ns_a.name(), "PID") == "pid 1"; }, 120s)) return false;
@@ -202,7 +167,7 @@ bool postcopy_migration(const std::string& dir, int mib, Row& row) {
   auto t0 = Clock::now();
   auto dumped = engine.dump_lazy({.container_id = a.id(),
                                   .work_dir = dir + "/work-a",
-                                  .page_server = "127.0.0.1:" + std::to_string(free_port()),
+                                  .page_server = "127.0.0.1:" + std::to_string(*free_port()),
                                   .tcp = checkpoint::TcpMode::kEstablished,
                                   .before_publish = [&](store::SnapshotWriter& w) -> ferry::Status {
                                     auto diff = rootfs::capture_upper_dir(ra.upper(),

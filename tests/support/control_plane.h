@@ -16,6 +16,7 @@
 #include <optional>
 #include <string>
 
+#include "free_port.h"
 #include "process/subprocess.h"
 #include "status/status.h"
 
@@ -99,8 +100,5 @@ class ControlPlaneEnvironment : public ::testing::Environment {
  private:
   ControlPlaneOptions options_;
 };
-
-// A free TCP port on 127.0.0.1 as chosen by the kernel (bind to port 0).
-Result<int> free_port();
 
 }  // namespace ferry::testing

@@ -35,15 +35,9 @@ class ColdRestoreTest : public ::testing::Test {
     char tmpl[] = "/tmp/ferry-cold-XXXXXX";
     ASSERT_NE(mkdtemp(tmpl), nullptr);
     dir_ = tmpl;
-    make_image(dir_ + "/image", FERRY_STATEKEEPER_BIN);
-    fs::create_directories(dir_ + "/snapshots");
+    prepare_lab(dir_, FERRY_STATEKEEPER_BIN);
     std::ofstream(dir_ + "/image/etc/changed") << "old";
     std::ofstream(dir_ + "/image/etc/to-delete") << "bye";
-    json cfg = {{"runtime", tool("runc")},
-                {"snapshotRoot", dir_ + "/snapshots"},
-                {"stateDir", dir_ + "/state"}};
-    std::ofstream(dir_ + "/ferry-runc.json") << cfg.dump();
-    setenv("FERRY_RUNC_CONFIG", (dir_ + "/ferry-runc.json").c_str(), 1);
     tag_ = std::to_string(getpid()) + "-" +
            ::testing::UnitTest::GetInstance()->current_test_info()->name();
     tag_ = tag_.substr(0, 40);
@@ -67,9 +61,7 @@ class ColdRestoreTest : public ::testing::Test {
     s.rootfs = std::make_unique<OverlayRootfs>(dir_ + "/image", dir_ + "/rootfs-a");
     EXPECT_TRUE(s.rootfs->mounted());
     std::string bundle = dir_ + "/bundle-a";
-    fs::create_directories(bundle);
-    std::ofstream(bundle + "/config.json")
-        << make_spec(s.rootfs->merged(), s.ns->path(), mem_mib, source_pod_).dump();
+    write_bundle(bundle, s.rootfs->merged(), *s.ns, mem_mib, source_pod_);
     s.container =
         std::make_unique<ShimContainer>("a-" + tag_, bundle, dir_ + "/runc", FERRY_RUNC_BIN);
     EXPECT_EQ(s.container->create_and_start(), 0) << read(s.container->log_path());
@@ -121,9 +113,7 @@ class ColdRestoreTest : public ::testing::Test {
     t.ns = std::make_unique<NetNs>("fb-" + tag_.substr(0, 10));
     t.rootfs = std::make_unique<OverlayRootfs>(dir_ + "/image", dir_ + "/rootfs-b");
     std::string bundle = dir_ + "/bundle-b";
-    fs::create_directories(bundle);
-    std::ofstream(bundle + "/config.json")
-        << make_spec(t.rootfs->merged(), t.ns->path(), mem_mib, pod, migration_).dump();
+    write_bundle(bundle, t.rootfs->merged(), *t.ns, mem_mib, pod, migration_);
     t.container =
         std::make_unique<ShimContainer>("b-" + tag_, bundle, dir_ + "/runc", FERRY_RUNC_BIN);
     t.create_exit = t.container->create_and_start();

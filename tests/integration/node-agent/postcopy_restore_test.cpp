@@ -17,6 +17,7 @@
 #include <sstream>
 
 #include "checkpoint/engine.h"
+#include "free_port.h"
 #include "rootfs/diff.h"
 #include "runc_harness.h"
 #include "runtime/restore_source.h"
@@ -34,22 +35,6 @@ namespace {
 
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
-
-// A loopback TCP port nobody listens on right now.
-int free_port() {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  int port = -1;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
-  }
-  close(fd);
-  return port;
-}
 
 // Pids of processes whose command line mentions `needle` (our temp dir).
 std::vector<int> pids_mentioning(const std::string& needle) {
@@ -106,14 +91,7 @@ class PostCopyRestoreTest : public ::testing::Test {
     char tmpl[] = "/tmp/ferry-postcopy-XXXXXX";
     ASSERT_NE(mkdtemp(tmpl), nullptr);
     dir_ = tmpl;
-    make_image(dir_ + "/image", FERRY_STATEKEEPER_BIN);
-    fs::create_directories(dir_ + "/snapshots");
-    json cfg = {{"runtime", tool("runc")},
-                {"criu", tool("criu")},
-                {"snapshotRoot", dir_ + "/snapshots"},
-                {"stateDir", dir_ + "/state"}};
-    std::ofstream(dir_ + "/ferry-runc.json") << cfg.dump();
-    setenv("FERRY_RUNC_CONFIG", (dir_ + "/ferry-runc.json").c_str(), 1);
+    prepare_lab(dir_, FERRY_STATEKEEPER_BIN);
     tag_ = "pc" + std::to_string(getpid());
   }
   // Whatever a failed run left: CRIU helpers and daemons first (a task
@@ -149,9 +127,7 @@ TEST_F(PostCopyRestoreTest, AnswersBeforeItsPagesArrivedAndChecksumsAfter1GiB) {
     NetNs ns_a("pa-" + tag_);
     OverlayRootfs rootfs_a(dir_ + "/image", dir_ + "/rootfs-a");
     ASSERT_TRUE(rootfs_a.mounted());
-    fs::create_directories(dir_ + "/bundle-a");
-    std::ofstream(dir_ + "/bundle-a/config.json")
-        << make_spec(rootfs_a.merged(), ns_a.path(), mem_mib, source_pod_).dump();
+    write_bundle(dir_ + "/bundle-a", rootfs_a.merged(), ns_a, mem_mib, source_pod_);
     ShimContainer src("a-" + tag_, dir_ + "/bundle-a", dir_ + "/runc", FERRY_RUNC_BIN);
     ASSERT_EQ(src.create_and_start(), 0) << read(src.log_path());
     ASSERT_TRUE(wait_until([&] { return ask(ns_a.name(), "PID") == "pid 1"; }, 120s))
@@ -172,7 +148,7 @@ TEST_F(PostCopyRestoreTest, AnswersBeforeItsPagesArrivedAndChecksumsAfter1GiB) {
                                    .criu_version = "4.2.1",
                                    .runtime = {"runc", "1.4.3"}});
     ASSERT_TRUE(writer.ok()) << writer.status().to_string();
-    int port = free_port();
+    int port = *free_port();
     ASSERT_GT(port, 0);
     auto dumped = engine.dump_lazy({.container_id = src.id(),
                                     .work_dir = dir_ + "/work-a",
@@ -198,9 +174,7 @@ TEST_F(PostCopyRestoreTest, AnswersBeforeItsPagesArrivedAndChecksumsAfter1GiB) {
     // Target pod: restore through ferry-runc as the shim would.
     NetNs ns_b("pb-" + tag_);
     OverlayRootfs rootfs_b(dir_ + "/image", dir_ + "/rootfs-b");
-    fs::create_directories(dir_ + "/bundle-b");
-    std::ofstream(dir_ + "/bundle-b/config.json")
-        << make_spec(rootfs_b.merged(), ns_b.path(), mem_mib, target_pod_, migration_).dump();
+    write_bundle(dir_ + "/bundle-b", rootfs_b.merged(), ns_b, mem_mib, target_pod_, migration_);
     const std::string work_b = dir_ + "/state/work/b-" + tag_;
     ShimContainer dst("b-" + tag_, dir_ + "/bundle-b", dir_ + "/runc", FERRY_RUNC_BIN);
     ASSERT_EQ(dst.create_and_start(), 0)
@@ -262,9 +236,7 @@ TEST_F(PostCopyRestoreTest, AbandonedTransferLeavesTheSourceFrozenAndNothingRunn
   NetNs ns_a("pa-" + tag_);
   OverlayRootfs rootfs_a(dir_ + "/image", dir_ + "/rootfs-a");
   ASSERT_TRUE(rootfs_a.mounted());
-  fs::create_directories(dir_ + "/bundle-a");
-  std::ofstream(dir_ + "/bundle-a/config.json")
-      << make_spec(rootfs_a.merged(), ns_a.path(), 64, source_pod_).dump();
+  write_bundle(dir_ + "/bundle-a", rootfs_a.merged(), ns_a, 64, source_pod_);
   ShimContainer src("a-" + tag_, dir_ + "/bundle-a", dir_ + "/runc", FERRY_RUNC_BIN);
   ASSERT_EQ(src.create_and_start(), 0) << read(src.log_path());
   ASSERT_TRUE(wait_until([&] { return ask(ns_a.name(), "PID") == "pid 1"; }, 60s));
@@ -280,7 +252,7 @@ TEST_F(PostCopyRestoreTest, AbandonedTransferLeavesTheSourceFrozenAndNothingRunn
     ASSERT_TRUE(writer.ok());
     auto dumped = engine.dump_lazy({.container_id = src.id(),
                                     .work_dir = dir_ + "/work-a",
-                                    .page_server = "127.0.0.1:" + std::to_string(free_port()),
+                                    .page_server = "127.0.0.1:" + std::to_string(*free_port()),
                                     .tcp = checkpoint::TcpMode::kEstablished},
                                    **writer);
     ASSERT_TRUE(dumped.ok()) << dumped.status().to_string();

@@ -78,6 +78,21 @@ inline void make_image(const std::string& dir, const std::string& statekeeper) {
   fs::copy_file(statekeeper, dir + "/statekeeper", fs::copy_options::overwrite_existing);
 }
 
+// A working directory for node-agent tests and benchmarks: the statekeeper
+// image, an (empty) snapshot store, and ferry-runc's configuration pointing
+// at the pinned runc and CRIU, the store and a state dir; ferry-runc finds it
+// through FERRY_RUNC_CONFIG.
+inline void prepare_lab(const std::string& dir, const std::string& statekeeper) {
+  make_image(dir + "/image", statekeeper);
+  fs::create_directories(dir + "/snapshots");
+  json cfg = {{"runtime", tool("runc")},
+              {"criu", tool("criu")},
+              {"snapshotRoot", dir + "/snapshots"},
+              {"stateDir", dir + "/state"}};
+  std::ofstream(dir + "/ferry-runc.json") << cfg.dump();
+  setenv("FERRY_RUNC_CONFIG", (dir + "/ferry-runc.json").c_str(), 1);
+}
+
 // Reads a pipe into a string on a thread, like a shim's log copier.
 class PipeReader {
  public:
@@ -151,6 +166,15 @@ inline json make_spec(const std::string& rootfs, const std::string& netns_path, 
                          {"io.kubernetes.cri.sandbox-uid", pod.uid}};
   if (!restore_from.empty()) spec["annotations"]["ferry.dev/restore-from"] = restore_from;
   return spec;
+}
+
+// Writes bundle `dir`/config.json for the statekeeper on `rootfs` in `ns`.
+inline void write_bundle(const std::string& dir, const std::string& rootfs, const NetNs& ns,
+                         int mem_mib, const PodIdentity& pod,
+                         const std::string& restore_from = {}) {
+  fs::create_directories(dir);
+  std::ofstream(dir + "/config.json")
+      << make_spec(rootfs, ns.path(), mem_mib, pod, restore_from).dump();
 }
 
 // One container, created and started through ferry-runc as the shim would.
