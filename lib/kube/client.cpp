@@ -251,7 +251,7 @@ Status Client::remove(const ResourceType& type, std::string_view ns, std::string
 }
 
 Status Client::watch(const ResourceType& type, std::string_view ns, const WatchOptions& options,
-                     const std::function<bool(const WatchEvent&)>& on_event, std::stop_token stop) {
+                     const std::function<bool(WatchEvent&)>& on_event, std::stop_token stop) {
   std::string target =
       with_query(type.path(ns), {"watch=1", param("labelSelector", options.label_selector),
                                  param("fieldSelector", options.field_selector),

@@ -102,10 +102,11 @@ class Client {
                 const DeleteOptions& options = {});
 
   // Streams events to `on_event` until the server closes the watch (Ok),
+  // handing each event over mutable so the consumer may move its object out,
   // `on_event` returns false (Ok), `stop` is requested (Cancelled), or the
   // resourceVersion is too old (Gone).
   Status watch(const ResourceType& type, std::string_view ns, const WatchOptions& options,
-               const std::function<bool(const WatchEvent&)>& on_event, std::stop_token stop);
+               const std::function<bool(WatchEvent&)>& on_event, std::stop_token stop);
 
   // A raw GET, for non-resource paths such as /readyz or /version.
   Result<HttpResponse> get_raw(const std::string& path);

@@ -192,8 +192,8 @@ Status Informer::watch_once(std::stop_token stop) {
        .resource_version = resource_version_,
        .allow_bookmarks = true,
        .timeout = options_.watch_timeout + std::chrono::seconds(spread(rng))},
-      [this](const WatchEvent& ev) {
-        apply(ev.type, ev.object);
+      [this](WatchEvent& ev) {
+        apply(ev.type, std::move(ev.object));  // no copy per event
         return true;
       },
       stop);

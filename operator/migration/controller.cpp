@@ -24,10 +24,11 @@ void enter_phase(api::MigrationStatus& s, api::Phase phase) {
   s.phase_transitions.push_back({phase, now_rfc3339()});
 }
 
-std::vector<json> values(const std::vector<kube::ObjectPtr>& objects) {
-  std::vector<json> out;
+// Views of cached objects; `objects` keeps them alive meanwhile.
+std::vector<const json*> views(const std::vector<kube::ObjectPtr>& objects) {
+  std::vector<const json*> out;
   out.reserve(objects.size());
-  for (const auto& o : objects) out.push_back(*o);
+  for (const auto& o : objects) out.push_back(o.get());
   return out;
 }
 
@@ -144,8 +145,9 @@ Status MigrationController::reconcile(const std::string& key) {
   if (Status ok = check_pod(pod.get(), m.ns, m.spec.pod_name); !ok.ok()) {
     return fail(m, s, ok, api::Phase::kFailed);
   }
-  auto placement = choose_target(*pod, values(nodes_.store().list()), values(pods_.store().list()),
-                                 m.spec.target_node);
+  const auto nodes = nodes_.store().list();
+  const auto pods = pods_.store().list();
+  auto placement = choose_target(*pod, views(nodes), views(pods), m.spec.target_node);
   if (!placement.ok()) return fail(m, s, placement.status(), api::Phase::kFailed);
 
   enter_phase(s, api::Phase::kScheduling);

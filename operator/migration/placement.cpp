@@ -150,8 +150,9 @@ std::vector<std::string> Placement::reasons() const {
   return out;
 }
 
-Result<Placement> choose_target(const json& pod, const std::vector<json>& nodes,
-                                const std::vector<json>& pods, const std::string& requested) {
+Result<Placement> choose_target(const json& pod, const std::vector<const json*>& nodes,
+                                const std::vector<const json*>& pods,
+                                const std::string& requested) {
   const std::string source = s(pod, "/spec/nodeName");
   if (!requested.empty() && requested == source) {
     return Status(Code::kInvalidArgument,
@@ -165,7 +166,8 @@ Result<Placement> choose_target(const json& pod, const std::vector<json>& nodes,
 
   // What the pods already placed on each node request (finished pods free theirs).
   std::map<std::string, std::pair<int64_t, int64_t>> used;
-  for (const auto& p : pods) {
+  for (const json* pp : pods) {
+    const json& p = *pp;
     std::string phase = s(p, "/status/phase");
     if (phase == "Succeeded" || phase == "Failed") continue;
     auto& u = used[s(p, "/spec/nodeName")];
@@ -175,9 +177,7 @@ Result<Placement> choose_target(const json& pod, const std::vector<json>& nodes,
 
   Placement placement;
   bool requested_seen = false;
-  std::vector<const json*> sorted;
-  sorted.reserve(nodes.size());
-  for (const auto& n : nodes) sorted.push_back(&n);
+  std::vector<const json*> sorted = nodes;
   std::sort(sorted.begin(), sorted.end(), [](const json* a, const json* b) {
     return s(*a, "/metadata/name") < s(*b, "/metadata/name");
   });

@@ -53,8 +53,10 @@ struct Placement {
 // Chooses the target node for `pod` among `nodes`, given all `pods` (to
 // sum what is already requested on each node). `requested` non-empty:
 // that node or a clear refusal.
-Result<Placement> choose_target(const json& pod, const std::vector<json>& nodes,
-                                const std::vector<json>& pods, const std::string& requested);
+// Objects are read in place (the informer caches' shared objects), never
+// copied: this runs on every reconcile, over every pod of the cluster.
+Result<Placement> choose_target(const json& pod, const std::vector<const json*>& nodes,
+                                const std::vector<const json*>& pods, const std::string& requested);
 
 // Quantities as Kubernetes writes them: "100m", "2", "128Mi", "1G", "1e3".
 int64_t parse_millicpu(const std::string& q);

@@ -25,6 +25,15 @@ json pod(const std::string& name, const std::string& on, const std::string& cpu 
           {"status", {{"phase", "Running"}}}};
 }
 
+// choose_target over views of these objects, as the controller passes its caches.
+Result<Placement> choose(const json& pod, const std::vector<json>& nodes,
+                         const std::vector<json>& pods, const std::string& requested) {
+  std::vector<const json*> n, p;
+  for (const auto& x : nodes) n.push_back(&x);
+  for (const auto& x : pods) p.push_back(&x);
+  return choose_target(pod, n, p, requested);
+}
+
 TEST(QuantityTest, ParsesKubernetesQuantities) {
   EXPECT_EQ(parse_millicpu("100m"), 100);
   EXPECT_EQ(parse_millicpu("2"), 2000);
@@ -55,7 +64,7 @@ TEST(CheckPodTest, EachRefusalHasItsReason) {
 TEST(ChooseTargetTest, PicksTheNodeWithMostFreeMemoryAndExplainsEveryNode) {
   std::vector<json> nodes = {node("n1"), node("n2", "2", "8Gi"), node("n3")};
   json p = pod("p", "n1");
-  auto r = choose_target(p, nodes, {p}, "");
+  auto r = choose(p, nodes, {p}, "");
   ASSERT_TRUE(r.ok()) << r.status().to_string();
   EXPECT_EQ(r->target, "n2");
   auto reasons = r->reasons();
@@ -73,7 +82,7 @@ TEST(ChooseTargetTest, FiltersCordonedNotReadyTaintedAndFull) {
   json notready = node("d-notready", "2", "4Gi", false);
   json p = pod("p", "src", "100m", "256Mi");
   json other = pod("other", "c-full", "100m", "100Mi");
-  auto r = choose_target(p, {node("src"), cordoned, tainted, full, notready}, {p, other}, "");
+  auto r = choose(p, {node("src"), cordoned, tainted, full, notready}, {p, other}, "");
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().reason(), kNoEligibleNode);
   const std::string& m = r.status().message();
@@ -86,7 +95,7 @@ TEST(ChooseTargetTest, FiltersCordonedNotReadyTaintedAndFull) {
   json tolerant = p;
   tolerant["spec"]["tolerations"] = {
       {{"key", "dedicated"}, {"operator", "Equal"}, {"value", "db"}, {"effect", "NoSchedule"}}};
-  auto ok = choose_target(tolerant, {node("src"), cordoned, tainted}, {tolerant}, "");
+  auto ok = choose(tolerant, {node("src"), cordoned, tainted}, {tolerant}, "");
   ASSERT_TRUE(ok.ok()) << ok.status().to_string();
   EXPECT_EQ(ok->target, "b-tainted");
 }
@@ -98,7 +107,7 @@ TEST(ChooseTargetTest, RespectsNodeSelectorAndRequiredAffinity) {
   zone_b["metadata"]["labels"]["zone"] = "b";
   json p = pod("p", "src");
   p["spec"]["nodeSelector"] = {{"zone", "a"}};
-  auto r = choose_target(p, {node("src"), zone_a, zone_b}, {p}, "");
+  auto r = choose(p, {node("src"), zone_a, zone_b}, {p}, "");
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->target, "za") << "zb has more memory but the selector says zone a";
 
@@ -106,7 +115,7 @@ TEST(ChooseTargetTest, RespectsNodeSelectorAndRequiredAffinity) {
   q["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
    ["nodeSelectorTerms"] = {
        {{"matchExpressions", {{{"key", "zone"}, {"operator", "NotIn"}, {"values", {"b"}}}}}}};
-  auto r2 = choose_target(q, {node("src"), zone_a, zone_b}, {q}, "");
+  auto r2 = choose(q, {node("src"), zone_a, zone_b}, {q}, "");
   ASSERT_TRUE(r2.ok());
   EXPECT_EQ(r2->target, "za");
 }
@@ -114,13 +123,13 @@ TEST(ChooseTargetTest, RespectsNodeSelectorAndRequiredAffinity) {
 TEST(ChooseTargetTest, RequestedTargetIsHonouredOrRefusedClearly) {
   json p = pod("p", "n1");
   std::vector<json> nodes = {node("n1"), node("n2"), node("n3", "2", "16Gi")};
-  auto r = choose_target(p, nodes, {p}, "n2");
+  auto r = choose(p, nodes, {p}, "n2");
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->target, "n2");
-  EXPECT_EQ(choose_target(p, nodes, {p}, "n1").status().reason(), kTargetIsSource);
-  EXPECT_EQ(choose_target(p, nodes, {p}, "nope").status().reason(), kTargetNodeNotFound);
+  EXPECT_EQ(choose(p, nodes, {p}, "n1").status().reason(), kTargetIsSource);
+  EXPECT_EQ(choose(p, nodes, {p}, "nope").status().reason(), kTargetNodeNotFound);
   nodes[1]["spec"]["unschedulable"] = true;
-  Status cordoned = choose_target(p, nodes, {p}, "n2").status();
+  Status cordoned = choose(p, nodes, {p}, "n2").status();
   EXPECT_EQ(cordoned.reason(), kTargetNodeIneligible);
   EXPECT_NE(cordoned.message().find("cordoned"), std::string::npos);
 }
