@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "api/annotations.h"
+#include "posix/atomic_file.h"
 
 namespace ferry::checkpoint {
 namespace fs = std::filesystem;
@@ -54,15 +55,7 @@ Status CheckpointEngine::write_criu_config(const ContainerState& state, TcpMode 
   }
   // Only what runc has no flag for; runc passes the file to CRIU as-is.
   std::string contents = tcp == TcpMode::kClose ? "tcp-close\n" : "";
-  std::string tmp = it->second + ".tmp";
-  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return internal_error("cannot write CRIU config " + tmp);
-  bool ok = write(fd, contents.data(), contents.size()) == static_cast<ssize_t>(contents.size());
-  close(fd);
-  if (!ok || rename(tmp.c_str(), it->second.c_str()) != 0) {
-    return internal_error("cannot write CRIU config " + it->second);
-  }
-  return {};
+  return posix::write_file_atomic(it->second, contents, 0600).with_context("CRIU config");
 }
 
 Result<DumpResult> CheckpointEngine::dump(const DumpRequest& request) {

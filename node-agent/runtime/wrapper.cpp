@@ -14,11 +14,13 @@
 #include <sstream>
 
 #include "api/annotations.h"
+#include "posix/atomic_file.h"
 #include "process/subprocess.h"
 
 namespace ferry::runtime {
 namespace fs = std::filesystem;
 using nlohmann::json;
+using posix::write_file_atomic;
 
 namespace {
 
@@ -27,22 +29,6 @@ std::string marker_path(const WrapperConfig& c, const std::string& id) {
 }
 std::string criu_conf_path(const WrapperConfig& c, const std::string& id) {
   return c.state_dir + "/criu/" + id + ".conf";
-}
-
-Status write_file_atomic(const std::string& path, const std::string& data, mode_t mode) {
-  std::error_code ec;
-  fs::create_directories(fs::path(path).parent_path(), ec);
-  std::string tmp = path + ".tmp." + std::to_string(getpid());
-  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-  if (fd < 0) return internal_error("cannot write " + tmp);
-  bool ok = write(fd, data.data(), data.size()) == static_cast<ssize_t>(data.size());
-  ok = fsync(fd) == 0 && ok;
-  close(fd);
-  if (!ok || rename(tmp.c_str(), path.c_str()) != 0) {
-    unlink(tmp.c_str());
-    return internal_error("cannot write " + path);
-  }
-  return {};
 }
 
 Result<json> read_spec(const std::string& bundle) {
