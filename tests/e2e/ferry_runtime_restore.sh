@@ -82,7 +82,9 @@ wait_until 120 "target Ready" pod_ready target
 [[ "$(ask target SUM)" == "$sum" ]] || fail "memory checksum after restore"
 check_state="$(ask target CHECK)"
 [[ "$check_state" == "check ok" ]] || fail "other state after restore: $check_state"
-k logs target | grep -q "count 3" || fail "kubectl logs shows the restored process's output"
+# The restored process logs a tick a second on the new container's stdout.
+logged() { k logs target | grep -q "count 3"; }
+wait_until 15 "kubectl logs shows the restored process's output" logged
 ok "restored on $(k get pod target -o jsonpath='{.spec.nodeName}'): $(ask target SUM)"
 
 check "the source is deleted and killed while frozen: one copy only"
