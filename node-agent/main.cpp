@@ -1,20 +1,35 @@
 // ferry-agent: wiring only. Checkpoint, restore, the snapshot store and the
-// runtime wrapper live in node-agent/<part>/. Until the Kubernetes loop is
-// wired (issue #6), the agent's node-local actions are available as
-// subcommands, which is also how an operator debugs a node by hand:
+// runtime wrapper live in node-agent/<part>/, the Kubernetes loop in
+// node-agent/controller/. `ferry-agent run` (the default) is what the
+// DaemonSet runs: install ferry-runc on the node, report the node's
+// abilities, then serve Migrations until SIGTERM. The node-local actions are
+// also subcommands, which is how an operator debugs a node by hand:
 //   ferry-agent checkpoint --container-id ID --migration-uid U --namespace N
 //               --pod-name P --pod-uid X --container C [--tcp close|established]
 //   ferry-agent thaw --container-id ID
 //   ferry-agent kill-frozen --container-id ID
+#include <prometheus/counter.h>
+#include <prometheus/exposer.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+#include <signal.h>
+
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <string_view>
+#include <thread>
 
 #include "checkpoint/criu_features.h"
 #include "checkpoint/engine.h"
 #include "checkpoint/oci_runtime.h"
 #include "checkpoint/source_snapshot.h"
 #include "cli/flag_set.h"
+#include "controller/agent_controller.h"
+#include "install/node_setup.h"
+#include "kube/config.h"
+#include "obs/health_server.h"
+#include "obs/kube_metrics.h"
+#include "process/subprocess.h"
 
 namespace {
 
@@ -22,6 +37,120 @@ int report(const ferry::Status& s) {
   if (s.ok()) return 0;
   std::fprintf(stderr, "ferry-agent: %s\n", s.to_string().c_str());
   return 1;
+}
+
+// SIGTERM/SIGINT are taken by one sigwait thread (see ferry-operator).
+std::thread stop_on_signals(std::stop_source stop) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  return std::thread([set, stop]() mutable {
+    int sig = 0;
+    sigwait(&set, &sig);
+    stop.request_stop();
+  });
+}
+
+int run_agent(const ferry::cli::FlagSet& flags, ferry::checkpoint::OciRuntime& runtime) {
+  const std::string node = flags.get("node-name");
+  if (node.empty()) {
+    std::fprintf(stderr, "ferry-agent run: --node-name is required (downward API spec.nodeName)\n");
+    return 2;
+  }
+  auto config = ferry::kube::load_config(flags.get("kubeconfig"));
+  if (!config.ok()) return report(config.status());
+  std::stop_source stop;
+  std::thread signals = stop_on_signals(stop);
+  signals.detach();
+
+  auto features = ferry::checkpoint::detect_criu_features(flags.get("criu"));
+  if (!features.ok()) return report(features.status().with_context("criu on this node"));
+  std::string runtime_version = flags.get("runtime");
+  if (auto v = ferry::process::run({flags.get("runtime"), "--version"}); v.ok()) {
+    runtime_version = v->out.substr(0, v->out.find('\n'));
+  }
+  if (!flags.get("install-host-root").empty()) {
+    auto installed =
+        ferry::agent::install_ferry_runc({.host_root = flags.get("install-host-root"),
+                                          .host_runtime = flags.get("host-runtime"),
+                                          .snapshot_root = flags.get("snapshot-root")});
+    if (!installed.ok()) return report(installed.status());
+    std::fprintf(stderr, "ferry-agent: %s\n",
+                 installed->empty() ? "ferry-runc already installed" : installed->c_str());
+  }
+
+  auto registry = std::make_shared<prometheus::Registry>();
+  ferry::obs::KubeMetrics kube_metrics(*registry);
+  auto& checkpoints = prometheus::BuildCounter()
+                          .Name("ferry_agent_checkpoints_total")
+                          .Help("Checkpoints of a pod's containers on this node, by result.")
+                          .Register(*registry);
+  auto& phase_seconds = prometheus::BuildHistogram()
+                            .Name("ferry_agent_checkpoint_seconds")
+                            .Help("Freeze, dump and publish time of checkpoints on this node.")
+                            .Register(*registry);
+  auto& bytes = prometheus::BuildCounter()
+                    .Name("ferry_agent_checkpoint_bytes_total")
+                    .Help("Bytes of snapshots published by this node.")
+                    .Register(*registry);
+  std::unique_ptr<prometheus::Exposer> exposer;
+  if (!flags.get("metrics-bind-address").empty()) {
+    try {
+      std::string address = flags.get("metrics-bind-address");
+      if (address[0] == ':') address = "0.0.0.0" + address;
+      exposer = std::make_unique<prometheus::Exposer>(address);
+      exposer->RegisterCollectable(registry);
+    } catch (const std::exception& e) {
+      return report(ferry::Status(ferry::Code::kUnavailable,
+                                  std::string("cannot serve metrics: ") + e.what()));
+    }
+  }
+  auto client = ferry::kube::Client::create(
+      *config, {.user_agent = "ferry-agent/" + node, .on_request = kube_metrics.request_hook()});
+  if (!client.ok()) return report(client.status());
+  const nlohmann::json node_report = ferry::agent::agent_report(*features, runtime_version);
+  if (auto st = ferry::agent::publish_report(**client, node, node_report); !st.ok()) {
+    return report(st);
+  }
+  std::fprintf(stderr, "ferry-agent: serving node %s: %s\n", node.c_str(),
+               node_report.dump().c_str());
+
+  const std::vector<double> buckets = {0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60};
+  ferry::agent::AgentController controller(
+      **client, runtime,
+      {.node = node,
+       .snapshot_root = flags.get("snapshot-root"),
+       .work_dir = flags.get("work-dir"),
+       .records_dir = flags.get("records-dir"),
+       .criu_version = features->criu_version,
+       .runtime_version = runtime_version,
+       .on_checkpoint =
+           [&](const ferry::agent::CheckpointSample& s) {
+             checkpoints.Add({{"result", s.ok ? "success" : "failure"}}).Increment();
+             if (!s.ok) return;
+             phase_seconds.Add({{"step", "freeze"}}, buckets).Observe(s.freeze_seconds);
+             phase_seconds.Add({{"step", "dump"}}, buckets).Observe(s.dump_seconds);
+             phase_seconds.Add({{"step", "publish"}}, buckets).Observe(s.publish_seconds);
+             bytes.Add({}).Increment(static_cast<double>(s.bytes));
+           },
+       .queue_metrics = kube_metrics.queue_hooks("agent")});
+  std::unique_ptr<ferry::obs::HealthServer> health;
+  if (!flags.get("health-bind-address").empty()) {
+    auto h = ferry::obs::HealthServer::start(flags.get("health-bind-address"), [&] {
+      return controller.synced()
+                 ? ferry::Status()
+                 : ferry::Status(ferry::Code::kUnavailable, "informer caches not synced yet");
+    });
+    if (!h.ok()) return report(h.status());
+    health = std::move(h).value();
+  }
+  controller.run(stop.get_token(), 2);
+  // Stopping (uninstall or restart): no new Migration should pick this node
+  // until an agent reports again. Frozen containers stay on record.
+  (void)ferry::agent::publish_report(**client, node, nullptr);
+  return 0;
 }
 
 }  // namespace
@@ -39,6 +168,15 @@ int main(int argc, char** argv) {
                    "The runtime's state root, as containerd's runc shim uses it.");
   flags.add_string("work-dir", "/var/lib/ferry/work", "Node-local directory for CRIU logs.");
   flags.add_string("metrics-bind-address", ":8090", "Address of the /metrics endpoint.");
+  flags.add_string("health-bind-address", ":8091", "Address of /healthz and /readyz.");
+  flags.add_string("records-dir", "/var/lib/ferry/records",
+                   "Node-local directory of the agent's records of frozen containers.");
+  flags.add_string("criu", "criu", "The CRIU binary the agent checks and the runtime uses.");
+  flags.add_string("install-host-root", "",
+                   "run: the host's / mounted here; ferry-runc and its config are installed "
+                   "under it (empty: do not install).");
+  flags.add_string("host-runtime", "/usr/local/sbin/runc",
+                   "run: the real runtime's path on the host, which ferry-runc passes calls to.");
   flags.add_string("container-id", "", "checkpoint/thaw/kill-frozen: the container.");
   flags.add_string("migration-uid", "", "checkpoint: the Migration's UID.");
   flags.add_string("namespace", "", "checkpoint: namespace of the pod to restore into.");
@@ -63,7 +201,7 @@ int main(int argc, char** argv) {
     return report(ferry::checkpoint::CheckpointEngine(runtime).kill_frozen(id));
   }
   if (command == "checkpoint") {
-    auto features = ferry::checkpoint::detect_criu_features("criu");
+    auto features = ferry::checkpoint::detect_criu_features(flags.get("criu"));
     auto r = ferry::checkpoint::snapshot_container(
         runtime,
         {.container_id = id,
@@ -91,9 +229,5 @@ int main(int argc, char** argv) {
                  args[0].c_str());
     return 2;
   }
-  std::fputs(
-      "ferry-agent: the Kubernetes loop is not wired up yet (issue #6); use the "
-      "checkpoint/thaw/kill-frozen subcommands\n",
-      stderr);
-  return 1;
+  return run_agent(flags, runtime);
 }

@@ -11,6 +11,28 @@ namespace ferry::api {
 // the UID of the Migration whose snapshot this pod's containers restore from.
 inline constexpr const char* kRestoreFromAnnotation = "ferry.dev/restore-from";
 
+// On a replacement pod: set by the operator once the snapshot is published.
+// Changing an annotation makes kubelet sync the pod at once, so its next
+// container create (the restore) does not wait out kubelet's error backoff.
+inline constexpr const char* kSnapshotReadyAnnotation = "ferry.dev/snapshot-ready";
+// On a replacement pod: the name of the Migration it belongs to.
+inline constexpr const char* kMigrationAnnotation = "ferry.dev/migration";
+
+// The pod readiness gate (condition type) through which Ferry takes a pod
+// out of its Services' endpoints while it is frozen, and lets a restored
+// pod in once its restore succeeded (DESIGN.md §3 step 7).
+inline constexpr const char* kServingCondition = "ferry.dev/serving";
+
+// On a Migration: the nodes whose agents act on it (agents watch by label).
+inline constexpr const char* kSourceNodeLabel = "ferry.dev/source-node";
+inline constexpr const char* kTargetNodeLabel = "ferry.dev/target-node";
+// On a Migration: held by the source agent while it holds a frozen
+// container or a snapshot of it, so deleting the Migration cleans both up.
+inline constexpr const char* kSnapshotFinalizer = "ferry.dev/snapshot";
+
+// On a Node: what its agent reported (JSON, see node-agent/report).
+inline constexpr const char* kAgentReportAnnotation = "ferry.dev/agent";
+
 // In OCI specs, set by containerd's CRI plugin.
 inline constexpr const char* kCriContainerType = "io.kubernetes.cri.container-type";
 inline constexpr const char* kCriContainerName = "io.kubernetes.cri.container-name";

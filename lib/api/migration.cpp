@@ -1,7 +1,9 @@
 #include "api/migration.h"
 
 #include <array>
+#include <chrono>
 #include <cstdio>
+#include <ctime>
 
 namespace ferry::api {
 namespace {
@@ -81,6 +83,49 @@ std::string format_seconds(double seconds) {
   return buf;
 }
 
+double unix_now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+std::string rfc3339_now() {
+  const double now = unix_now();
+  const auto secs = static_cast<time_t>(now);
+  const int millis = static_cast<int>((now - static_cast<double>(secs)) * 1000);
+  tm utc{};
+  gmtime_r(&secs, &utc);
+  char buf[40];
+  size_t n = strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &utc);
+  std::snprintf(buf + n, sizeof buf - n, ".%03dZ", millis);
+  return buf;
+}
+
+std::optional<double> parse_rfc3339(const std::string& time) {
+  tm utc{};
+  const char* rest = strptime(time.c_str(), "%Y-%m-%dT%H:%M:%S", &utc);
+  if (rest == nullptr) return std::nullopt;
+  double fraction = 0;
+  if (*rest == '.') {
+    double scale = 0.1;
+    for (++rest; *rest >= '0' && *rest <= '9'; ++rest, scale /= 10)
+      fraction += (*rest - '0') * scale;
+  }
+  if (std::string_view(rest) != "Z" && std::string_view(rest) != "+00:00") return std::nullopt;
+  return static_cast<double>(timegm(&utc)) + fraction;
+}
+
+std::optional<double> entered(const MigrationStatus& status, Phase phase) {
+  for (auto it = status.phase_transitions.rbegin(); it != status.phase_transitions.rend(); ++it) {
+    if (it->phase == phase) return parse_rfc3339(it->time);
+  }
+  return std::nullopt;
+}
+
+void enter_phase(MigrationStatus& status, Phase phase) {
+  if (status.phase == phase) return;
+  status.phase = phase;
+  status.phase_transitions.push_back({phase, rfc3339_now()});
+}
+
 Result<Migration> migration_from_json(const json& object) {
   if (!object.is_object()) return invalid_argument("Migration is not a JSON object");
   if (auto kind = str(object, "kind"); !kind.empty() && kind != "Migration") {
@@ -93,6 +138,10 @@ Result<Migration> migration_from_json(const json& object) {
   m.uid = str(meta, "uid");
   m.resource_version = str(meta, "resourceVersion");
   m.generation = num(meta, "generation");
+  m.deleting = meta.contains("deletionTimestamp") && !meta["deletionTimestamp"].is_null();
+  for (const auto& f : meta.value("finalizers", json::array())) {
+    if (f.is_string()) m.finalizers.push_back(f.get<std::string>());
+  }
   const json spec = object.value("spec", json::object());
   m.spec.pod_name = str(spec, "podName");
   m.spec.target_node = str(spec, "targetNode");
@@ -113,6 +162,7 @@ Result<Migration> migration_from_json(const json& object) {
   s.source_node = str(st, "sourceNode");
   s.target_node = str(st, "targetNode");
   s.target_pod = str(st, "targetPod");
+  s.target_pod_uid = str(st, "targetPodUID");
   for (const auto& r : st.value("targetReasons", json::array())) {
     if (r.is_string()) s.target_reasons.push_back(r.get<std::string>());
   }
@@ -151,6 +201,7 @@ json status_to_json(const MigrationStatus& s) {
   put("sourceNode", s.source_node);
   put("targetNode", s.target_node);
   put("targetPod", s.target_pod);
+  put("targetPodUID", s.target_pod_uid);
   if (!s.target_reasons.empty()) st["targetReasons"] = s.target_reasons;
   if (!s.conditions.empty()) {
     json cs = json::array();

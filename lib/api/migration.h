@@ -70,6 +70,7 @@ struct MigrationStatus {
   std::string source_node;
   std::string target_node;
   std::string target_pod;
+  std::string target_pod_uid;
   std::vector<std::string> target_reasons;
   std::vector<Condition> conditions;
   std::vector<PhaseTransition> phase_transitions;
@@ -89,6 +90,8 @@ struct Migration {
   std::string uid;
   std::string resource_version;
   int64_t generation = 0;
+  bool deleting = false;  // metadata.deletionTimestamp is set
+  std::vector<std::string> finalizers;
   MigrationSpec spec;
   MigrationStatus status;
 };
@@ -100,5 +103,18 @@ Result<Migration> migration_from_json(const nlohmann::json& object);
 nlohmann::json status_to_json(const MigrationStatus& status);
 // "1.234s": the duration format the CRD's durations use.
 std::string format_seconds(double seconds);
+
+// Timestamps as status carries them: RFC 3339 UTC with milliseconds, so
+// phase durations can be computed from phaseTransitionTimestamps.
+std::string rfc3339_now();
+// Seconds since the Unix epoch of an RFC 3339 UTC time (fractions and a
+// trailing Z or +00:00); nullopt when it does not parse.
+std::optional<double> parse_rfc3339(const std::string& time);
+double unix_now();
+
+// When the Migration entered `phase` (the last time), if it did.
+std::optional<double> entered(const MigrationStatus& status, Phase phase);
+// Appends a transition and sets the phase; no-op when already there.
+void enter_phase(MigrationStatus& status, Phase phase);
 
 }  // namespace ferry::api

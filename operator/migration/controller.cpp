@@ -1,28 +1,17 @@
 #include "migration/controller.h"
 
-#include <ctime>
+#include <algorithm>
 #include <thread>
 #include <vector>
 
+#include "api/annotations.h"
 #include "migration/placement.h"
 
 namespace ferry::operator_ {
 namespace {
 
-std::string now_rfc3339() {
-  time_t t = time(nullptr);
-  tm utc{};
-  gmtime_r(&t, &utc);
-  char buf[32];
-  strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &utc);
-  return buf;
-}
-
-void enter_phase(api::MigrationStatus& s, api::Phase phase) {
-  if (s.phase == phase) return;
-  s.phase = phase;
-  s.phase_transitions.push_back({phase, now_rfc3339()});
-}
+using api::Phase;
+using kube::json;
 
 // Views of cached objects; `objects` keeps them alive meanwhile.
 std::vector<const json*> views(const std::vector<kube::ObjectPtr>& objects) {
@@ -32,26 +21,86 @@ std::vector<const json*> views(const std::vector<kube::ObjectPtr>& objects) {
   return out;
 }
 
+std::string str(const json& j, const char* pointer) {
+  return j.value(json::json_pointer(pointer), std::string());
+}
+
+bool deleting(const json& object) {
+  return object.contains("metadata") && object["metadata"].contains("deletionTimestamp") &&
+         !object["metadata"]["deletionTimestamp"].is_null();
+}
+
+bool node_ready(const json* node) {
+  if (node == nullptr) return false;
+  for (const auto& c : node->value(json::json_pointer("/status/conditions"), json::array())) {
+    if (c.value("type", "") == "Ready") return c.value("status", "") == "True";
+  }
+  return false;
+}
+
+// Before Switching the source is intact (running or frozen) and the
+// Migration can still be undone.
+bool before_switch(Phase p) {
+  return p == Phase::kPending || p == Phase::kScheduling || p == Phase::kCheckpointing ||
+         p == Phase::kTransferring || p == Phase::kRestoring;
+}
+
 }  // namespace
 
-MigrationController::MigrationController(kube::Client& client, std::string instance)
+std::string replacement_pod_name(const std::string& source_name, const std::string& migration_uid) {
+  std::string suffix = "-" + migration_uid.substr(0, std::min<size_t>(5, migration_uid.size()));
+  // A pod name must stay a DNS subdomain, and its hostname a label: <= 63.
+  std::string base =
+      source_name.substr(0, std::min<size_t>(source_name.size(), 63 - suffix.size()));
+  while (!base.empty() && (base.back() == '-' || base.back() == '.')) base.pop_back();
+  return base + suffix;
+}
+
+json replacement_pod(const api::Migration& m, const json& source, const std::string& target_node) {
+  json meta = {{"name", replacement_pod_name(m.spec.pod_name, m.uid)}, {"namespace", m.ns}};
+  const json& src_meta = source.at("metadata");
+  if (src_meta.contains("labels")) meta["labels"] = src_meta["labels"];
+  json annotations = src_meta.value("annotations", json::object());
+  annotations.erase("kubectl.kubernetes.io/last-applied-configuration");
+  annotations[api::kRestoreFromAnnotation] = m.uid;
+  annotations[api::kMigrationAnnotation] = m.name;
+  meta["annotations"] = annotations;
+
+  json spec = source.at("spec");
+  spec["nodeName"] = target_node;
+  spec["runtimeClassName"] = "ferry";
+  spec.erase("ephemeralContainers");
+  json gates = spec.value("readinessGates", json::array());
+  bool gated = std::any_of(gates.begin(), gates.end(), [](const json& g) {
+    return g.value("conditionType", "") == api::kServingCondition;
+  });
+  if (!gated) gates.push_back({{"conditionType", api::kServingCondition}});
+  spec["readinessGates"] = gates;
+  return {{"apiVersion", "v1"}, {"kind", "Pod"}, {"metadata", meta}, {"spec", spec}};
+}
+
+MigrationController::MigrationController(kube::Client& client, ControllerOptions options)
     : client_(client),
+      options_(std::move(options)),
       migrations_(client, kMigrations),
       pods_(client, kube::resources::kPods),
       nodes_(client, kube::resources::kNodes),
+      queue_(RealClock::instance(), {}, options_.queue_metrics),
       events_(client, {.reporting_controller = "ferry.dev/operator",
-                       .reporting_instance = std::move(instance)}) {
+                       .reporting_instance = options_.instance}) {
   migrations_.add_handlers(
       {.on_add = [this](const kube::ObjectPtr& o) { queue_.add(kube::object_key(*o)); },
        .on_update = [this](const kube::ObjectPtr&,
                            const kube::ObjectPtr& o) { queue_.add(kube::object_key(*o)); },
        .on_delete = [this](const kube::ObjectPtr& o) { queue_.add(kube::object_key(*o)); }});
-  // A pod or node change can make a waiting Migration possible: requeue
-  // every non-final Migration (few at a time, so this stays cheap).
+  // A pod or node change can move a Migration on (a replacement pod gone, a
+  // source deleted, a node ready): requeue the non-final ones, which are few.
   auto requeue_all = [this] {
     for (const auto& m : migrations_.store().list()) {
-      std::string phase = m->value(json::json_pointer("/status/phase"), std::string());
-      if (phase.empty() || phase == "Pending") queue_.add(kube::object_key(*m));
+      std::string phase = str(*m, "/status/phase");
+      if (phase != "Succeeded" && phase != "Failed" && phase != "RolledBack") {
+        queue_.add(kube::object_key(*m));
+      }
     }
   };
   kube::EventHandlers on_change{
@@ -81,10 +130,16 @@ void MigrationController::run(std::stop_token stop, int workers) {
   for (int i = 0; i < workers; ++i) {
     pool.emplace_back([this] {
       while (auto key = queue_.get()) {
+        auto started = std::chrono::steady_clock::now();
         Status s = reconcile(*key);
+        if (options_.on_reconcile) {
+          options_.on_reconcile(s.ok(), std::chrono::steady_clock::now() - started);
+        }
         if (s.ok()) {
           queue_.forget(*key);
         } else {
+          std::fprintf(stderr, "ferry-operator: reconcile %s: %s\n", key->c_str(),
+                       s.to_string().c_str());
           queue_.add_rate_limited(*key);  // transient (API errors): retry with backoff
         }
         queue_.done(*key);
@@ -95,72 +150,322 @@ void MigrationController::run(std::stop_token stop, int workers) {
   pool.clear();  // joins the workers once the queue is shut down and drained
 }
 
+std::map<std::string, int> MigrationController::phase_counts() const {
+  std::map<std::string, int> counts;
+  for (const auto& m : const_cast<kube::Informer&>(migrations_).store().list()) {
+    counts[str(*m, "/status/phase").empty() ? "Pending" : str(*m, "/status/phase")]++;
+  }
+  return counts;
+}
+
 Status MigrationController::write_status(const api::Migration& m,
-                                         const api::MigrationStatus& status) {
+                                         const api::MigrationStatus& status,
+                                         const std::string& resource_version) {
   if (status == m.status) return {};  // write only what changed
   json body = api::status_to_json(status);
-  body["metadata"] = {{"resourceVersion", m.resource_version}};
+  body["metadata"] = {
+      {"resourceVersion", resource_version.empty() ? m.resource_version : resource_version}};
   auto r = client_.patch(kMigrations, m.ns, m.name, kube::PatchType::kMerge, body,
                          {.subresource = "status"});
   return r.ok() ? Status() : r.status().with_context("update status of " + m.ns + "/" + m.name);
 }
 
-Status MigrationController::fail(const api::Migration& m, api::MigrationStatus s, const Status& why,
-                                 api::Phase phase) {
-  enter_phase(s, phase);
-  s.failure_reason = why.reason();
-  s.failure_message = why.message();
-  api::set_condition(s.conditions,
-                     {"Failed", "True", why.reason(), why.message(), m.generation, ""},
-                     now_rfc3339());
-  FERRY_RETURN_IF_ERROR(write_status(m, s));
+void MigrationController::event(const api::Migration& m, const std::string& type,
+                                const std::string& reason, const std::string& action,
+                                const std::string& note) {
   json regarding = {{"apiVersion", "ferry.dev/v1alpha1"},
                     {"kind", "Migration"},
                     {"metadata", {{"name", m.name}, {"namespace", m.ns}, {"uid", m.uid}}}};
-  (void)events_.record(regarding, "Warning", why.reason(), "Admit", why.message());
+  (void)events_.record(regarding, type, reason, action, note);
+}
+
+Status MigrationController::finish(const api::Migration& m, api::MigrationStatus s, Phase phase,
+                                   const Status& why) {
+  api::enter_phase(s, phase);
+  if (auto began = api::entered(s, Phase::kPending)) {
+    s.total = api::format_seconds(api::unix_now() - *began);
+  }
+  const std::string now = api::rfc3339_now();
+  if (phase == Phase::kSucceeded) {
+    api::set_condition(
+        s.conditions,
+        {"Succeeded", "True", "Migrated",
+         "moved from " + s.source_node + " to " + s.target_node + " as pod " + s.target_pod,
+         m.generation, ""},
+        now);
+  } else {
+    s.failure_reason = why.reason();
+    s.failure_message = why.message();
+    api::set_condition(s.conditions,
+                       {"Failed", "True", why.reason(), why.message(), m.generation, ""}, now);
+  }
+  FERRY_RETURN_IF_ERROR(write_status(m, s));
+  if (phase == Phase::kSucceeded) {
+    event(m, "Normal", "Migrated", "Switch",
+          "pod " + m.spec.pod_name + " moved from " + s.source_node + " to " + s.target_node +
+              " as " + s.target_pod + " in " + s.total);
+  } else {
+    event(m, "Warning", why.reason(), phase == Phase::kRolledBack ? "RollBack" : "Admit",
+          why.message());
+  }
+  if (options_.on_final) options_.on_final(m, s);
+  return {};
+}
+
+Status MigrationController::rollback_reason(const api::Migration& m) const {
+  if (m.spec.cancel) {
+    return {Code::kCancelled, "cancelled by the user before the switch", "Cancelled"};
+  }
+  if (m.deleting) {
+    return {Code::kCancelled, "the Migration was deleted before the switch", "Deleted"};
+  }
+  if (!m.status.failure_reason.empty()) {
+    return {Code::kFailedPrecondition, m.status.failure_message, m.status.failure_reason};
+  }
+  const double now = api::unix_now();
+  if (auto began = api::entered(m.status, Phase::kPending);
+      began && now - *began > static_cast<double>(m.spec.completion_seconds)) {
+    return {Code::kDeadlineExceeded,
+            "the migration did not complete within " + std::to_string(m.spec.completion_seconds) +
+                "s (spec.timeouts.completionSeconds)",
+            "CompletionTimeout"};
+  }
+  if (m.status.phase && !m.status.phase_transitions.empty()) {
+    auto last = api::parse_rfc3339(m.status.phase_transitions.back().time);
+    if (last && now - *last > static_cast<double>(m.spec.progress_seconds)) {
+      return {Code::kDeadlineExceeded,
+              "no progress in phase " + std::string(api::phase_name(*m.status.phase)) + " for " +
+                  std::to_string(m.spec.progress_seconds) + "s (spec.timeouts.progressSeconds)",
+              "ProgressTimeout"};
+    }
+  }
   return {};
 }
 
 Status MigrationController::reconcile(const std::string& key) {
   kube::ObjectPtr obj = migrations_.store().get(key);
-  if (!obj) return {};  // deleted: nothing to clean up before the agent phases exist
+  if (!obj) return {};  // gone: its agent's finalizer made sure nothing was left
   auto decoded = api::migration_from_json(*obj);
   if (!decoded.ok()) return {};  // the schema prevents this; never retry garbage
   const api::Migration& m = *decoded;
-  if (m.status.phase && api::is_final(*m.status.phase)) return {};
+  if (m.status.phase && api::is_final(*m.status.phase)) {
+    // A failed Migration leaves no replacement behind (safety net: the
+    // rollback deleted it before going final).
+    if (*m.status.phase != Phase::kSucceeded && !m.status.target_pod.empty()) {
+      kube::ObjectPtr pod = pods_.store().get(m.ns + "/" + m.status.target_pod);
+      if (pod && str(*pod, "/metadata/uid") == m.status.target_pod_uid && !deleting(*pod)) {
+        Status st = client_.remove(kube::resources::kPods, m.ns, m.status.target_pod,
+                                   {.precondition_uid = m.status.target_pod_uid});
+        if (!st.ok() && st.code() != Code::kNotFound) return st;
+      }
+    }
+    return {};
+  }
 
   api::MigrationStatus s = m.status;
   s.observed_generation = m.generation;
-  if (m.spec.cancel) {
-    return fail(m, s,
-                Status(Code::kCancelled, "cancelled by the user before the switch", "Cancelled"),
-                api::Phase::kRolledBack);
+  const Phase phase = s.phase.value_or(Phase::kPending);
+  if (before_switch(phase)) {
+    if (Status why = rollback_reason(m); !why.ok()) return roll_back(m, s, why);
+    // Wake up for the timeouts even if nothing else happens.
+    queue_.add_after(key, std::chrono::seconds(std::min(m.spec.progress_seconds, int64_t{30})));
   }
-  if (s.phase && *s.phase != api::Phase::kPending && *s.phase != api::Phase::kScheduling) {
-    return write_status(m, s);  // agent-driven phases: not this controller's yet
+  switch (phase) {
+    case Phase::kPending:
+    case Phase::kScheduling:
+      return admit(m, s);
+    case Phase::kRestoring:
+      return announce_snapshot(m, s);
+    case Phase::kSwitching:
+      return switch_over(m, s);
+    default:
+      return write_status(m, s);  // the agents' phases
   }
-  enter_phase(s, api::Phase::kPending);
+}
 
+Status MigrationController::admit(const api::Migration& m, api::MigrationStatus s) {
+  api::enter_phase(s, Phase::kPending);
   kube::ObjectPtr pod = pods_.store().get(m.ns + "/" + m.spec.pod_name);
   if (Status ok = check_pod(pod.get(), m.ns, m.spec.pod_name); !ok.ok()) {
-    return fail(m, s, ok, api::Phase::kFailed);
+    return finish(m, s, Phase::kFailed, ok);
   }
   const auto nodes = nodes_.store().list();
   const auto pods = pods_.store().list();
-  auto placement = choose_target(*pod, views(nodes), views(pods), m.spec.target_node);
-  if (!placement.ok()) return fail(m, s, placement.status(), api::Phase::kFailed);
+  auto placement = choose_target(*pod, views(nodes), views(pods), m.spec.target_node, m.spec.mode);
+  if (!placement.ok()) return finish(m, s, Phase::kFailed, placement.status());
+  const std::string source_node = str(*pod, "/spec/nodeName");
 
-  enter_phase(s, api::Phase::kScheduling);
-  s.source_node = pod->value(json::json_pointer("/spec/nodeName"), std::string());
+  // One migration per pod; then the concurrency limits (the excess waits).
+  int in_flight = 0, on_source = 0, on_target = 0;
+  for (const auto& other : migrations_.store().list()) {
+    if (str(*other, "/metadata/uid") == m.uid) continue;
+    std::string phase = str(*other, "/status/phase");
+    if (phase.empty() || phase == "Pending" || phase == "Succeeded" || phase == "Failed" ||
+        phase == "RolledBack") {
+      continue;
+    }
+    if (str(*other, "/spec/podName") == m.spec.pod_name &&
+        str(*other, "/metadata/namespace") == m.ns) {
+      return finish(m, s, Phase::kFailed,
+                    Status(Code::kAlreadyExists,
+                           "pod " + m.spec.pod_name + " is already being migrated by Migration " +
+                               str(*other, "/metadata/name"),
+                           "AlreadyMigrating"));
+    }
+    ++in_flight;
+    for (const char* field : {"/status/sourceNode", "/status/targetNode"}) {
+      on_source += str(*other, field) == source_node;
+      on_target += str(*other, field) == placement->target;
+    }
+  }
+  std::string queued;
+  if (in_flight >= options_.max_in_flight) {
+    queued = std::to_string(in_flight) + " migrations in flight in the cluster (limit " +
+             std::to_string(options_.max_in_flight) + ")";
+  } else if (std::max(on_source, on_target) >= options_.max_in_flight_per_node) {
+    queued = "node " + (on_source >= on_target ? source_node : placement->target) + " has " +
+             std::to_string(std::max(on_source, on_target)) + " migrations in flight (limit " +
+             std::to_string(options_.max_in_flight_per_node) + " per node)";
+  }
+  const std::string now = api::rfc3339_now();
+  if (!queued.empty()) {
+    api::set_condition(
+        s.conditions,
+        {"Queued", "True", "ConcurrencyLimit", "waiting: " + queued, m.generation, ""}, now);
+    queue_.add_after(m.ns + "/" + m.name, std::chrono::seconds(2));
+    return write_status(m, s);
+  }
+  if (api::find_condition(s.conditions, "Queued") != nullptr) {
+    api::set_condition(s.conditions, {"Queued", "False", "Admitted", "admitted", m.generation, ""},
+                       now);
+  }
+
+  auto replacement = ensure_replacement_pod(m, *pod, placement->target);
+  if (!replacement.ok()) return replacement.status();
+  // Agents watch Migrations by node label; status follows on the new version.
+  json labels = {
+      {"metadata",
+       {{"labels",
+         {{api::kSourceNodeLabel, source_node}, {api::kTargetNodeLabel, placement->target}}}}}};
+  auto labelled = client_.patch(kMigrations, m.ns, m.name, kube::PatchType::kMerge, labels);
+  if (!labelled.ok()) return labelled.status().with_context("label Migration " + m.name);
+
+  api::enter_phase(s, Phase::kScheduling);
+  s.source_node = source_node;
   s.target_node = placement->target;
   s.target_reasons = placement->reasons();
-  api::set_condition(s.conditions,
-                     {"Scheduled", "True", "TargetChosen",
-                      "moving from " + s.source_node + " to " + s.target_node, m.generation, ""},
-                     now_rfc3339());
-  // Handed to the source node's agent, which freezes and checkpoints.
-  enter_phase(s, api::Phase::kCheckpointing);
+  s.target_pod = str(*replacement, "/metadata/name");
+  s.target_pod_uid = str(*replacement, "/metadata/uid");
+  api::set_condition(
+      s.conditions,
+      {"Scheduled", "True", "TargetChosen",
+       "moving from " + s.source_node + " to " + s.target_node + " as pod " + s.target_pod,
+       m.generation, ""},
+      now);
+  api::enter_phase(s, Phase::kCheckpointing);  // the source agent's turn
+  FERRY_RETURN_IF_ERROR(write_status(m, s, str(*labelled, "/metadata/resourceVersion")));
+  event(m, "Normal", "TargetChosen", "Schedule",
+        "moving pod " + m.spec.pod_name + " from " + s.source_node + " to " + s.target_node);
+  return {};
+}
+
+Result<json> MigrationController::ensure_replacement_pod(const api::Migration& m,
+                                                         const json& source,
+                                                         const std::string& target_node) {
+  json want = replacement_pod(m, source, target_node);
+  const std::string name = want["metadata"]["name"];
+  auto created = client_.create(kube::resources::kPods, m.ns, want);
+  if (created.ok()) return created;
+  if (created.status().code() != Code::kAlreadyExists) {
+    return created.status().with_context("create replacement pod " + name);
+  }
+  auto existing = client_.get(kube::resources::kPods, m.ns, name);
+  if (!existing.ok()) return existing.status().with_context("get replacement pod " + name);
+  if (str(*existing, "/metadata/annotations/ferry.dev~1restore-from") != m.uid) {
+    return Status(Code::kAlreadyExists,
+                  "pod " + name + " exists and does not belong to this Migration",
+                  "ReplacementNameTaken");
+  }
+  return existing;
+}
+
+Status MigrationController::announce_snapshot(const api::Migration& m,
+                                              const api::MigrationStatus& s) {
+  kube::ObjectPtr pod = pods_.store().get(m.ns + "/" + s.target_pod);
+  if (pod && str(*pod, "/metadata/uid") == s.target_pod_uid &&
+      str(*pod, "/metadata/annotations/ferry.dev~1snapshot-ready").empty()) {
+    json patch = {{"metadata", {{"annotations", {{api::kSnapshotReadyAnnotation, "true"}}}}}};
+    auto r =
+        client_.patch(kube::resources::kPods, m.ns, s.target_pod, kube::PatchType::kMerge, patch);
+    if (!r.ok()) return r.status().with_context("mark replacement pod " + s.target_pod);
+  }
   return write_status(m, s);
+}
+
+Status MigrationController::switch_over(const api::Migration& m, api::MigrationStatus s) {
+  kube::ObjectPtr source = pods_.store().get(m.ns + "/" + m.spec.pod_name);
+  if (source) {
+    if (!deleting(*source)) {
+      // The source agent kills it while frozen as soon as it sees the
+      // deletion; kubelet then finds it dead.
+      Status st = client_.remove(kube::resources::kPods, m.ns, m.spec.pod_name,
+                                 {.precondition_uid = str(*source, "/metadata/uid")});
+      if (!st.ok() && st.code() != Code::kNotFound) {
+        return st.with_context("delete source pod " + m.spec.pod_name);
+      }
+    }
+    return write_status(m, s);  // the pod's deletion requeues us
+  }
+  return finish(m, s, Phase::kSucceeded, {});
+}
+
+Status MigrationController::roll_back(const api::Migration& m, api::MigrationStatus s,
+                                      const Status& why) {
+  // The restored copy must be gone before the source may thaw.
+  if (!s.target_pod.empty()) {
+    kube::ObjectPtr pod = pods_.store().get(m.ns + "/" + s.target_pod);
+    if (!pod) {
+      // We may have created it a moment ago, before our cache saw it: ask.
+      auto fresh = client_.get(kube::resources::kPods, m.ns, s.target_pod);
+      if (fresh.ok()) {
+        pod = std::make_shared<const json>(std::move(fresh).value());
+      } else if (fresh.status().code() != Code::kNotFound) {
+        return fresh.status().with_context("get replacement pod " + s.target_pod);
+      }
+    }
+    if (pod && str(*pod, "/metadata/uid") == s.target_pod_uid) {
+      if (!deleting(*pod)) {
+        Status st =
+            client_.remove(kube::resources::kPods, m.ns, s.target_pod,
+                           {.precondition_uid = s.target_pod_uid, .grace_period_seconds = 1});
+        if (!st.ok() && st.code() != Code::kNotFound) {
+          return st.with_context("delete replacement pod " + s.target_pod);
+        }
+      } else {
+        kube::ObjectPtr node = nodes_.store().get(s.target_node);
+        auto since =
+            api::parse_rfc3339(str(*pod, "/metadata/deletionTimestamp")).value_or(api::unix_now());
+        // deletionTimestamp is when the grace period ends.
+        if (!node_ready(node.get()) &&
+            api::unix_now() - since > static_cast<double>(options_.force_delete_after.count())) {
+          (void)client_.remove(kube::resources::kPods, m.ns, s.target_pod,
+                               {.precondition_uid = s.target_pod_uid, .grace_period_seconds = 0});
+        }
+      }
+      api::set_condition(
+          s.conditions,
+          {"RollingBack", "True", why.reason(),
+           "waiting for replacement pod " + s.target_pod + " to stop: " + why.message(),
+           m.generation, ""},
+          api::rfc3339_now());
+      queue_.add_after(m.ns + "/" + m.name, std::chrono::seconds(5));
+      return write_status(m, s);  // the pod's deletion requeues us
+    }
+  }
+  const Phase phase = s.phase.value_or(Phase::kPending);
+  const bool touched = phase != Phase::kPending && phase != Phase::kScheduling;
+  return finish(
+      m, s, touched || why.code() == Code::kCancelled ? Phase::kRolledBack : Phase::kFailed, why);
 }
 
 }  // namespace ferry::operator_

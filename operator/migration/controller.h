@@ -1,17 +1,30 @@
 // The Migration controller (DESIGN.md §3), level-triggered in the
 // controller-runtime way: informers on Migrations, Pods and Nodes feed a
 // work queue of Migration keys, and reconcile(key) reads only the caches,
-// decides, and writes status only when it changed.
+// decides, and writes only what changed.
 //
-// What it does today: admission (the pod exists, runs, is on the ferry
-// RuntimeClass, not on the host network), target selection with reasons,
-// cancellation before the switch, and the Failed/RolledBack final states
-// with a condition, a failure reason and an Event. It hands a scheduled
-// Migration to the agents by moving it to Checkpointing with source and
-// target nodes in status; the agent-driven phases come next (issue #6).
+// The operator owns the phases around the agents' work:
+//   Pending/Scheduling  admission (check_pod), concurrency limits, target
+//                       choice; creates the replacement pod on the target
+//                       (bare pods) and labels the Migration with both
+//                       nodes, then hands over: Checkpointing.
+//   Checkpointing       the source agent freezes, dumps and publishes, then
+//                       moves the Migration to Restoring (or reports a
+//                       failure in status.failure).
+//   Restoring           marks the replacement pod snapshot-ready, so kubelet
+//                       retries its container create (the restore) at once;
+//                       the target agent sees it running and moves to
+//                       Switching.
+//   Switching           deletes the frozen source pod (its agent kills it
+//                       while frozen), then Succeeded.
+// Rollback, before Switching, on cancel, deletion of the Migration, an
+// agent's failure or a timeout: the replacement pod is deleted and gone
+// first, then RolledBack, upon which the source agent thaws the source. So
+// the source and a restored copy never run at the same time.
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <stop_token>
 #include <string>
@@ -27,9 +40,23 @@ namespace ferry::operator_ {
 inline const kube::ResourceType kMigrations{"ferry.dev", "v1alpha1", "migrations", "Migration",
                                             true};
 
+struct ControllerOptions {
+  std::string instance = "ferry-operator";  // Events' reportingInstance
+  int max_in_flight = 4;                    // Migrations past admission, cluster-wide
+  int max_in_flight_per_node = 2;           // ... with a given node as source or target
+  // A replacement pod still terminating this long on a NotReady node is
+  // force-deleted during a rollback (its kubelet cannot confirm).
+  std::chrono::seconds force_delete_after{30};
+  // Called once per Migration reaching a final phase (metrics).
+  std::function<void(const api::Migration&, const api::MigrationStatus&)> on_final;
+  // Called after every reconcile with its outcome and latency (metrics).
+  std::function<void(bool ok, std::chrono::duration<double>)> on_reconcile;
+  kube::WorkQueueMetrics queue_metrics;
+};
+
 class MigrationController {
  public:
-  explicit MigrationController(kube::Client& client, std::string instance = "ferry-operator");
+  explicit MigrationController(kube::Client& client, ControllerOptions options = {});
 
   // Starts the informers, waits for their caches, then runs `workers`
   // workers until `stop`. Returns once everything has stopped.
@@ -39,12 +66,27 @@ class MigrationController {
   // One reconcile of a Migration key ("namespace/name"), reading caches.
   Status reconcile(const std::string& key);
 
+  // Non-final Migrations by phase name (for the ferry_migrations gauge).
+  std::map<std::string, int> phase_counts() const;
+
  private:
-  Status fail(const api::Migration& m, api::MigrationStatus status, const Status& why,
-              api::Phase phase);
-  Status write_status(const api::Migration& m, const api::MigrationStatus& status);
+  Status admit(const api::Migration& m, api::MigrationStatus s);
+  Status announce_snapshot(const api::Migration& m, const api::MigrationStatus& s);
+  Status switch_over(const api::Migration& m, api::MigrationStatus s);
+  Status roll_back(const api::Migration& m, api::MigrationStatus s, const Status& why);
+  Status finish(const api::Migration& m, api::MigrationStatus s, api::Phase phase,
+                const Status& why);
+  Result<kube::json> ensure_replacement_pod(const api::Migration& m, const kube::json& source,
+                                            const std::string& target_node);
+  Status write_status(const api::Migration& m, const api::MigrationStatus& status,
+                      const std::string& resource_version = "");
+  void event(const api::Migration& m, const std::string& type, const std::string& reason,
+             const std::string& action, const std::string& note);
+  // Why a Migration that has not switched yet must roll back (OK: it need not).
+  Status rollback_reason(const api::Migration& m) const;
 
   kube::Client& client_;
+  ControllerOptions options_;
   kube::Informer migrations_;
   kube::Informer pods_;
   kube::Informer nodes_;
@@ -52,5 +94,14 @@ class MigrationController {
   kube::EventRecorder events_;
   std::atomic<bool> synced_{false};
 };
+
+// The replacement for bare pod `source` on `target_node`, restoring from
+// Migration `m`: same labels, annotations and spec, pinned to the target,
+// on the ferry RuntimeClass, with the ferry.dev/serving readiness gate and
+// the restore annotation. Pure, for tests.
+kube::json replacement_pod(const api::Migration& m, const kube::json& source,
+                           const std::string& target_node);
+// Its name: the source's, with a suffix from the Migration's UID.
+std::string replacement_pod_name(const std::string& source_name, const std::string& migration_uid);
 
 }  // namespace ferry::operator_

@@ -1,6 +1,7 @@
 #include "migration/placement.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdlib>
 #include <map>
@@ -132,6 +133,16 @@ Status check_pod(const json* pod, const std::string& ns, const std::string& name
                       "cannot move",
                   kHostNetworkUnsupported);
   }
+  for (const auto& owner :
+       pod->value(json::json_pointer("/metadata/ownerReferences"), json::array())) {
+    if (!owner.value("controller", false)) continue;
+    return Status(Code::kUnsupported,
+                  "pod " + ns + "/" + name + " is owned by " + owner.value("kind", "") + " " +
+                      owner.value("name", "") +
+                      "; this version migrates bare pods only (owned pods need the admission "
+                      "webhook, issue #7)",
+                  kOwnedPodUnsupported);
+  }
   if (s(*pod, "/spec/runtimeClassName") != "ferry") {
     return Status(Code::kFailedPrecondition,
                   "pod " + ns + "/" + name +
@@ -140,6 +151,28 @@ Status check_pod(const json* pod, const std::string& ns, const std::string& name
                   kNotOnFerryRuntime);
   }
   return {};
+}
+
+int compare_versions(const std::string& a, const std::string& b) {
+  size_t i = 0, j = 0;
+  while (i < a.size() || j < b.size()) {
+    long x = 0, y = 0;
+    while (i < a.size() && a[i] != '.') x = x * 10 + (std::isdigit(a[i]) ? a[i] - '0' : 0), ++i;
+    while (j < b.size() && b[j] != '.') y = y * 10 + (std::isdigit(b[j]) ? b[j] - '0' : 0), ++j;
+    if (x != y) return x < y ? -1 : 1;
+    ++i, ++j;
+  }
+  return 0;
+}
+
+std::optional<AgentReport> agent_report(const json& node) {
+  std::string raw =
+      node.value(json::json_pointer("/metadata/annotations/ferry.dev~1agent"), std::string());
+  json r = json::parse(raw, nullptr, false);
+  if (r.is_discarded() || !r.is_object() || !r.contains("criuVersion")) return std::nullopt;
+  return AgentReport{.criu_version = r.value("criuVersion", ""),
+                     .lazy_pages = r.value("lazyPages", false),
+                     .mem_dirty_track = r.value("memDirtyTrack", false)};
 }
 
 std::vector<std::string> Placement::reasons() const {
@@ -151,9 +184,30 @@ std::vector<std::string> Placement::reasons() const {
 }
 
 Result<Placement> choose_target(const json& pod, const std::vector<const json*>& nodes,
-                                const std::vector<const json*>& pods,
-                                const std::string& requested) {
+                                const std::vector<const json*>& pods, const std::string& requested,
+                                const std::string& mode) {
   const std::string source = s(pod, "/spec/nodeName");
+  std::optional<AgentReport> source_report;
+  for (const json* node : nodes) {
+    if (s(*node, "/metadata/name") == source) source_report = agent_report(*node);
+  }
+  if (!source_report) {
+    return Status(Code::kFailedPrecondition,
+                  "no Ferry agent has reported on the source node " + source +
+                      " (is the ferry-agent DaemonSet running there?)",
+                  kNoEligibleNode);
+  }
+  if (mode == "PreCopy" && !source_report->mem_dirty_track) {
+    return Status(Code::kFailedPrecondition,
+                  "PreCopy needs soft-dirty memory tracking, which the kernel of " + source +
+                      " lacks (criu check --feature mem_dirty_track); use Cold or PostCopy",
+                  kModeUnsupported);
+  }
+  if (mode == "PostCopy" && !source_report->lazy_pages) {
+    return Status(Code::kFailedPrecondition,
+                  "PostCopy needs userfaultfd lazy pages, which " + source + " lacks; use Cold",
+                  kModeUnsupported);
+  }
   if (!requested.empty() && requested == source) {
     return Status(Code::kInvalidArgument,
                   "targetNode " + requested + " is the node the pod already runs on",
@@ -211,6 +265,13 @@ Result<Placement> choose_target(const json& pod, const std::vector<const json*>&
       v.reason = "does not match the pod's nodeSelector";
     } else if (!affinity_matches(pod, labels)) {
       v.reason = "does not match the pod's required node affinity";
+    } else if (auto report = agent_report(*node); !report) {
+      v.reason = "no Ferry agent has reported on this node";
+    } else if (compare_versions(report->criu_version, source_report->criu_version) < 0) {
+      v.reason = "CRIU " + report->criu_version + " is older than the source's " +
+                 source_report->criu_version;
+    } else if (mode == "PostCopy" && !report->lazy_pages) {
+      v.reason = "no userfaultfd lazy pages for PostCopy";
     } else if (v.free_millicpu < want_cpu) {
       v.reason = "not enough CPU: " + std::to_string(v.free_millicpu) + "m free, " +
                  std::to_string(want_cpu) + "m requested";

@@ -6,12 +6,15 @@
 // A node is eligible when it is not the source, is Ready, is not cordoned,
 // tolerates-wise accepts the pod (NoSchedule/NoExecute taints), matches the
 // pod's nodeSelector and required node affinity, and has the pod's CPU and
-// memory requests free. Among eligible nodes the one with the most free
+// memory requests free, and its Ferry agent reported itself compatible
+// (node annotation ferry.dev/agent: a CRIU at least as new as the source's,
+// userfaultfd for PostCopy). Among eligible nodes the one with the most free
 // memory wins (ties: most free CPU, then name). Every node's verdict is
 // kept as a human sentence for status.targetReasons.
 #pragma once
 
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,9 +33,13 @@ inline constexpr const char* kTargetIsSource = "TargetIsSource";
 inline constexpr const char* kTargetNodeNotFound = "TargetNodeNotFound";
 inline constexpr const char* kTargetNodeIneligible = "TargetNodeIneligible";
 inline constexpr const char* kNoEligibleNode = "NoEligibleNode";
+inline constexpr const char* kOwnedPodUnsupported = "OwnedPodUnsupported";
+inline constexpr const char* kModeUnsupported = "ModeUnsupported";
 
 // Checks the pod itself can be migrated: exists, runs on a node, uses the
-// ferry RuntimeClass, does not use the host network. `pod` may be null.
+// ferry RuntimeClass, does not use the host network, has no controlling
+// owner (a ReplicaSet or StatefulSet would replace it behind our back;
+// owned pods come with issue #7). `pod` may be null.
 Status check_pod(const json* pod, const std::string& ns, const std::string& name);
 
 struct NodeVerdict {
@@ -52,11 +59,25 @@ struct Placement {
 
 // Chooses the target node for `pod` among `nodes`, given all `pods` (to
 // sum what is already requested on each node). `requested` non-empty:
-// that node or a clear refusal.
+// that node or a clear refusal. `mode` is the Migration's spec.mode: a
+// PostCopy needs userfaultfd on both nodes, a PreCopy soft-dirty tracking
+// on the source (refused with kModeUnsupported when the source lacks it).
 // Objects are read in place (the informer caches' shared objects), never
 // copied: this runs on every reconcile, over every pod of the cluster.
 Result<Placement> choose_target(const json& pod, const std::vector<const json*>& nodes,
-                                const std::vector<const json*>& pods, const std::string& requested);
+                                const std::vector<const json*>& pods, const std::string& requested,
+                                const std::string& mode = "Cold");
+
+// What an agent reported about its node (the ferry.dev/agent annotation).
+struct AgentReport {
+  std::string criu_version;  // "4.2.1"
+  bool lazy_pages = false;
+  bool mem_dirty_track = false;
+};
+// nullopt when the node carries no (parseable) report: no agent runs there.
+std::optional<AgentReport> agent_report(const json& node);
+// -1, 0, 1 comparing dotted version numbers ("4.2.1" < "4.10").
+int compare_versions(const std::string& a, const std::string& b);
 
 // Quantities as Kubernetes writes them: "100m", "2", "128Mi", "1G", "1e3".
 int64_t parse_millicpu(const std::string& q);

@@ -1,8 +1,11 @@
 // The Migration controller against a real API server (nodes and pods are
-// API objects here; no kubelet runs): every impossible Migration ends
-// Failed with its reason in a condition, status and an Event, touching
-// nothing else; a possible one gets its target chosen with reasons and is
-// handed to the agents (Checkpointing).
+// API objects here; no kubelet or agent runs, the test plays their part by
+// writing what they would write): every impossible Migration ends Failed
+// with its reason in a condition, status and an Event, touching nothing
+// else; a possible one gets its target chosen with reasons, a replacement
+// pod on the target, and is handed to the agents (Checkpointing); then the
+// operator's phases follow what the agents report, through the switch or
+// back.
 #include <gtest/gtest.h>
 
 #include <thread>
@@ -43,6 +46,9 @@ handler: ferry
     make_node("node-3", "16Gi", false);
     make_node("node-cordoned", "32Gi", true);
     make_pod("web", "node-1", "ferry", false, "");
+    make_pod("web2", "node-1", "ferry", false, "");
+    make_pod("web3", "node-2", "ferry", false, "");
+    make_pod("web4", "node-2", "ferry", false, "");
     make_pod("plain", "node-1", "", false, "");
     make_pod("hostnet", "node-1", "ferry", true, "");
     make_pod("picky", "node-1", "ferry", false, "nowhere");
@@ -50,10 +56,13 @@ handler: ferry
 
   static void make_node(const std::string& name, const std::string& mem, bool cordoned) {
     auto& cp = ControlPlaneEnvironment::get();
-    json node = {{"apiVersion", "v1"},
-                 {"kind", "Node"},
-                 {"metadata", {{"name", name}}},
-                 {"spec", {{"unschedulable", cordoned}}}};
+    json node = {
+        {"apiVersion", "v1"},
+        {"kind", "Node"},
+        {"metadata",
+         {{"name", name},
+          {"annotations", {{"ferry.dev/agent", R"({"criuVersion":"4.2.1","lazyPages":true})"}}}}},
+        {"spec", {{"unschedulable", cordoned}}}};
     ASSERT_EQ(cp.kubectl({"create", "-f", "-"}, node.dump())->exit_code, 0);
     json status = {{"status",
                     {{"allocatable", {{"cpu", "4"}, {"memory", mem}, {"pods", "110"}}},
@@ -76,16 +85,17 @@ handler: ferry
                        const std::string& runtime_class, bool host_network,
                        const std::string& zone) {
     auto& cp = ControlPlaneEnvironment::get();
-    json pod = {{"apiVersion", "v1"},
-                {"kind", "Pod"},
-                {"metadata", {{"name", name}, {"namespace", "default"}}},
-                {"spec",
-                 {{"nodeName", node},
-                  {"hostNetwork", host_network},
-                  {"containers",
-                   {{{"name", "app"},
-                     {"image", "ferry.local/statekeeper:dev"},
-                     {"resources", {{"requests", {{"cpu", "100m"}, {"memory", "256Mi"}}}}}}}}}}};
+    json pod = {
+        {"apiVersion", "v1"},
+        {"kind", "Pod"},
+        {"metadata", {{"name", name}, {"namespace", "default"}, {"labels", {{"app", name}}}}},
+        {"spec",
+         {{"nodeName", node},
+          {"hostNetwork", host_network},
+          {"containers",
+           {{{"name", "app"},
+             {"image", "ferry.local/statekeeper:dev"},
+             {"resources", {{"requests", {{"cpu", "100m"}, {"memory", "256Mi"}}}}}}}}}}};
     if (!runtime_class.empty()) pod["spec"]["runtimeClassName"] = runtime_class;
     if (!zone.empty()) pod["spec"]["nodeSelector"] = {{"zone", zone}};
     auto r = cp.kubectl({"create", "-f", "-"}, pod.dump());
@@ -97,7 +107,10 @@ handler: ferry
 
   void SetUp() override {
     client_ = client_for(ControlPlaneEnvironment::get());
-    controller_ = std::make_unique<operator_::MigrationController>(*client_);
+    // Limits high enough that Migrations left in flight by earlier tests
+    // do not queue later ones.
+    controller_ = std::make_unique<operator_::MigrationController>(
+        *client_, operator_::ControllerOptions{.max_in_flight = 20, .max_in_flight_per_node = 20});
     thread_ = std::jthread([this](std::stop_token s) { controller_->run(s, 2); });
     ASSERT_TRUE(wait([&] { return controller_->synced(); }));
   }
@@ -156,6 +169,43 @@ handler: ferry
     })) << "a Warning event says why";
   }
 
+  // What an agent writes: the next phase, with its transition.
+  void agent_moves(const std::string& name, const std::string& phase) {
+    auto r = client_->get(operator_::kMigrations, "default", name);
+    ASSERT_TRUE(r.ok());
+    json transitions = (*r)["status"]["phaseTransitionTimestamps"];
+    transitions.push_back({{"phase", phase}, {"time", "2026-01-01T00:00:00.000Z"}});
+    transitions.back()["time"] = api::rfc3339_now();
+    json body = {{"metadata", {{"resourceVersion", (*r)["metadata"]["resourceVersion"]}}},
+                 {"status", {{"phase", phase}, {"phaseTransitionTimestamps", transitions}}}};
+    auto p = client_->patch(operator_::kMigrations, "default", name, kube::PatchType::kMerge, body,
+                            {.subresource = "status"});
+    ASSERT_TRUE(p.ok()) << p.status().to_string();
+  }
+
+  // No kubelet here: once the operator asked for a pod's deletion, confirm
+  // it as kubelet would after the containers stopped.
+  void play_kubelet_deleting(const std::string& pod) {
+    ASSERT_TRUE(wait([&] {
+      auto p = client_->get(kube::resources::kPods, "default", pod);
+      return p.ok() && p->contains("metadata") && (*p)["metadata"].contains("deletionTimestamp");
+    })) << pod
+        << " was not deleted";
+    ASSERT_TRUE(
+        client_->remove(kube::resources::kPods, "default", pod, {.grace_period_seconds = 0}).ok());
+  }
+
+  json wait_phase(const std::string& name, const std::string& phase) {
+    json got;
+    EXPECT_TRUE(wait([&] {
+      auto r = client_->get(operator_::kMigrations, "default", name);
+      if (!r.ok()) return false;
+      got = *r;
+      return got.value(json::json_pointer("/status/phase"), std::string()) == phase;
+    })) << got.dump(2);
+    return got;
+  }
+
   std::string pod_rv(const std::string& pod) {
     auto p = client_->get(kube::resources::kPods, "default", pod);
     return p.ok() ? (*p)["metadata"]["resourceVersion"].get<std::string>() : "";
@@ -208,17 +258,83 @@ TEST_F(AdmissionTest, PossibleMigrationGetsATargetWithReasons) {
 }
 
 TEST_F(AdmissionTest, CancelBeforeTheSwitchRollsBack) {
-  json m = migrate("m-cancel", "web", "node-2");
+  json m = migrate("m-cancel", "web2", "node-2");
   ASSERT_EQ(m["status"]["phase"], "Checkpointing");
+  const std::string replacement = m["status"]["targetPod"];
   ASSERT_TRUE(client_
                   ->patch(operator_::kMigrations, "default", "m-cancel", kube::PatchType::kMerge,
                           {{"spec", {{"cancel", true}}}})
                   .ok());
+  // The replacement must be gone before the source may thaw.
+  play_kubelet_deleting(replacement);
+  json done = wait_phase("m-cancel", "RolledBack");
+  EXPECT_EQ(done["status"]["failure"]["reason"], "Cancelled") << done.dump(2);
+  EXPECT_FALSE(client_->get(kube::resources::kPods, "default", replacement).ok());
+  EXPECT_TRUE(client_->get(kube::resources::kPods, "default", "web2").ok()) << "source kept";
+}
+
+TEST_F(AdmissionTest, ASecondMigrationOfTheSamePodIsRefused) {
+  json first = migrate("m-first", "web4");
+  ASSERT_EQ(first["status"]["phase"], "Checkpointing");
+  json second = migrate("m-second", "web4");
+  EXPECT_EQ(second["status"]["phase"], "Failed");
+  EXPECT_EQ(second["status"]["failure"]["reason"], "AlreadyMigrating") << second.dump(2);
+  EXPECT_NE(second["status"]["failure"]["message"].get<std::string>().find("m-first"),
+            std::string::npos);
+}
+
+TEST_F(AdmissionTest, TheOperatorCarriesABarePodThroughTheSwitch) {
+  json m = migrate("m-switch", "web3", "node-3");
+  ASSERT_EQ(m["status"]["phase"], "Checkpointing") << m.dump(2);
+  EXPECT_EQ(m["metadata"]["labels"]["ferry.dev/source-node"], "node-2");
+  EXPECT_EQ(m["metadata"]["labels"]["ferry.dev/target-node"], "node-3");
+  const std::string replacement = m["status"]["targetPod"];
+  auto pod = client_->get(kube::resources::kPods, "default", replacement);
+  ASSERT_TRUE(pod.ok()) << replacement;
+  EXPECT_EQ((*pod)["metadata"]["uid"], m["status"]["targetPodUID"]);
+  EXPECT_EQ((*pod)["spec"]["nodeName"], "node-3");
+  EXPECT_EQ((*pod)["spec"]["runtimeClassName"], "ferry");
+  EXPECT_EQ((*pod)["metadata"]["labels"]["app"], "web3") << "same labels: Services select it";
+  EXPECT_EQ((*pod)["metadata"]["annotations"]["ferry.dev/restore-from"], m["metadata"]["uid"]);
+  EXPECT_EQ((*pod)["spec"]["readinessGates"][0]["conditionType"], "ferry.dev/serving");
+
+  // The source agent published the snapshot: the operator marks the
+  // replacement so kubelet retries its container create at once.
+  agent_moves("m-switch", "Restoring");
   EXPECT_TRUE(wait([&] {
-    auto r = client_->get(operator_::kMigrations, "default", "m-cancel");
-    return r.ok() && (*r)["status"]["phase"] == "RolledBack" &&
-           (*r)["status"]["failure"]["reason"] == "Cancelled";
+    auto p = client_->get(kube::resources::kPods, "default", replacement);
+    return p.ok() && p->value(json::json_pointer("/metadata/annotations/ferry.dev~1snapshot-ready"),
+                              std::string()) == "true";
   }));
+  // The target agent saw it running: the operator deletes the source...
+  agent_moves("m-switch", "Switching");
+  play_kubelet_deleting("web3");
+  // ... and succeeds once it is gone.
+  json done = wait_phase("m-switch", "Succeeded");
+  EXPECT_FALSE(done["status"]["durations"]["total"].get<std::string>().empty());
+  EXPECT_TRUE(client_->get(kube::resources::kPods, "default", replacement).ok());
+  auto table = ControlPlaneEnvironment::get().kubectl({"get", "migrations", "m-switch"});
+  EXPECT_NE(table->out.find("Succeeded   web3   node-2   node-3"), std::string::npos) << table->out;
+}
+
+TEST_F(AdmissionTest, AnAgentFailureRollsBackAfterTheReplacementIsGone) {
+  make_pod("web5", "node-1", "ferry", false, "");
+  json m = migrate("m-fail", "web5", "node-2");
+  ASSERT_EQ(m["status"]["phase"], "Checkpointing");
+  const std::string replacement = m["status"]["targetPod"];
+  json failure = {{"status",
+                   {{"failure",
+                     {{"reason", "CheckpointFailed"},
+                      {"message", "checkpoint failed: criu said no"},
+                      {"criuLogExcerpt", "Error (criu/cr-dump.c:1): no"}}}}}};
+  ASSERT_TRUE(client_
+                  ->patch(operator_::kMigrations, "default", "m-fail", kube::PatchType::kMerge,
+                          failure, {.subresource = "status"})
+                  .ok());
+  play_kubelet_deleting(replacement);
+  json done = wait_phase("m-fail", "RolledBack");
+  EXPECT_EQ(done["status"]["failure"]["reason"], "CheckpointFailed");
+  EXPECT_EQ(done["status"]["failure"]["criuLogExcerpt"], "Error (criu/cr-dump.c:1): no");
 }
 
 }  // namespace

@@ -79,5 +79,45 @@ TEST(MigrationApiTest, DurationsFormat) {
   EXPECT_EQ(format_seconds(1.23456), "1.235s");
 }
 
+TEST(TimestampTest, RoundTripsWithMillisecondsAndRejectsGarbage) {
+  auto t = parse_rfc3339("2026-11-26T13:00:01.250Z");
+  ASSERT_TRUE(t.has_value());
+  EXPECT_DOUBLE_EQ(*t, 1795698001.25);
+  EXPECT_EQ(parse_rfc3339("2026-11-26T13:00:01Z"), 1795698001.0);
+  EXPECT_EQ(parse_rfc3339("2026-11-26T13:00:01+00:00"), 1795698001.0);
+  EXPECT_FALSE(parse_rfc3339("yesterday").has_value());
+  EXPECT_FALSE(parse_rfc3339("2026-11-26T13:00:01+02:00").has_value()) << "UTC only";
+  auto now = parse_rfc3339(rfc3339_now());
+  ASSERT_TRUE(now.has_value());
+  EXPECT_NEAR(*now, unix_now(), 1.0);
+}
+
+TEST(PhaseTest, EnterPhaseRecordsEachTransitionOnceAndEnteredFindsTheLast) {
+  MigrationStatus s;
+  enter_phase(s, Phase::kPending);
+  enter_phase(s, Phase::kPending);
+  enter_phase(s, Phase::kCheckpointing);
+  ASSERT_EQ(s.phase_transitions.size(), 2u);
+  EXPECT_EQ(s.phase, Phase::kCheckpointing);
+  EXPECT_TRUE(entered(s, Phase::kCheckpointing).has_value());
+  EXPECT_FALSE(entered(s, Phase::kRestoring).has_value());
+}
+
+TEST(MigrationCodecTest, DecodesDeletionFinalizersAndTargetPodUid) {
+  nlohmann::json j = {{"kind", "Migration"},
+                      {"metadata",
+                       {{"name", "m"},
+                        {"deletionTimestamp", "2026-11-26T13:00:01Z"},
+                        {"finalizers", {"ferry.dev/snapshot"}}}},
+                      {"spec", {{"podName", "p"}}},
+                      {"status", {{"targetPod", "p-abcde"}, {"targetPodUID", "u-1"}}}};
+  auto m = migration_from_json(j);
+  ASSERT_TRUE(m.ok());
+  EXPECT_TRUE(m->deleting);
+  EXPECT_EQ(m->finalizers, std::vector<std::string>{"ferry.dev/snapshot"});
+  EXPECT_EQ(m->status.target_pod_uid, "u-1");
+  EXPECT_EQ(status_to_json(m->status)["status"]["targetPodUID"], "u-1");
+}
+
 }  // namespace
 }  // namespace ferry::api

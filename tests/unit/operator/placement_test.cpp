@@ -7,7 +7,10 @@ namespace {
 
 json node(const std::string& name, const std::string& cpu = "2", const std::string& mem = "4Gi",
           bool ready = true) {
-  return {{"metadata", {{"name", name}, {"labels", {{"kubernetes.io/hostname", name}}}}},
+  return {{"metadata",
+           {{"name", name},
+            {"labels", {{"kubernetes.io/hostname", name}}},
+            {"annotations", {{"ferry.dev/agent", R"({"criuVersion":"4.2.1","lazyPages":true})"}}}}},
           {"spec", json::object()},
           {"status",
            {{"allocatable", {{"cpu", cpu}, {"memory", mem}}},
@@ -132,6 +135,44 @@ TEST(ChooseTargetTest, RequestedTargetIsHonouredOrRefusedClearly) {
   Status cordoned = choose(p, nodes, {p}, "n2").status();
   EXPECT_EQ(cordoned.reason(), kTargetNodeIneligible);
   EXPECT_NE(cordoned.message().find("cordoned"), std::string::npos);
+}
+
+TEST(CheckPodTest, OwnedPodsAreRefusedForNow) {
+  json p = pod("p", "n1");
+  p["metadata"]["ownerReferences"] = {
+      {{"kind", "ReplicaSet"}, {"name", "web-abc"}, {"controller", true}}};
+  Status st = check_pod(&p, "default", "p");
+  EXPECT_EQ(st.reason(), kOwnedPodUnsupported);
+  EXPECT_NE(st.message().find("ReplicaSet web-abc"), std::string::npos);
+}
+
+TEST(ChooseTargetTest, NodesNeedACompatibleAgentReport) {
+  json p = pod("p", "n1");
+  std::vector<json> nodes = {node("n1"), node("n2"), node("n3"), node("n4")};
+  nodes[1]["metadata"]["annotations"].erase("ferry.dev/agent");
+  nodes[2]["metadata"]["annotations"]["ferry.dev/agent"] = R"({"criuVersion":"4.1.1"})";
+  nodes[3]["metadata"]["annotations"]["ferry.dev/agent"] = R"({"criuVersion":"4.10"})";
+  auto r = choose(p, nodes, {p}, "");
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_EQ(r->target, "n4");
+  EXPECT_EQ(r->verdicts[1].reason, "no Ferry agent has reported on this node");
+  EXPECT_EQ(r->verdicts[2].reason, "CRIU 4.1.1 is older than the source's 4.2.1");
+  // PostCopy needs lazy pages on the target too; n4 did not report them.
+  EXPECT_EQ(choose_target(p, {&nodes[0], &nodes[3]}, {&p}, "", "PostCopy").status().reason(),
+            kNoEligibleNode);
+  // No report from the source: nothing can be said about compatibility.
+  nodes[0]["metadata"]["annotations"].erase("ferry.dev/agent");
+  EXPECT_EQ(choose(p, nodes, {p}, "").status().reason(), kNoEligibleNode);
+}
+
+TEST(ChooseTargetTest, PreCopyWithoutSoftDirtyTrackingIsRefusedClearly) {
+  json p = pod("p", "n1");
+  std::vector<json> nodes = {node("n1"), node("n2")};
+  Status st = choose_target(p, {&nodes[0], &nodes[1]}, {&p}, "", "PreCopy").status();
+  EXPECT_EQ(st.reason(), kModeUnsupported);
+  EXPECT_NE(st.message().find("mem_dirty_track"), std::string::npos);
+  EXPECT_EQ(compare_versions("4.2.1", "4.10"), -1);
+  EXPECT_EQ(compare_versions("4.2", "4.2.0"), 0);
 }
 
 }  // namespace

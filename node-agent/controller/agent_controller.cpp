@@ -1,0 +1,502 @@
+#include "controller/agent_controller.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <thread>
+#include <vector>
+
+#include "api/annotations.h"
+#include "checkpoint/engine.h"
+#include "checkpoint/source_snapshot.h"
+#include "store/snapshot_store.h"
+
+namespace ferry::agent {
+namespace {
+
+using api::Phase;
+using kube::json;
+
+const kube::ResourceType kMigrations{"ferry.dev", "v1alpha1", "migrations", "Migration", true};
+
+std::string str(const json& j, const char* pointer) {
+  return j.value(json::json_pointer(pointer), std::string());
+}
+
+bool deleting(const json& object) {
+  return object.contains("metadata") && object["metadata"].contains("deletionTimestamp") &&
+         !object["metadata"]["deletionTimestamp"].is_null();
+}
+
+std::string strip_runtime_prefix(const std::string& id) {
+  auto at = id.find("://");
+  return at == std::string::npos ? id : id.substr(at + 3);
+}
+
+// Keys: "m/<ns>/<name>" for a Migration, "p/<ns>/<name>" for a pod's gate.
+std::string mkey(const std::string& ns_name) {
+  return "m/" + ns_name;
+}
+std::string pkey(const std::string& ns_name) {
+  return "p/" + ns_name;
+}
+
+std::optional<bool> serving_condition(const json& pod) {
+  for (const auto& c : pod.value(json::json_pointer("/status/conditions"), json::array())) {
+    if (c.value("type", "") == api::kServingCondition) return c.value("status", "") == "True";
+  }
+  return std::nullopt;
+}
+
+bool all_containers_running(const json& pod) {
+  const json statuses = pod.value(json::json_pointer("/status/containerStatuses"), json::array());
+  const json containers = pod.value(json::json_pointer("/spec/containers"), json::array());
+  if (statuses.empty() || statuses.size() != containers.size()) return false;
+  return std::all_of(statuses.begin(), statuses.end(), [](const json& s) {
+    return s.contains("state") && s["state"].contains("running");
+  });
+}
+
+}  // namespace
+
+bool has_serving_gate(const json& pod) {
+  for (const auto& g : pod.value(json::json_pointer("/spec/readinessGates"), json::array())) {
+    if (g.value("conditionType", "") == api::kServingCondition) return true;
+  }
+  return false;
+}
+
+std::string restore_failure(const json& pod) {
+  for (const auto& s : pod.value(json::json_pointer("/status/containerStatuses"), json::array())) {
+    const json waiting = s.value(json::json_pointer("/state/waiting"), json::object());
+    const std::string message = waiting.value("message", "");
+    if (message.find("ferry-runc") == std::string::npos) continue;
+    if (message.find("no snapshot for migration") != std::string::npos) continue;  // not yet
+    return s.value("name", "") + ": " + message;
+  }
+  return {};
+}
+
+AgentController::AgentController(kube::Client& client, checkpoint::OciRuntime& runtime,
+                                 AgentOptions options)
+    : client_(client),
+      runtime_(runtime),
+      options_(std::move(options)),
+      records_(options_.records_dir),
+      as_source_(client, kMigrations,
+                 {.label_selector = std::string(api::kSourceNodeLabel) + "=" + options_.node}),
+      as_target_(client, kMigrations,
+                 {.label_selector = std::string(api::kTargetNodeLabel) + "=" + options_.node}),
+      pods_(client, kube::resources::kPods, {.field_selector = "spec.nodeName=" + options_.node}),
+      queue_(RealClock::instance(), {}, options_.queue_metrics),
+      events_(client, {.reporting_controller = "ferry.dev/agent",
+                       .reporting_instance = "ferry-agent-" + options_.node}) {
+  kube::EventHandlers on_migration{
+      .on_add = [this](const kube::ObjectPtr& o) { queue_.add(mkey(kube::object_key(*o))); },
+      .on_update = [this](const kube::ObjectPtr&,
+                          const kube::ObjectPtr& o) { queue_.add(mkey(kube::object_key(*o))); },
+      .on_delete = [this](const kube::ObjectPtr& o) { queue_.add(mkey(kube::object_key(*o))); }};
+  as_source_.add_handlers(on_migration);
+  as_target_.add_handlers(on_migration);
+  // A pod change concerns its gate, the Migration restoring into it, and
+  // any Migration moving it away.
+  auto on_pod = [this](const kube::ObjectPtr& o) {
+    const std::string ns = str(*o, "/metadata/namespace");
+    queue_.add(pkey(kube::object_key(*o)));
+    if (auto name = str(*o, "/metadata/annotations/ferry.dev~1migration"); !name.empty()) {
+      queue_.add(mkey(ns + "/" + name));
+    }
+    const std::string pod = str(*o, "/metadata/name");
+    for (const auto& m : as_source_.store().list()) {
+      if (str(*m, "/spec/podName") == pod && str(*m, "/metadata/namespace") == ns) {
+        queue_.add(mkey(kube::object_key(*m)));
+      }
+    }
+  };
+  pods_.add_handlers(
+      {.on_add = on_pod,
+       .on_update = [on_pod](const kube::ObjectPtr&, const kube::ObjectPtr& o) { on_pod(o); },
+       .on_delete = on_pod});
+}
+
+void AgentController::run(std::stop_token stop, int workers) {
+  std::jthread a([this](std::stop_token s) { as_source_.run(s); });
+  std::jthread b([this](std::stop_token s) { as_target_.run(s); });
+  std::jthread c([this](std::stop_token s) { pods_.run(s); });
+  for (auto* inf : {&as_source_, &as_target_, &pods_}) {
+    while (!inf->wait_for_sync(stop, std::chrono::seconds(1))) {
+      if (stop.stop_requested()) {
+        queue_.shut_down();
+        return;
+      }
+    }
+  }
+  synced_ = true;
+  // What a previous run of this agent left: each record's Migration gets a
+  // reconcile, which finishes or rolls back.
+  if (auto records = records_.load_all(); records.ok()) {
+    for (const auto& r : *records) queue_.add(mkey(r.ns + "/" + r.migration));
+  }
+  for (const auto& key : as_source_.store().keys()) queue_.add(mkey(key));
+  for (const auto& key : as_target_.store().keys()) queue_.add(mkey(key));
+  for (const auto& key : pods_.store().keys()) queue_.add(pkey(key));
+  std::vector<std::jthread> pool;
+  for (int i = 0; i < workers; ++i) {
+    pool.emplace_back([this] {
+      while (auto key = queue_.get()) {
+        const std::string what = key->substr(2);
+        Status s = key->rfind("m/", 0) == 0 ? reconcile_migration(what) : reconcile_pod(what);
+        if (s.ok()) {
+          queue_.forget(*key);
+        } else {
+          std::fprintf(stderr, "ferry-agent: %s: %s\n", key->c_str(), s.to_string().c_str());
+          queue_.add_rate_limited(*key);
+        }
+        queue_.done(*key);
+      }
+    });
+  }
+  std::stop_callback on_stop(stop, [this] { queue_.shut_down(); });
+  pool.clear();
+}
+
+kube::ObjectPtr AgentController::migration(const std::string& key) const {
+  if (auto m = const_cast<kube::Informer&>(as_source_).store().get(key)) return m;
+  return const_cast<kube::Informer&>(as_target_).store().get(key);
+}
+
+Status AgentController::reconcile_migration(const std::string& key) {
+  const auto slash = key.find('/');
+  const std::string ns = key.substr(0, slash), name = key.substr(slash + 1);
+  std::optional<Record> record = records_.find(ns, name);
+  kube::ObjectPtr obj = migration(key);
+  if (!obj) {
+    // Gone without us (force-removed finalizer, or the label was changed):
+    // whatever we still hold must not stay frozen. Thaw unless the pod is
+    // being deleted (then it must die frozen).
+    if (!record) return {};
+    kube::ObjectPtr pod = pods_.store().get(record->ns + "/" + record->pod);
+    bool thaw = record->state != Record::State::kKilled && pod && !deleting(*pod);
+    return release(*record, thaw);
+  }
+  auto m = api::migration_from_json(*obj);
+  if (!m.ok()) return {};
+  if (m->status.source_node == options_.node) FERRY_RETURN_IF_ERROR(source_side(*m, record));
+  if (m->status.target_node == options_.node) FERRY_RETURN_IF_ERROR(target_side(*m));
+  return {};
+}
+
+Status AgentController::source_side(const api::Migration& m, std::optional<Record> record) {
+  const Phase phase = m.status.phase.value_or(Phase::kPending);
+  const bool ours = std::find(m.finalizers.begin(), m.finalizers.end(), api::kSnapshotFinalizer) !=
+                    m.finalizers.end();
+  if (!record) {
+    if (phase == Phase::kCheckpointing && !m.deleting && m.status.failure_reason.empty()) {
+      return checkpoint(m);
+    }
+    if (api::is_final(phase) && ours) {  // cleanup done, or the record was lost
+      (void)store::SnapshotStore(options_.snapshot_root).remove(m.uid);
+      return remove_finalizer(m.ns, m.name);
+    }
+    return {};
+  }
+  if (record->migration_uid != m.uid) {
+    // A newer Migration of the same name: the old one's holdings are orphaned.
+    kube::ObjectPtr pod = pods_.store().get(record->ns + "/" + record->pod);
+    return release(*record, record->state != Record::State::kKilled && pod && !deleting(*pod));
+  }
+  switch (phase) {
+    case Phase::kRolledBack:
+    case Phase::kFailed:
+      FERRY_RETURN_IF_ERROR(release(*record, /*thaw=*/true));
+      return ours ? remove_finalizer(m.ns, m.name) : Status();
+    case Phase::kSucceeded:
+      FERRY_RETURN_IF_ERROR(release(*record, /*thaw=*/false));
+      return ours ? remove_finalizer(m.ns, m.name) : Status();
+    case Phase::kSwitching: {
+      // The operator deletes the source pod; it dies frozen, never thawed.
+      kube::ObjectPtr pod = pods_.store().get(record->ns + "/" + record->pod);
+      bool going = !pod || deleting(*pod) || str(*pod, "/metadata/uid") != record->pod_uid;
+      if (!going || record->state == Record::State::kKilled) return {};
+      checkpoint::CheckpointEngine engine(runtime_);
+      for (const auto& c : record->containers) {
+        Status st = engine.kill_frozen(c.id);
+        if (!st.ok() && st.code() != Code::kNotFound) return st.with_context("kill " + c.name);
+      }
+      record->state = Record::State::kKilled;
+      return records_.save(*record);
+    }
+    case Phase::kCheckpointing:
+      if (record->state == Record::State::kCheckpointing) {
+        // A previous run of this agent died mid-dump: the snapshot may be
+        // half-written. Report it; the operator rolls back, we thaw.
+        return report_failure(m,
+                              Status(Code::kFailedPrecondition,
+                                     "the source agent restarted while checkpointing; rolling "
+                                     "back",
+                                     "AgentRestarted"),
+                              "");
+      }
+      // Frozen, but the status write that follows did not land (the API
+      // was unavailable): write it now.
+      if (!record->failure.empty()) {
+        return report_failure(m, Status(Code::kInternal, record->failure, "CheckpointFailed"), "");
+      }
+      return update_status(m.ns, m.name, [](api::MigrationStatus& s) {
+        if (s.phase != Phase::kCheckpointing) return false;
+        api::enter_phase(s, Phase::kTransferring);
+        api::enter_phase(s, Phase::kRestoring);
+        return true;
+      });
+    default:
+      return {};
+  }
+}
+
+Status AgentController::checkpoint(const api::Migration& m) {
+  kube::ObjectPtr pod = pods_.store().get(m.ns + "/" + m.spec.pod_name);
+  if (!pod || deleting(*pod)) {
+    return report_failure(
+        m, Status(Code::kNotFound, "source pod " + m.spec.pod_name + " is gone", "SourcePodGone"),
+        "");
+  }
+  if (m.status.target_pod.empty() || m.status.target_pod_uid.empty()) return {};  // not yet
+  Record record{.migration_uid = m.uid,
+                .ns = m.ns,
+                .migration = m.name,
+                .pod = m.spec.pod_name,
+                .pod_uid = str(*pod, "/metadata/uid")};
+  for (const auto& s : pod->value(json::json_pointer("/status/containerStatuses"), json::array())) {
+    record.containers.push_back(
+        {s.value("name", ""), strip_runtime_prefix(s.value("containerID", ""))});
+  }
+  if (record.containers.empty() ||
+      std::any_of(record.containers.begin(), record.containers.end(),
+                  [](const FrozenContainer& c) { return c.id.empty(); })) {
+    return report_failure(
+        m,
+        Status(Code::kFailedPrecondition,
+               "source pod " + m.spec.pod_name + " has no running container", "PodNotRunning"),
+        "");
+  }
+  // Hold the Migration so deleting it cannot strand a frozen container or
+  // a snapshot. Refused once it is being deleted: then we do nothing.
+  json finalizers = json(m.finalizers);
+  finalizers.push_back(api::kSnapshotFinalizer);
+  auto held = client_.patch(
+      kMigrations, m.ns, m.name, kube::PatchType::kMerge,
+      {{"metadata", {{"resourceVersion", m.resource_version}, {"finalizers", finalizers}}}});
+  if (!held.ok()) {
+    return held.status().code() == Code::kConflict ? Status()  // a newer version comes
+                                                   : held.status().with_context("add finalizer");
+  }
+  FERRY_RETURN_IF_ERROR(records_.save(record));
+  if (has_serving_gate(*pod)) {
+    // Out of the Services first: no new connection reaches a frozen process.
+    FERRY_RETURN_IF_ERROR(
+        set_serving(*pod, false, "Migrating",
+                    "frozen for Migration " + m.name + " to " + m.status.target_node));
+  }
+
+  CheckpointSample sample;
+  std::string excerpt;
+  Status failed;
+  for (size_t i = 0; i < record.containers.size() && failed.ok(); ++i) {
+    const auto& c = record.containers[i];
+    const std::string work_dir = options_.work_dir + "/" + c.id;
+    auto r = checkpoint::snapshot_container(
+        runtime_, {.container_id = c.id,
+                   .snapshot_root = options_.snapshot_root,
+                   .binding = {.namespace_name = m.ns,
+                               .pod_name = m.status.target_pod,
+                               .pod_uid = m.status.target_pod_uid,
+                               .container_name = c.name,
+                               .migration_uid = m.uid},
+                   .tcp = checkpoint::TcpMode::kClose,  // the target pod has a new IP
+                   .work_dir = work_dir,
+                   .criu_version = options_.criu_version,
+                   .runtime_version = options_.runtime_version});
+    if (!r.ok()) {
+      failed = r.status().with_context("container " + c.name);
+      excerpt = checkpoint::criu_log_excerpt(work_dir + "/dump.log", 20);
+      break;
+    }
+    if (i == 0) sample.freeze_seconds = r->dump.freeze.count();
+    sample.dump_seconds += r->dump.dump.count();
+    sample.publish_seconds += r->publish.count();
+    sample.bytes += r->bytes;
+  }
+  // Frozen either way (or partly): only a rollback or a kill releases it.
+  record.state = Record::State::kFrozen;
+  record.failure = failed.ok() ? "" : failed.message();
+  FERRY_RETURN_IF_ERROR(records_.save(record));
+  sample.ok = failed.ok();
+  if (options_.on_checkpoint) options_.on_checkpoint(sample);
+  if (!failed.ok()) return report_failure(m, failed, excerpt);
+
+  return update_status(m.ns, m.name, [&](api::MigrationStatus& s) {
+    if (s.phase != Phase::kCheckpointing) return false;
+    s.freeze = api::format_seconds(sample.freeze_seconds);
+    s.checkpoint = api::format_seconds(sample.dump_seconds);
+    s.transfer = api::format_seconds(sample.publish_seconds);
+    s.bytes_checkpointed = static_cast<int64_t>(sample.bytes);
+    s.bytes_transferred = static_cast<int64_t>(sample.bytes);
+    api::enter_phase(s, Phase::kTransferring);
+    api::enter_phase(s, Phase::kRestoring);  // published: the target's turn
+    return true;
+  });
+}
+
+Status AgentController::release(const Record& record, bool thaw) {
+  checkpoint::CheckpointEngine engine(runtime_);
+  for (const auto& c : record.containers) {
+    Status st = thaw ? engine.thaw(c.id) : engine.kill_frozen(c.id);
+    if (!st.ok() && st.code() != Code::kNotFound) {
+      return st.with_context((thaw ? "thaw " : "kill ") + c.name);
+    }
+  }
+  if (thaw) {
+    kube::ObjectPtr pod = pods_.store().get(record.ns + "/" + record.pod);
+    if (pod && has_serving_gate(*pod) && str(*pod, "/metadata/uid") == record.pod_uid) {
+      FERRY_RETURN_IF_ERROR(
+          set_serving(*pod, true, "RolledBack", "Migration " + record.migration + " rolled back"));
+    }
+  }
+  Status removed = store::SnapshotStore(options_.snapshot_root).remove(record.migration_uid);
+  if (!removed.ok()) return removed;  // in use by a restore: retry later
+  return records_.erase(record.migration_uid);
+}
+
+Status AgentController::target_side(const api::Migration& m) {
+  const Phase phase = m.status.phase.value_or(Phase::kPending);
+  if (phase != Phase::kRestoring && phase != Phase::kSwitching && phase != Phase::kSucceeded) {
+    return {};
+  }
+  kube::ObjectPtr pod = pods_.store().get(m.ns + "/" + m.status.target_pod);
+  if (!pod || str(*pod, "/metadata/uid") != m.status.target_pod_uid || deleting(*pod)) return {};
+  if (phase != Phase::kRestoring) {
+    // Switched: the restored pod serves (idempotent, e.g. after a restart).
+    if (has_serving_gate(*pod) && serving_condition(*pod) != true) {
+      return set_serving(*pod, true, "Restored", "restored by Migration " + m.name);
+    }
+    return {};
+  }
+  if (!all_containers_running(*pod)) {
+    if (!str(*pod, "/metadata/annotations/ferry.dev~1snapshot-ready").empty()) {
+      if (std::string why = restore_failure(*pod); !why.empty()) {
+        return report_failure(
+            m,
+            Status(Code::kInternal, "restore failed on " + options_.node + ": " + why,
+                   "RestoreFailed"),
+            "");
+      }
+    }
+    return {};
+  }
+  if (has_serving_gate(*pod)) {
+    FERRY_RETURN_IF_ERROR(set_serving(*pod, true, "Restored", "restored by Migration " + m.name));
+  }
+  return update_status(m.ns, m.name, [&](api::MigrationStatus& s) {
+    if (s.phase != Phase::kRestoring) return false;
+    if (auto since = api::entered(s, Phase::kRestoring)) {
+      s.restore = api::format_seconds(api::unix_now() - *since);
+    }
+    api::enter_phase(s, Phase::kSwitching);
+    return true;
+  });
+}
+
+Status AgentController::reconcile_pod(const std::string& key) {
+  kube::ObjectPtr pod = pods_.store().get(key);
+  if (!pod || deleting(*pod) || !has_serving_gate(*pod)) return {};
+  if (serving_condition(*pod) == true) return {};
+  // Replacement pods get the gate from their Migration (target_side).
+  if (!str(*pod, "/metadata/annotations/ferry.dev~1restore-from").empty()) return {};
+  // A pod frozen for a Migration stays out until it is thawed.
+  if (auto all = records_.load_all(); all.ok()) {
+    for (const auto& r : *all) {
+      if (r.pod_uid == str(*pod, "/metadata/uid")) return {};
+    }
+  }
+  if (str(*pod, "/status/phase") != "Running") return {};
+  return set_serving(*pod, true, "Serving", "not migrating");
+}
+
+Status AgentController::set_serving(const json& pod, bool serving, const std::string& reason,
+                                    const std::string& message) {
+  // Strategic merge keys pod conditions by type: only ours changes.
+  json patch = {{"status",
+                 {{"conditions",
+                   {{{"type", api::kServingCondition},
+                     {"status", serving ? "True" : "False"},
+                     {"reason", reason},
+                     {"message", message},
+                     {"lastTransitionTime", api::rfc3339_now().substr(0, 19) + "Z"}}}}}}};
+  auto r = client_.patch(kube::resources::kPods, str(pod, "/metadata/namespace"),
+                         str(pod, "/metadata/name"), kube::PatchType::kStrategicMerge, patch,
+                         {.subresource = "status"});
+  if (!r.ok() && r.status().code() != Code::kNotFound) {
+    return r.status().with_context("set " + std::string(api::kServingCondition) + " on pod " +
+                                   str(pod, "/metadata/name"));
+  }
+  return {};
+}
+
+Status AgentController::report_failure(const api::Migration& m, const Status& why,
+                                       const std::string& excerpt) {
+  json regarding = {{"apiVersion", "ferry.dev/v1alpha1"},
+                    {"kind", "Migration"},
+                    {"metadata", {{"name", m.name}, {"namespace", m.ns}, {"uid", m.uid}}}};
+  (void)events_.record(regarding, "Warning", why.reason(), "Checkpoint", why.message());
+  return update_status(m.ns, m.name, [&](api::MigrationStatus& s) {
+    if (!s.failure_reason.empty() || (s.phase && api::is_final(*s.phase))) return false;
+    s.failure_reason = why.reason().empty() ? "AgentFailure" : why.reason();
+    s.failure_message = why.message();
+    s.criu_log_excerpt = excerpt;
+    return true;
+  });
+}
+
+Status AgentController::update_status(const std::string& ns, const std::string& name,
+                                      const std::function<bool(api::MigrationStatus&)>& mutate) {
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    auto fresh = client_.get(kMigrations, ns, name);
+    if (!fresh.ok()) return fresh.status().with_context("get Migration " + name);
+    auto m = api::migration_from_json(*fresh);
+    if (!m.ok()) return m.status();
+    api::MigrationStatus s = m->status;
+    if (!mutate(s)) return {};
+    json body = api::status_to_json(s);
+    body["metadata"] = {{"resourceVersion", m->resource_version}};
+    auto r = client_.patch(kMigrations, ns, name, kube::PatchType::kMerge, body,
+                           {.subresource = "status"});
+    if (r.ok()) return {};
+    if (r.status().code() != Code::kConflict) return r.status().with_context("status of " + name);
+  }
+  return Status(Code::kConflict, "status of Migration " + name + " kept changing", "Conflict");
+}
+
+Status AgentController::remove_finalizer(const std::string& ns, const std::string& name) {
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    auto fresh = client_.get(kMigrations, ns, name);
+    if (!fresh.ok()) return fresh.status().code() == Code::kNotFound ? Status() : fresh.status();
+    json finalizers = json::array();
+    bool had = false;
+    for (const auto& f : fresh->value(json::json_pointer("/metadata/finalizers"), json::array())) {
+      if (f == api::kSnapshotFinalizer) {
+        had = true;
+      } else {
+        finalizers.push_back(f);
+      }
+    }
+    if (!had) return {};
+    auto r = client_.patch(kMigrations, ns, name, kube::PatchType::kMerge,
+                           {{"metadata",
+                             {{"resourceVersion", str(*fresh, "/metadata/resourceVersion")},
+                              {"finalizers", finalizers}}}});
+    if (r.ok() || r.status().code() == Code::kNotFound) return {};
+    if (r.status().code() != Code::kConflict) return r.status();
+  }
+  return Status(Code::kConflict, "finalizers of Migration " + name + " kept changing", "Conflict");
+}
+
+}  // namespace ferry::agent

@@ -1,0 +1,50 @@
+// The agent's on-disk memory of what it holds for each Migration: which
+// containers it froze, and whether they were killed. Kept node-local
+// (/var/lib/ferry/records) so a restarted agent finishes or rolls back what
+// it started: without it, a frozen source would stay frozen forever after a
+// crash mid-migration. One small JSON file per Migration UID, written
+// atomically.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "status/status.h"
+
+namespace ferry::agent {
+
+struct FrozenContainer {
+  std::string name;
+  std::string id;
+};
+
+struct Record {
+  enum class State {
+    kCheckpointing,  // freeze and dump under way (a restart here means: roll back)
+    kFrozen,         // every container frozen and its snapshot published
+    kKilled,         // killed while frozen (switch done); cleanup left
+  };
+  std::string migration_uid;
+  std::string ns;
+  std::string migration;  // name
+  std::string pod;
+  std::string pod_uid;
+  std::vector<FrozenContainer> containers;
+  State state = State::kCheckpointing;
+  std::string failure;  // why the checkpoint failed, if it did (still frozen)
+};
+
+class RecordStore {
+ public:
+  explicit RecordStore(std::string dir) : dir_(std::move(dir)) {}
+  Status save(const Record& record) const;
+  Status erase(const std::string& migration_uid) const;
+  std::optional<Record> find(const std::string& ns, const std::string& migration) const;
+  Result<std::vector<Record>> load_all() const;
+
+ private:
+  std::string dir_;
+};
+
+}  // namespace ferry::agent

@@ -1,0 +1,61 @@
+// The agent's records survive a restart as written, and only the
+// Migration's own record is found.
+#include "controller/records.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+
+namespace ferry::agent {
+namespace {
+
+class RecordStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = ::testing::TempDir() + "/records-" + std::to_string(getpid());
+    std::filesystem::remove_all(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::string dir_;
+};
+
+TEST_F(RecordStoreTest, SavedRecordsComeBackAfterARestartAndErase) {
+  Record r{.migration_uid = "uid-1",
+           .ns = "shop",
+           .migration = "move-cart",
+           .pod = "cart",
+           .pod_uid = "pod-1",
+           .containers = {{"app", "c1"}, {"sidecar", "c2"}},
+           .state = Record::State::kFrozen,
+           .failure = "criu said no"};
+  ASSERT_TRUE(RecordStore(dir_).save(r).ok());
+  struct stat st {};
+  ASSERT_EQ(stat((dir_ + "/uid-1.json").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u) << "node-local state is root's";
+
+  RecordStore restarted(dir_);
+  auto found = restarted.find("shop", "move-cart");
+  ASSERT_TRUE(found.has_value());
+  EXPECT_EQ(found->migration_uid, "uid-1");
+  EXPECT_EQ(found->pod_uid, "pod-1");
+  ASSERT_EQ(found->containers.size(), 2u);
+  EXPECT_EQ(found->containers[1].id, "c2");
+  EXPECT_EQ(found->state, Record::State::kFrozen);
+  EXPECT_EQ(found->failure, "criu said no");
+  EXPECT_FALSE(restarted.find("shop", "other").has_value());
+  EXPECT_FALSE(restarted.find("other", "move-cart").has_value());
+
+  ASSERT_TRUE(restarted.erase("uid-1").ok());
+  EXPECT_FALSE(restarted.find("shop", "move-cart").has_value());
+  EXPECT_TRUE(restarted.erase("uid-1").ok()) << "erasing twice is fine";
+}
+
+TEST_F(RecordStoreTest, NoDirectoryMeansNoRecords) {
+  auto all = RecordStore(dir_ + "/missing").load_all();
+  ASSERT_TRUE(all.ok());
+  EXPECT_TRUE(all->empty());
+}
+
+}  // namespace
+}  // namespace ferry::agent
