@@ -61,16 +61,15 @@ tidy: build ## clang-tidy over Ferry's own sources.
 images: setup ## Build the ferry-operator and ferry-agent images offline (Dockerfile).
 	@hack/images/build.sh
 
-demo: setup ## Bring up the local cluster, install Ferry, migrate a stateful pod.
-	@echo "make demo: not yet. The local cluster and the migration path come with the"
-	@echo "test-ground and bare-pod migration issues; setup is done."
-	@exit 1
+demo: setup $(BUILD_DIR)/build.ninja ## Bring up the local cluster, install Ferry, migrate a stateful pod, print the evidence.
+	cmake --build $(BUILD_DIR) --target statekeeper
+	@STATEKEEPER=$(STATEKEEPER) hack/demo.sh
 
 clean: ## Remove the build directories (not the toolchain cache).
 	rm -rf $(BUILD_DIR) $(ASAN_BUILD_DIR)
 
 # --- Local multi-node cluster (hack/cluster/README.md) -----------------------
-.PHONY: cluster-up cluster-down cluster-load test-e2e
+.PHONY: cluster-up cluster-down cluster-load install-ferry test-e2e
 STATEKEEPER := $(CURDIR)/$(BUILD_DIR)/tests/workloads/statekeeper
 
 cluster-up: $(BUILD_DIR)/build.ninja ## Start the local 3-node cluster (idempotent); prints the kubeconfig path.
@@ -79,6 +78,9 @@ cluster-up: $(BUILD_DIR)/build.ninja ## Start the local 3-node cluster (idempote
 
 cluster-down: ## Remove every container, network, route, mount and process of the local cluster.
 	@hack/cluster/down.sh
+
+install-ferry: ## Build the images and install Ferry into the running local cluster (deploy/).
+	@hack/install-ferry.sh
 
 cluster-load: ## Load local Docker images into every node: make cluster-load IMAGES="a:tag b:tag".
 	@hack/cluster/load.sh $(IMAGES)

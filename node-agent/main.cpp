@@ -15,6 +15,7 @@
 #include <signal.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string_view>
 #include <thread>
@@ -79,6 +80,22 @@ int run_agent(const ferry::cli::FlagSet& flags, ferry::checkpoint::OciRuntime& r
     if (!installed.ok()) return report(installed.status());
     std::fprintf(stderr, "ferry-agent: %s\n",
                  installed->empty() ? "ferry-runc already installed" : installed->c_str());
+  }
+
+  // The store's directory on the shared mount (root-only: snapshots hold
+  // process memory). The mount itself must exist: creating it here would
+  // hide a missing shared volume behind a node-local directory.
+  {
+    namespace fs = std::filesystem;
+    const fs::path root = flags.get("snapshot-root");
+    std::error_code ec;
+    if (!fs::is_directory(root.parent_path(), ec)) {
+      return report(ferry::Status(
+          ferry::Code::kFailedPrecondition,
+          "shared storage " + root.parent_path().string() + " is not mounted on this node",
+          "SnapshotStoreMissing"));
+    }
+    if (fs::create_directory(root, ec)) fs::permissions(root, fs::perms::owner_all, ec);
   }
 
   auto registry = std::make_shared<prometheus::Registry>();

@@ -54,7 +54,13 @@ Status CheckpointEngine::write_criu_config(const ContainerState& state, TcpMode 
                   "NotOnFerryRuntime");
   }
   // Only what runc has no flag for; runc passes the file to CRIU as-is.
-  std::string contents = tcp == TcpMode::kClose ? "tcp-close\n" : "";
+  // skip-in-flight: a client that connected while the endpoint was being
+  // removed sits in the listen backlog, not yet accepted; CRIU cannot dump
+  // such a half-open connection and would fail the whole migration. It is
+  // dropped instead (the client sees a reset and retries, through the
+  // Service, to the restored copy).
+  std::string contents =
+      tcp == TcpMode::kClose ? "tcp-close\nskip-in-flight\n" : "skip-in-flight\n";
   return posix::write_file_atomic(it->second, contents, 0600).with_context("CRIU config");
 }
 

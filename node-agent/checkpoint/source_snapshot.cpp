@@ -61,6 +61,11 @@ Result<SourceSnapshotResult> snapshot_container(OciRuntime& runtime,
   if (!diff.ok()) return diff.status().with_context("capture writable layer");
   nlohmann::json options = {{"tcpEstablished", req.tcp == TcpMode::kEstablished}};
   FERRY_RETURN_IF_ERROR((*writer)->add_file("restore-options.json", options.dump()));
+  std::error_code ec;
+  if (!req.log_file.empty() && fs::is_regular_file(req.log_file, ec)) {
+    // The name runtime/restore_source.h reads (kCarriedLogFile).
+    FERRY_RETURN_IF_ERROR((*writer)->add_file_from("container.log", req.log_file));
+  }
   auto manifest = (*writer)->publish();
   if (!manifest.ok()) return manifest.status();
   SourceSnapshotResult result;

@@ -22,6 +22,10 @@ struct SourceSnapshotRequest {
   std::string work_dir;  // CRIU logs (node-local)
   std::string criu_version;
   std::string runtime_version;
+  // The container's CRI log file (kubelet's /var/log/pods/...), carried as
+  // container.log so `kubectl logs` of the restored container shows what it
+  // printed before the move. Empty or missing: nothing carried.
+  std::string log_file;
 };
 
 struct SourceSnapshotResult {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <thread>
 #include <vector>
 
@@ -54,6 +55,20 @@ bool all_containers_running(const json& pod) {
   return std::all_of(statuses.begin(), statuses.end(), [](const json& s) {
     return s.contains("state") && s["state"].contains("running");
   });
+}
+
+// The container's current CRI log file: the newest N.log in its directory.
+std::string newest_log(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  std::string newest;
+  fs::file_time_type newest_time{};
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    if (e.path().extension() != ".log") continue;
+    auto t = e.last_write_time(ec);
+    if (newest.empty() || t > newest_time) newest = e.path().string(), newest_time = t;
+  }
+  return newest;
 }
 
 }  // namespace
@@ -314,7 +329,9 @@ Status AgentController::checkpoint(const api::Migration& m) {
                    .tcp = checkpoint::TcpMode::kClose,  // the target pod has a new IP
                    .work_dir = work_dir,
                    .criu_version = options_.criu_version,
-                   .runtime_version = options_.runtime_version});
+                   .runtime_version = options_.runtime_version,
+                   .log_file = newest_log(options_.pod_log_root + "/" + m.ns + "_" +
+                                          m.spec.pod_name + "_" + record.pod_uid + "/" + c.name)});
     if (!r.ok()) {
       failed = r.status().with_context("container " + c.name);
       excerpt = checkpoint::criu_log_excerpt(work_dir + "/dump.log", 20);
@@ -446,14 +463,19 @@ Status AgentController::report_failure(const api::Migration& m, const Status& wh
   json regarding = {{"apiVersion", "ferry.dev/v1alpha1"},
                     {"kind", "Migration"},
                     {"metadata", {{"name", m.name}, {"namespace", m.ns}, {"uid", m.uid}}}};
-  (void)events_.record(regarding, "Warning", why.reason(), "Checkpoint", why.message());
-  return update_status(m.ns, m.name, [&](api::MigrationStatus& s) {
+  bool reported = false;
+  Status st = update_status(m.ns, m.name, [&](api::MigrationStatus& s) {
     if (!s.failure_reason.empty() || (s.phase && api::is_final(*s.phase))) return false;
     s.failure_reason = why.reason().empty() ? "AgentFailure" : why.reason();
     s.failure_message = why.message();
     s.criu_log_excerpt = excerpt;
+    reported = true;
     return true;
   });
+  if (st.ok() && reported) {
+    (void)events_.record(regarding, "Warning", why.reason(), "Checkpoint", why.message());
+  }
+  return st;
 }
 
 Status AgentController::update_status(const std::string& ns, const std::string& name,

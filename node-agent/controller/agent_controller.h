@@ -50,6 +50,7 @@ struct AgentOptions {
   std::string snapshot_root = "/var/lib/ferry-shared/snapshots";
   std::string work_dir = "/var/lib/ferry/work";  // CRIU logs, node-local
   std::string records_dir = "/var/lib/ferry/records";
+  std::string pod_log_root = "/var/log/pods";  // kubelet's container logs (carried)
   std::string criu_version;
   std::string runtime_version;
   std::function<void(const CheckpointSample&)> on_checkpoint;  // metrics

@@ -1,5 +1,7 @@
 #include "runtime/restore_source.h"
 
+#include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -7,6 +9,35 @@
 #include "store/snapshot_store.h"
 
 namespace ferry::runtime {
+
+namespace {
+
+// Best effort: a restore never fails for want of old log lines.
+void carry_log(const WrapperConfig& config, const RestoreRequest& request,
+               const std::string& carried) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::is_regular_file(carried, ec)) return;
+  const fs::path dir = fs::path(config.pod_log_root) /
+                       (request.pod_namespace + "_" + request.pod_name + "_" + request.pod_uid) /
+                       request.container_name;
+  fs::path newest;
+  fs::file_time_type newest_time{};
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    if (e.path().extension() != ".log" || !e.is_regular_file(ec)) continue;
+    if (newest.empty() || e.last_write_time(ec) > newest_time) {
+      newest = e.path();
+      newest_time = e.last_write_time(ec);
+    }
+  }
+  if (newest.empty()) return;
+  std::ifstream in(carried, std::ios::binary);
+  std::ofstream out(newest, std::ios::binary | std::ios::app);
+  out << in.rdbuf();
+  if (!out) std::fprintf(stderr, "ferry-runc: could not carry the log into %s\n", newest.c_str());
+}
+
+}  // namespace
 
 Result<PreparedRestore> prepare_from_store(const WrapperConfig& config,
                                            const RestoreRequest& request) {
@@ -24,6 +55,7 @@ Result<PreparedRestore> prepare_from_store(const WrapperConfig& config,
   auto applied =
       rootfs::apply_diff(snapshot->dir + "/" + std::string(kRootfsDiffDir), request.rootfs);
   if (!applied.ok()) return applied.status().with_context("apply rootfs diff");
+  carry_log(config, request, snapshot->dir + "/" + std::string(kCarriedLogFile));
   auto held = std::make_shared<store::VerifiedSnapshot>(std::move(snapshot).value());
   PreparedRestore prepared{.image_dir = held->dir};
   prepared.hold = held;

@@ -13,6 +13,11 @@ inline constexpr std::string_view kRootfsDiffDir = "rootfs-diff";
 // "lazyPages": bool, "pageServer": "address:port"}), written by the agent
 // with the images.
 inline constexpr std::string_view kRestoreOptionsFile = "restore-options.json";
+// The source container's CRI log, carried so `kubectl logs` of the restored
+// container starts with what it printed before the move. Written into the
+// new container's log file (which containerd opened, empty, in append mode
+// before calling create) ahead of anything the restored process prints.
+inline constexpr std::string_view kCarriedLogFile = "container.log";
 
 Result<PreparedRestore> prepare_from_store(const WrapperConfig& config,
                                            const RestoreRequest& request);

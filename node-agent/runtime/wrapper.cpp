@@ -137,6 +137,7 @@ Result<WrapperConfig> WrapperConfig::load() {
   c.snapshot_root = j.value("snapshotRoot", c.snapshot_root);
   c.state_dir = j.value("stateDir", c.state_dir);
   c.criu = j.value("criu", c.criu);
+  c.pod_log_root = j.value("podLogRoot", c.pod_log_root);
   return c;
 }
 

@@ -33,8 +33,9 @@ namespace ferry::runtime {
 struct WrapperConfig {
   std::string runtime = "runc";  // the real runtime: path or name in PATH
   std::string snapshot_root = "/var/lib/ferry/snapshots";
-  std::string state_dir = "/run/ferry";  // markers, CRIU configs, restore logs
-  std::string criu = "criu";             // for `criu lazy-pages` (runc finds its own)
+  std::string state_dir = "/run/ferry";        // markers, CRIU configs, restore logs
+  std::string criu = "criu";                   // for `criu lazy-pages` (runc finds its own)
+  std::string pod_log_root = "/var/log/pods";  // kubelet's <ns>_<pod>_<uid>/<container>/N.log
   // Loads $FERRY_RUNC_CONFIG, else /etc/ferry/ferry-runc.json, else defaults.
   static Result<WrapperConfig> load();
 };

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Ferry installed the way users install it (hack/install-ferry.sh: images
+# from the Dockerfile loaded into the nodes, crds/, deploy/): an agent runs
+# on every node, installed ferry-runc into the node and reported the node's
+# CRIU and kernel on its Node; two operator replicas run, one of them
+# leads; a re-run changes nothing.
+source "$(dirname "$0")/lib.sh"
+
+check "install"
+"$FERRY_ROOT/hack/install-ferry.sh" || fail "install-ferry.sh"
+
+check "one ready agent per node, each with ferry-runc installed and a report on its Node"
+for n in $(node_names); do
+  phase="$(kubectl -n ferry-system get pods -l app.kubernetes.io/name=ferry-agent --field-selector spec.nodeName="$n" -o jsonpath='{.items[0].status.phase}')"
+  [[ "$phase" == Running ]] || fail "agent on $n is $phase"
+  docker exec "$n" test -x /opt/ferry/bin/ferry-runc || fail "no ferry-runc on $n"
+  docker exec "$n" cat /etc/ferry/ferry-runc.json | jq -e '.runtime == "/usr/local/sbin/runc"' >/dev/null || fail "ferry-runc config on $n"
+  report="$(kubectl get node "$n" -o jsonpath='{.metadata.annotations.ferry\.dev/agent}')"
+  jq -e '.criuVersion != "" and .criuCheck == true and (.lazyPages|type) == "boolean" and (.memDirtyTrack|type) == "boolean"' <<<"$report" >/dev/null ||
+    fail "report on $n: $report"
+  ok "$n: $report"
+done
+
+check "two operator replicas, one leader"
+ready="$(kubectl -n ferry-system get deployment ferry-operator -o jsonpath='{.status.readyReplicas}')"
+[[ "$ready" == 2 ]] || fail "$ready operator replicas ready"
+leader="$(kubectl -n ferry-system get lease ferry-operator -o jsonpath='{.spec.holderIdentity}')"
+kubectl -n ferry-system get pod "$leader" >/dev/null || fail "the Lease holder $leader is not an operator pod"
+ok "leader $leader"
+
+check "metrics endpoints answer"
+op_ip="$(kubectl -n ferry-system get pod "$leader" -o jsonpath='{.status.podIP}')"
+node_of_leader="$(kubectl -n ferry-system get pod "$leader" -o jsonpath='{.spec.nodeName}')"
+metrics="$(docker exec "$node_of_leader" sh -c "exec 3<>/dev/tcp/$op_ip/8080; printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3; cat <&3" 2>/dev/null || true)"
+[[ "$metrics" == *ferry_migrations* ]] || fail "operator /metrics has no ferry_migrations"
+ok "operator /metrics"
+
+check "a second install changes nothing"
+gen_before="$(kubectl -n ferry-system get ds ferry-agent -o jsonpath='{.metadata.generation}')"
+"$FERRY_ROOT/hack/install-ferry.sh" >/dev/null 2>&1 || fail "second install"
+[[ "$(kubectl -n ferry-system get ds ferry-agent -o jsonpath='{.metadata.generation}')" == "$gen_before" ]] || fail "the DaemonSet changed"
+ok "idempotent"
