@@ -10,23 +10,26 @@
 source "$(dirname "$0")/lib.sh"
 use_namespace
 
-pod() { # pod NAME NODE RUNTIME_CLASS [HOSTNETWORK] [NODESELECTOR_HOST]
+pod() { # pod NAME NODE RUNTIME_CLASS HOSTNETWORK NODESELECTOR_HOST PORT
+  local rc="" sel=""
+  [[ -n "$3" ]] && rc="runtimeClassName: $3"
+  [[ -n "$5" ]] && sel="nodeSelector: {kubernetes.io/hostname: $5}"
   k apply -f - >/dev/null <<EOF2
 apiVersion: v1
 kind: Pod
 metadata: {name: $1, labels: {app: $1}}
 spec:
   nodeName: $2
-  ${3:+runtimeClassName: $3}
-  hostNetwork: ${4:-false}
-  ${5:+nodeSelector: {kubernetes.io/hostname: $5}}
+  $rc
+  hostNetwork: $4
+  $sel
   terminationGracePeriodSeconds: 2
   readinessGates: [{conditionType: ferry.dev/serving}]
   containers:
   - name: app
     image: $WORKLOAD_IMAGE
     imagePullPolicy: Never
-    command: ["/statekeeper", "--mem-mib", "32", "--port", "${6:-7777}"]
+    command: ["/statekeeper", "--mem-mib", "32", "--port", "$6"]
 EOF2
 }
 migrate() { # migrate NAME POD [TARGET]

@@ -317,6 +317,22 @@ TEST_F(AdmissionTest, TheOperatorCarriesABarePodThroughTheSwitch) {
   EXPECT_NE(table->out.find("Succeeded   web3   node-2   node-3"), std::string::npos) << table->out;
 }
 
+TEST_F(AdmissionTest, NoProgressWithinProgressSecondsRollsBack) {
+  make_pod("web6", "node-1", "ferry", false, "");
+  json m = {{"apiVersion", "ferry.dev/v1alpha1"},
+            {"kind", "Migration"},
+            {"metadata", {{"name", "m-slow"}, {"namespace", "default"}}},
+            {"spec", {{"podName", "web6"}, {"timeouts", {{"progressSeconds", 5}}}}}};
+  ASSERT_TRUE(client_->create(operator_::kMigrations, "default", m).ok());
+  json started = wait_phase("m-slow", "Checkpointing");
+  // No agent answers: after 5 s the operator gives up and rolls back.
+  play_kubelet_deleting(started["status"]["targetPod"]);
+  json done = wait_phase("m-slow", "RolledBack");
+  EXPECT_EQ(done["status"]["failure"]["reason"], "ProgressTimeout") << done.dump(2);
+  EXPECT_NE(done["status"]["failure"]["message"].get<std::string>().find("Checkpointing"),
+            std::string::npos);
+}
+
 TEST_F(AdmissionTest, AnAgentFailureRollsBackAfterTheReplacementIsGone) {
   make_pod("web5", "node-1", "ferry", false, "");
   json m = migrate("m-fail", "web5", "node-2");
