@@ -16,7 +16,12 @@ cp -a "$(readlink -f "$FERRY_CACHE/criu")" "$ctx/criu"
 cp -L "$FERRY_REPO_BIN/runc" "$ctx/runc"
 for target in operator agent; do
   log "image ferry-$target:$tag ..."
-  DOCKER_BUILDKIT=0 docker build -q --build-arg "BASE=$base" --target "$target" \
-    -t "ferry-$target:$tag" "$FERRY_ROOT" >/dev/null
+  # The legacy builder (BuildKit is not installed here) warns that it is
+  # deprecated on every build; show its output only when the build fails.
+  if ! out="$(DOCKER_BUILDKIT=0 docker build -q --build-arg "BASE=$base" --target "$target" \
+    -t "ferry-$target:$tag" "$FERRY_ROOT" 2>&1)"; then
+    printf '%s\n' "$out" >&2
+    die "docker build of ferry-$target failed"
+  fi
   echo "ferry-$target:$tag"
 done

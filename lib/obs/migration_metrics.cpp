@@ -51,7 +51,9 @@ MigrationMetrics::MigrationMetrics(prometheus::Registry& registry)
       in_phase_(prometheus::BuildGauge()
                     .Name("ferry_migrations")
                     .Help("Migrations known to the operator, by current phase.")
-                    .Register(registry)) {}
+                    .Register(registry)) {
+  set_phase_counts({});  // every phase at 0 from the first scrape on
+}
 
 void MigrationMetrics::observe_final(const api::MigrationStatus& s, const std::string& mode) {
   const std::string result =

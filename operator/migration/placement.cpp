@@ -200,7 +200,7 @@ Result<Placement> choose_target(const json& pod, const std::vector<const json*>&
   if (mode == "PreCopy" && !source_report->mem_dirty_track) {
     return Status(Code::kFailedPrecondition,
                   "PreCopy needs soft-dirty memory tracking, which the kernel of " + source +
-                      " lacks (criu check --feature mem_dirty_track); use Cold or PostCopy",
+                      " lacks (criu check --feature mem_dirty_track); use Cold",
                   kModeUnsupported);
   }
   if (mode == "PostCopy" && !source_report->lazy_pages) {

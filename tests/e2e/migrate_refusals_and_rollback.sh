@@ -32,14 +32,18 @@ spec:
     command: ["/statekeeper", "--mem-mib", "32", "--port", "$6"]
 EOF2
 }
-migrate() { # migrate NAME POD [TARGET]
+migrate() { # migrate NAME POD [TARGET] [MODE]
+  local target="" mode=""
+  [[ -n "${3:-}" ]] && target="targetNode: $3"
+  [[ -n "${4:-}" ]] && mode="mode: $4"
   k apply -f - >/dev/null <<EOF2
 apiVersion: ferry.dev/v1alpha1
 kind: Migration
 metadata: {name: $1}
 spec:
   podName: $2
-  ${3:+targetNode: $3}
+  $target
+  $mode
 EOF2
 }
 phase() { k get migration "$1" -o jsonpath='{.status.phase}'; }
@@ -53,10 +57,10 @@ for p in plain hostnet pinned movable; do wait_until 120 "$p running" bash -c "[
 kubectl cordon ferry-worker-3 >/dev/null
 on_exit "kubectl uncordon ferry-worker-3"
 
-refused() { # refused MIGRATION POD TARGET REASON WORDS
+refused() { # refused MIGRATION POD TARGET REASON WORDS [MODE]
   local before after
   before="$(k get pod "$2" -o jsonpath='{.metadata.uid}/{.spec.nodeName}' 2>/dev/null || true)"
-  migrate "$1" "$2" "$3"
+  migrate "$1" "$2" "$3" "${6:-}"
   wait_until 30 "$1 Failed" bash -c "[[ \$(kubectl -n $E2E_NS get migration $1 -o jsonpath='{.status.phase}') == Failed ]]"
   local cond
   cond="$(k get migration "$1" -o jsonpath='{.status.conditions[?(@.type=="Failed")].reason}: {.status.conditions[?(@.type=="Failed")].message}')"
@@ -73,6 +77,12 @@ refused bad-same movable ferry-worker-1 TargetIsSource "already runs on"
 refused bad-unknown movable ferry-worker-9 TargetNodeNotFound "does not exist"
 refused bad-cordoned movable ferry-worker-3 TargetNodeIneligible "cordoned"
 refused bad-pinned pinned "" NoEligibleNode "nodeSelector"
+if jq -e '.memDirtyTrack == false' <<<"$(kubectl get node ferry-worker-1 -o jsonpath='{.metadata.annotations.ferry\.dev/agent}')" >/dev/null; then
+  refused bad-precopy movable "" ModeUnsupported "mem_dirty_track" PreCopy
+else
+  echo "skip: PreCopy refusal: this kernel has soft-dirty tracking (the refusal cannot be provoked)"
+fi
+refused bad-postcopy movable "" ModeUnsupported "not available through the operator yet" PostCopy
 n="$(k get pods -o name | wc -l)"
 [[ "$n" == 4 ]] || fail "$n pods: a refusal created something"
 ok "no replacement pod was created"
