@@ -120,7 +120,7 @@ int main(int argc, char** argv) {
             std::max(1, std::atoi(flags.get("max-in-flight-per-node").c_str())),
         .on_final =
             [&](const ferry::api::Migration& m, const ferry::api::MigrationStatus& s) {
-              migration_metrics.observe_final(s, m.spec.mode);
+              migration_metrics.observe_final(s, s.effective ? s.effective->mode : m.spec.mode);
             },
         .on_reconcile =
             [&](bool ok, std::chrono::duration<double> d) {

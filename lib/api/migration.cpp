@@ -145,10 +145,10 @@ Result<Migration> migration_from_json(const json& object) {
   const json spec = object.value("spec", json::object());
   m.spec.pod_name = str(spec, "podName");
   m.spec.target_node = str(spec, "targetNode");
-  if (auto mode = str(spec, "mode"); !mode.empty()) m.spec.mode = mode;
+  m.spec.mode = str(spec, "mode");
   const json timeouts = spec.value("timeouts", json::object());
-  m.spec.completion_seconds = num(timeouts, "completionSeconds", m.spec.completion_seconds);
-  m.spec.progress_seconds = num(timeouts, "progressSeconds", m.spec.progress_seconds);
+  if (auto v = num(timeouts, "completionSeconds"); v > 0) m.spec.completion_seconds = v;
+  if (auto v = num(timeouts, "progressSeconds"); v > 0) m.spec.progress_seconds = v;
   m.spec.cancel = spec.value("cancel", false);
 
   const json st = object.value("status", json::object());
@@ -163,6 +163,12 @@ Result<Migration> migration_from_json(const json& object) {
   s.target_node = str(st, "targetNode");
   s.target_pod = str(st, "targetPod");
   s.target_pod_uid = str(st, "targetPodUID");
+  if (auto e = st.find("effective"); e != st.end() && e->is_object()) {
+    s.effective = Effective{.policy = str(*e, "policy"),
+                            .mode = str(*e, "mode"),
+                            .completion_seconds = num(*e, "completionSeconds"),
+                            .progress_seconds = num(*e, "progressSeconds")};
+  }
   for (const auto& r : st.value("targetReasons", json::array())) {
     if (r.is_string()) s.target_reasons.push_back(r.get<std::string>());
   }
@@ -202,6 +208,12 @@ json status_to_json(const MigrationStatus& s) {
   put("targetNode", s.target_node);
   put("targetPod", s.target_pod);
   put("targetPodUID", s.target_pod_uid);
+  if (s.effective) {
+    st["effective"] = {{"policy", s.effective->policy},
+                       {"mode", s.effective->mode},
+                       {"completionSeconds", s.effective->completion_seconds},
+                       {"progressSeconds", s.effective->progress_seconds}};
+  }
   if (!s.target_reasons.empty()) st["targetReasons"] = s.target_reasons;
   if (!s.conditions.empty()) {
     json cs = json::array();

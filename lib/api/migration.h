@@ -53,10 +53,22 @@ const Condition* find_condition(const std::vector<Condition>& conditions, std::s
 struct MigrationSpec {
   std::string pod_name;
   std::string target_node;  // empty: Ferry chooses
-  std::string mode = "Cold";
-  int64_t completion_seconds = 600;
-  int64_t progress_seconds = 120;
+  std::string mode;         // empty: the policy's, else Cold (see Effective)
+  std::optional<int64_t> completion_seconds;
+  std::optional<int64_t> progress_seconds;
   bool cancel = false;
+};
+
+inline constexpr int64_t kDefaultCompletionSeconds = 600;
+inline constexpr int64_t kDefaultProgressSeconds = 120;
+
+// The settings a Migration runs with (status.effective).
+struct Effective {
+  std::string policy;
+  std::string mode;
+  int64_t completion_seconds = 0;
+  int64_t progress_seconds = 0;
+  bool operator==(const Effective&) const = default;
 };
 
 struct PhaseTransition {
@@ -71,6 +83,7 @@ struct MigrationStatus {
   std::string target_node;
   std::string target_pod;
   std::string target_pod_uid;
+  std::optional<Effective> effective;
   std::vector<std::string> target_reasons;
   std::vector<Condition> conditions;
   std::vector<PhaseTransition> phase_transitions;

@@ -6,6 +6,7 @@
 
 #include "api/annotations.h"
 #include "migration/placement.h"
+#include "migration/policy.h"
 
 namespace ferry::operator_ {
 namespace {
@@ -40,6 +41,17 @@ bool node_ready(const json* node) {
 
 // Before Switching the source is intact (running or frozen) and the
 // Migration can still be undone.
+// The timeouts in force: resolved at admission into status.effective;
+// before that, the spec's or the defaults.
+int64_t completion_seconds(const api::Migration& m) {
+  if (m.status.effective) return m.status.effective->completion_seconds;
+  return m.spec.completion_seconds.value_or(api::kDefaultCompletionSeconds);
+}
+int64_t progress_seconds(const api::Migration& m) {
+  if (m.status.effective) return m.status.effective->progress_seconds;
+  return m.spec.progress_seconds.value_or(api::kDefaultProgressSeconds);
+}
+
 bool before_switch(Phase p) {
   return p == Phase::kPending || p == Phase::kScheduling || p == Phase::kCheckpointing ||
          p == Phase::kTransferring || p == Phase::kRestoring;
@@ -85,6 +97,7 @@ MigrationController::MigrationController(kube::Client& client, ControllerOptions
       migrations_(client, kMigrations),
       pods_(client, kube::resources::kPods),
       nodes_(client, kube::resources::kNodes),
+      policies_(client, kMigrationPolicies),
       queue_(RealClock::instance(), {}, options_.queue_metrics),
       events_(client, {.reporting_controller = "ferry.dev/operator",
                        .reporting_instance = options_.instance}) {
@@ -115,7 +128,8 @@ void MigrationController::run(std::stop_token stop, int workers) {
   std::jthread m([this](std::stop_token s) { migrations_.run(s); });
   std::jthread p([this](std::stop_token s) { pods_.run(s); });
   std::jthread n([this](std::stop_token s) { nodes_.run(s); });
-  for (auto* inf : {&migrations_, &pods_, &nodes_}) {
+  std::jthread pol([this](std::stop_token s) { policies_.run(s); });
+  for (auto* inf : {&migrations_, &pods_, &nodes_, &policies_}) {
     while (!inf->wait_for_sync(stop, std::chrono::seconds(1))) {
       if (stop.stop_requested()) {
         queue_.shut_down();
@@ -223,19 +237,21 @@ Status MigrationController::rollback_reason(const api::Migration& m) const {
     return {Code::kFailedPrecondition, m.status.failure_message, m.status.failure_reason};
   }
   const double now = api::unix_now();
+  const int64_t completion = completion_seconds(m);
+  const int64_t progress = progress_seconds(m);
   if (auto began = api::entered(m.status, Phase::kPending);
-      began && now - *began > static_cast<double>(m.spec.completion_seconds)) {
+      began && now - *began > static_cast<double>(completion)) {
     return {Code::kDeadlineExceeded,
-            "the migration did not complete within " + std::to_string(m.spec.completion_seconds) +
-                "s (spec.timeouts.completionSeconds)",
+            "the migration did not complete within " + std::to_string(completion) +
+                "s (completionSeconds, status.effective)",
             "CompletionTimeout"};
   }
   if (m.status.phase && !m.status.phase_transitions.empty()) {
     auto last = api::parse_rfc3339(m.status.phase_transitions.back().time);
-    if (last && now - *last > static_cast<double>(m.spec.progress_seconds)) {
+    if (last && now - *last > static_cast<double>(progress)) {
       return {Code::kDeadlineExceeded,
               "no progress in phase " + std::string(api::phase_name(*m.status.phase)) + " for " +
-                  std::to_string(m.spec.progress_seconds) + "s (spec.timeouts.progressSeconds)",
+                  std::to_string(progress) + "s (progressSeconds, status.effective)",
               "ProgressTimeout"};
     }
   }
@@ -268,7 +284,7 @@ Status MigrationController::reconcile(const std::string& key) {
   if (before_switch(phase)) {
     if (Status why = rollback_reason(m); !why.ok()) return roll_back(m, s, why);
     // Wake up for the timeouts even if nothing else happens.
-    queue_.add_after(key, std::chrono::seconds(std::min(m.spec.progress_seconds, int64_t{30})));
+    queue_.add_after(key, std::chrono::seconds(std::min(progress_seconds(m), int64_t{30})));
   }
   switch (phase) {
     case Phase::kPending:
@@ -291,16 +307,42 @@ Status MigrationController::admit(const api::Migration& m, api::MigrationStatus 
   }
   const auto nodes = nodes_.store().list();
   const auto pods = pods_.store().list();
-  if (m.spec.mode == "PostCopy") {
-    // The engine and ferry-runc do PostCopy (tests/integration/node-agent),
-    // but the agents' loop does not yet run the page server for another
-    // node: refuse rather than silently migrate cold.
-    return finish(m, s, Phase::kFailed,
-                  Status(Code::kUnsupported,
-                         "mode PostCopy is not available through the operator yet; use Cold",
-                         kModeUnsupported));
+
+  // Effective settings: the spec, else the first matching policy, else defaults.
+  const auto policy_objects = policies_.store().list();
+  const auto policies = views(policy_objects);
+  json ns_labels = json::object();
+  if (needs_namespace_labels(policies)) {
+    auto ns = client_.get(kube::resources::kNamespaces, "", m.ns);
+    if (!ns.ok()) return ns.status().with_context("get namespace " + m.ns);
+    ns_labels = ns->value(json::json_pointer("/metadata/labels"), json::object());
   }
-  auto placement = choose_target(*pod, views(nodes), views(pods), m.spec.target_node, m.spec.mode);
+  Resolution resolved = resolve_effective(m.spec, *pod, ns_labels, policies);
+  s.effective = resolved.effective;
+  auto place = [&](const std::string& mode) -> Result<Placement> {
+    if (mode == "PostCopy") {
+      // The engine and ferry-runc do PostCopy (tests/integration/node-agent),
+      // but the agents' loop does not yet run the page server for another
+      // node: refuse rather than silently migrate cold.
+      return Status(Code::kUnsupported,
+                    "mode PostCopy is not available through the operator yet; use Cold",
+                    kModeUnsupported);
+    }
+    return choose_target(*pod, views(nodes), views(pods), m.spec.target_node, mode);
+  };
+  auto placement = place(s.effective->mode);
+  if (!placement.ok() && placement.status().reason() == kModeUnsupported &&
+      !resolved.fallback_mode.empty() && resolved.fallback_mode != s.effective->mode) {
+    // The policy's fallbackMode, with the reason the mode could not be used.
+    api::set_condition(s.conditions,
+                       {"ModeFallback", "True", kModeUnsupported,
+                        placement.status().message() + "; policy " + s.effective->policy +
+                            " falls back to " + resolved.fallback_mode,
+                        m.generation, ""},
+                       api::rfc3339_now());
+    s.effective->mode = resolved.fallback_mode;
+    placement = place(s.effective->mode);
+  }
   if (!placement.ok()) return finish(m, s, Phase::kFailed, placement.status());
   const std::string source_node = str(*pod, "/spec/nodeName");
 

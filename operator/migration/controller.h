@@ -4,8 +4,9 @@
 // decides, and writes only what changed.
 //
 // The operator owns the phases around the agents' work:
-//   Pending/Scheduling  admission (check_pod), concurrency limits, target
-//                       choice; creates the replacement pod on the target
+//   Pending/Scheduling  admission (check_pod), effective settings (spec,
+//                       MigrationPolicy, defaults: policy.h), concurrency
+//                       limits, target choice; creates the replacement pod on the target
 //                       (bare pods) and labels the Migration with both
 //                       nodes, then hands over: Checkpointing.
 //   Checkpointing       the source agent freezes, dumps and publishes, then
@@ -39,6 +40,8 @@ namespace ferry::operator_ {
 
 inline const kube::ResourceType kMigrations{"ferry.dev", "v1alpha1", "migrations", "Migration",
                                             true};
+inline const kube::ResourceType kMigrationPolicies{"ferry.dev", "v1alpha1", "migrationpolicies",
+                                                   "MigrationPolicy", false};
 
 struct ControllerOptions {
   std::string instance = "ferry-operator";  // Events' reportingInstance
@@ -90,6 +93,7 @@ class MigrationController {
   kube::Informer migrations_;
   kube::Informer pods_;
   kube::Informer nodes_;
+  kube::Informer policies_;
   kube::WorkQueue queue_;
   kube::EventRecorder events_;
   std::atomic<bool> synced_{false};

@@ -87,10 +87,15 @@ spec: {podName: web-0, timeouts: {}}
 )")
                 .first,
             0);
-  EXPECT_EQ(kubectl({"get", "migration", "defaults", "-o", "jsonpath={.spec.mode}"}), "Cold");
-  EXPECT_EQ(kubectl({"get", "migration", "defaults", "-o",
-                     "jsonpath={.spec.timeouts.completionSeconds}"}),
-            "600");
+  // No defaults are stored in spec: an unset mode or timeout is resolved
+  // by the operator (MigrationPolicy, else Cold/600/120) into
+  // status.effective, so a policy can still apply.
+  EXPECT_EQ(kubectl({"get", "migration", "defaults", "-o", "jsonpath={.spec.mode}"}), "");
+  EXPECT_NE(kubectl({"explain", "migration.spec.timeouts.completionSeconds"}).find("default 600"),
+            std::string::npos);
+  std::string mode_set = kubectl(
+      {"patch", "migration", "defaults", "--type=merge", "-p", R"({"spec":{"mode":"Cold"}})"});
+  EXPECT_NE(mode_set.find("mode is immutable"), std::string::npos) << mode_set;
   std::string changed = kubectl(
       {"patch", "migration", "defaults", "--type=merge", "-p", R"({"spec":{"podName":"web-1"}})"});
   EXPECT_NE(changed.find("podName is immutable"), std::string::npos) << changed;

@@ -30,7 +30,7 @@ class AdmissionTest : public ::testing::Test {
     auto& cp = ControlPlaneEnvironment::get();
     ASSERT_EQ(cp.kubectl({"apply", "-f", FERRY_CRD_DIR})->exit_code, 0);
     ASSERT_EQ(cp.kubectl({"wait", "--for=condition=Established", "--timeout=30s",
-                          "crd/migrations.ferry.dev"})
+                          "crd/migrations.ferry.dev", "crd/migrationpolicies.ferry.dev"})
                   ->exit_code,
               0);
     ASSERT_EQ(cp.kubectl({"apply", "-f", "-"}, R"(
@@ -315,6 +315,37 @@ TEST_F(AdmissionTest, TheOperatorCarriesABarePodThroughTheSwitch) {
   EXPECT_TRUE(client_->get(kube::resources::kPods, "default", replacement).ok());
   auto table = ControlPlaneEnvironment::get().kubectl({"get", "migrations", "m-switch"});
   EXPECT_NE(table->out.find("Succeeded   web3   node-2   node-3"), std::string::npos) << table->out;
+}
+
+TEST_F(AdmissionTest, AMatchingPolicyGivesTheEffectiveSettingsAndItsFallback) {
+  make_pod("web7", "node-1", "ferry", false, "");
+  auto& cp = ControlPlaneEnvironment::get();
+  auto r = cp.kubectl({"apply", "-f", "-"}, R"(
+apiVersion: ferry.dev/v1alpha1
+kind: MigrationPolicy
+metadata: {name: web7-policy}
+spec:
+  podSelector: {matchLabels: {app: web7}}
+  mode: PostCopy
+  fallbackMode: Cold
+  timeouts: {progressSeconds: 30}
+)");
+  ASSERT_EQ(r->exit_code, 0) << r->err;
+  json m = migrate("m-policy", "web7");
+  ASSERT_EQ(m["status"]["phase"], "Checkpointing") << m.dump(2);
+  EXPECT_EQ(m["status"]["effective"], json({{"policy", "web7-policy"},
+                                            {"mode", "Cold"},
+                                            {"completionSeconds", 600},
+                                            {"progressSeconds", 30}}));
+  bool fell_back = false;
+  for (const auto& c : m["status"]["conditions"]) {
+    fell_back |= c["type"] == "ModeFallback" && c["reason"] == "ModeUnsupported";
+  }
+  EXPECT_TRUE(fell_back) << m.dump(2);
+  make_pod("web8", "node-1", "ferry", false, "");
+  json other = migrate("m-nopolicy", "web8");
+  EXPECT_EQ(other["status"]["effective"]["policy"], "") << "not selected: the defaults";
+  EXPECT_EQ(other["status"]["effective"]["progressSeconds"], 120);
 }
 
 TEST_F(AdmissionTest, NoProgressWithinProgressSecondsRollsBack) {

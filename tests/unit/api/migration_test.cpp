@@ -41,7 +41,7 @@ TEST(MigrationApiTest, DecodesWhatTheApiServerReturnsAndToleratesUnknownFields) 
   EXPECT_EQ(m->spec.pod_name, "web-0");
   EXPECT_EQ(m->spec.mode, "PostCopy");
   EXPECT_EQ(m->spec.completion_seconds, 900);
-  EXPECT_EQ(m->spec.progress_seconds, 120) << "defaults where the server sent none";
+  EXPECT_FALSE(m->spec.progress_seconds.has_value()) << "unset: resolved by the operator";
   EXPECT_TRUE(m->spec.cancel);
   EXPECT_EQ(m->status.phase, Phase::kRestoring);
   EXPECT_EQ(m->status.conditions.at(0).reason, "Restoring");
