@@ -9,6 +9,8 @@
 #include "api/annotations.h"
 #include "checkpoint/engine.h"
 #include "checkpoint/source_snapshot.h"
+#include "posix/atomic_file.h"
+#include "runtime/wrapper.h"
 #include "store/snapshot_store.h"
 
 namespace ferry::agent {
@@ -72,6 +74,14 @@ std::string newest_log(const std::string& dir) {
 }
 
 }  // namespace
+
+bool rolling_back(const api::Migration& m) {
+  const Phase phase = m.status.phase.value_or(Phase::kPending);
+  if (api::is_final(phase) || phase == Phase::kSwitching) return false;
+  const api::Condition* c = api::find_condition(m.status.conditions, "RollingBack");
+  return m.spec.cancel || m.deleting || !m.status.failure_reason.empty() ||
+         (c != nullptr && c->status == "True");
+}
 
 bool has_serving_gate(const json& pod) {
   for (const auto& g : pod.value(json::json_pointer("/spec/readinessGates"), json::array())) {
@@ -204,6 +214,16 @@ Status AgentController::source_side(const api::Migration& m, std::optional<Recor
   const Phase phase = m.status.phase.value_or(Phase::kPending);
   const bool ours = std::find(m.finalizers.begin(), m.finalizers.end(), api::kSnapshotFinalizer) !=
                     m.finalizers.end();
+  const std::string abandoned = runtime::abandoned_marker(options_.snapshot_root, m.uid);
+  if (rolling_back(m)) {
+    // The replacement's ferry-runc may be waiting for this snapshot: tell
+    // it to stop, so kubelet can delete the replacement and the operator
+    // can let us thaw the source.
+    (void)posix::write_file_atomic(abandoned, m.name + "\n", 0600);
+  } else if (api::is_final(phase)) {
+    std::error_code ec;
+    std::filesystem::remove(abandoned, ec);
+  }
   if (!record) {
     if (phase == Phase::kCheckpointing && !m.deleting && m.status.failure_reason.empty()) {
       return checkpoint(m);

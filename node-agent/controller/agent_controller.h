@@ -96,6 +96,9 @@ class AgentController {
   std::atomic<bool> synced_{false};
 };
 
+// True when the operator is rolling `m` back (cancel, deletion, a reported
+// failure, a timeout) and it has not switched: the source will thaw.
+bool rolling_back(const api::Migration& m);
 // True when `pod` declares the ferry.dev/serving readiness gate.
 bool has_serving_gate(const kube::json& pod);
 // The restore failure kubelet reports for a replacement pod's container, if

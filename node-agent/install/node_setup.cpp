@@ -44,8 +44,10 @@ Result<std::string> install_ferry_runc(const InstallOptions& o) {
   auto wrote = put(o.host_root + "/opt/ferry/bin/ferry-runc", *binary, 0755);
   if (!wrote.ok()) return wrote.status().with_context("install ferry-runc");
   if (*wrote) changed += "installed /opt/ferry/bin/ferry-runc; ";
-  json config = {
-      {"runtime", o.host_runtime}, {"snapshotRoot", o.snapshot_root}, {"stateDir", "/run/ferry"}};
+  json config = {{"runtime", o.host_runtime},
+                 {"snapshotRoot", o.snapshot_root},
+                 {"stateDir", "/run/ferry"},
+                 {"snapshotWaitSeconds", 60}};
   wrote = put(o.host_root + "/etc/ferry/ferry-runc.json", config.dump(2) + "\n", 0644);
   if (!wrote.ok()) return wrote.status().with_context("configure ferry-runc");
   if (*wrote) changed += "wrote /etc/ferry/ferry-runc.json; ";

@@ -5,6 +5,7 @@
 #include <sys/mount.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
@@ -12,6 +13,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <thread>
 
 #include "api/annotations.h"
 #include "posix/atomic_file.h"
@@ -138,6 +140,7 @@ Result<WrapperConfig> WrapperConfig::load() {
   c.state_dir = j.value("stateDir", c.state_dir);
   c.criu = j.value("criu", c.criu);
   c.pod_log_root = j.value("podLogRoot", c.pod_log_root);
+  c.snapshot_wait_seconds = j.value("snapshotWaitSeconds", c.snapshot_wait_seconds);
   return c;
 }
 
@@ -194,6 +197,10 @@ Status start_lazy_pages_daemon(const std::vector<std::string>& argv, const std::
         tail(work_dir + "/lazy-pages.out", 2));
   }
   return {};
+}
+
+std::string abandoned_marker(const std::string& snapshot_root, const std::string& migration_uid) {
+  return snapshot_root + "/" + migration_uid + ".abandoned";
 }
 
 void report_error(const RuncArgs& args, const std::string& message) {
@@ -263,6 +270,19 @@ Action plan(const WrapperConfig& config, const std::vector<std::string>& args,
       .rootfs = fs::path(root).is_absolute() ? root : bundle + "/" + root,
   };
   auto prepared = prepare(config, request);
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(config.snapshot_wait_seconds);
+  while (!prepared.ok() && prepared.status().reason() == "SnapshotNotFound" &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::error_code ec;
+    if (fs::exists(abandoned_marker(config.snapshot_root, restore_from), ec)) {
+      prepared = Status(Code::kCancelled, "migration " + restore_from + " was rolled back",
+                        "MigrationAbandoned");
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    prepared = prepare(config, request);
+  }
   if (!prepared.ok()) {
     report_error(a, "restore of container " + id + " refused: " + prepared.status().message());
     return {{}, 1};

@@ -36,6 +36,13 @@ struct WrapperConfig {
   std::string state_dir = "/run/ferry";        // markers, CRIU configs, restore logs
   std::string criu = "criu";                   // for `criu lazy-pages` (runc finds its own)
   std::string pod_log_root = "/var/log/pods";  // kubelet's <ns>_<pod>_<uid>/<container>/N.log
+  // How long `create` of a container to restore waits for its snapshot to
+  // be published (the replacement pod is created while the source is still
+  // dumping). 0: refuse at once. Waiting, rather than failing, keeps
+  // kubelet from counting a failed start and backing off (10 s and more)
+  // before its next try; kubelet's own CRI deadline is 2 min. The wait ends
+  // early when the source agent abandons the migration (abandoned_marker).
+  int snapshot_wait_seconds = 0;
   // Loads $FERRY_RUNC_CONFIG, else /etc/ferry/ferry-runc.json, else defaults.
   static Result<WrapperConfig> load();
 };
@@ -81,6 +88,10 @@ Result<std::vector<std::string>> lazy_pages_argv(const std::string& criu,
 using LazyPagesStarter =
     std::function<Status(const std::vector<std::string>& argv, const std::string& work_dir)>;
 Status start_lazy_pages_daemon(const std::vector<std::string>& argv, const std::string& work_dir);
+
+// The marker the source agent writes when a migration rolls back, so a
+// restore waiting for its snapshot stops waiting: <root>/<uid>.abandoned.
+std::string abandoned_marker(const std::string& snapshot_root, const std::string& migration_uid);
 
 // What main() should do: exec `argv`, or exit with `exit_code` at once.
 struct Action {

@@ -174,6 +174,43 @@ TEST_F(WrapperTest, RefusedRestoreFailsWithOneClearLogLine) {
   EXPECT_FALSE(fs::exists(config_.state_dir + "/restored/c1"));
 }
 
+TEST_F(WrapperTest, CreateWaitsForASnapshotStillBeingPublished) {
+  write_spec({{"ferry.dev/restore-from", "m-1"}, {"io.kubernetes.cri.container-name", "app"}});
+  config_.snapshot_wait_seconds = 10;
+  int calls = 0;
+  auto later = [&](const WrapperConfig&, const RestoreRequest&) -> Result<PreparedRestore> {
+    if (++calls < 4) return Status(Code::kNotFound, "no snapshot yet", "SnapshotNotFound");
+    return PreparedRestore{.image_dir = "/snap/m1/app"};
+  };
+  auto action = plan(config_, create_args(), later);
+  EXPECT_EQ(calls, 4);
+  ASSERT_FALSE(action.exec_argv.empty());
+  EXPECT_EQ(action.exec_argv[7], "restore");
+}
+
+TEST_F(WrapperTest, AWaitEndsAtTheDeadlineOrWhenTheMigrationIsAbandoned) {
+  write_spec({{"ferry.dev/restore-from", "m-1"}, {"io.kubernetes.cri.container-name", "app"}});
+  auto never = [](const WrapperConfig&, const RestoreRequest&) -> Result<PreparedRestore> {
+    return Status(Code::kNotFound, "no snapshot for migration m-1", "SnapshotNotFound");
+  };
+  config_.snapshot_wait_seconds = 1;
+  auto started = std::chrono::steady_clock::now();
+  EXPECT_EQ(plan(config_, create_args(), never).exit_code, 1);
+  EXPECT_GE(std::chrono::steady_clock::now() - started, std::chrono::seconds(1));
+
+  config_.snapshot_wait_seconds = 30;
+  config_.snapshot_root = (dir_ / "snapshots").string();
+  fs::create_directories(config_.snapshot_root);
+  std::ofstream(abandoned_marker(config_.snapshot_root, "m-1")) << "rolled back\n";
+  started = std::chrono::steady_clock::now();
+  EXPECT_EQ(plan(config_, create_args(), never).exit_code, 1);
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(5));
+  std::ifstream log(dir_ / "log.json");
+  std::string line, last;
+  while (std::getline(log, line)) last = line;
+  EXPECT_NE(last.find("migration m-1 was rolled back"), std::string::npos) << last;
+}
+
 TEST_F(WrapperTest, DeleteCleansUp) {
   write_spec({{"ferry.dev/restore-from", "m-1"}});
   (void)plan(config_, create_args(), ok_preparer());
