@@ -12,7 +12,6 @@
 #include <prometheus/exposer.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
-#include <signal.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -30,6 +29,7 @@
 #include "kube/config.h"
 #include "obs/health_server.h"
 #include "obs/kube_metrics.h"
+#include "process/stop_signals.h"
 #include "process/subprocess.h"
 
 namespace {
@@ -40,22 +40,8 @@ int report(const ferry::Status& s) {
   return 1;
 }
 
-// SIGTERM/SIGINT are taken by one sigwait thread (see ferry-operator).
-std::thread stop_on_signals(std::stop_source stop) {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  return std::thread([set, stop]() mutable {
-    int sig = 0;
-    sigwait(&set, &sig);
-    stop.request_stop();
-  });
-}
-
 int run_agent(const ferry::cli::FlagSet& flags, ferry::checkpoint::OciRuntime& runtime) {
-  const std::string node = flags.get("node-name");
+  const std::string& node = flags.get("node-name");
   if (node.empty()) {
     std::fprintf(stderr, "ferry-agent run: --node-name is required (downward API spec.nodeName)\n");
     return 2;
@@ -63,8 +49,7 @@ int run_agent(const ferry::cli::FlagSet& flags, ferry::checkpoint::OciRuntime& r
   auto config = ferry::kube::load_config(flags.get("kubeconfig"));
   if (!config.ok()) return report(config.status());
   std::stop_source stop;
-  std::thread signals = stop_on_signals(stop);
-  signals.detach();
+  ferry::process::stop_on_signals(stop);  // before any other thread starts
 
   auto features = ferry::checkpoint::detect_criu_features(flags.get("criu"));
   if (!features.ok()) return report(features.status().with_context("criu on this node"));

@@ -2,7 +2,6 @@
 // the Kubernetes machinery in lib/kube, metrics in lib/obs.
 #include <prometheus/exposer.h>
 #include <prometheus/registry.h>
-#include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -18,25 +17,11 @@
 #include "obs/health_server.h"
 #include "obs/kube_metrics.h"
 #include "obs/migration_metrics.h"
+#include "process/stop_signals.h"
 
 namespace {
 
 std::stop_source g_stop;
-
-// SIGTERM/SIGINT are blocked in every thread and taken by one sigwait
-// thread, so stopping runs as ordinary code rather than in a signal handler.
-std::thread stop_on_signals() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  return std::thread([set] {
-    int sig = 0;
-    sigwait(&set, &sig);
-    g_stop.request_stop();
-  });
-}
 
 std::string default_identity() {
   char host[256] = "ferry-operator";
@@ -70,8 +55,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "ferry-operator: %s\n", config.status().message().c_str());
     return 1;
   }
-  std::thread signals = stop_on_signals();  // before any other thread starts
-  signals.detach();
+  ferry::process::stop_on_signals(g_stop);  // before any other thread starts
   auto registry = std::make_shared<prometheus::Registry>();
   ferry::obs::KubeMetrics kube_metrics(*registry);
   ferry::obs::MigrationMetrics migration_metrics(*registry);

@@ -106,8 +106,9 @@ std::optional<double> parse_rfc3339(const std::string& time) {
   double fraction = 0;
   if (*rest == '.') {
     double scale = 0.1;
-    for (++rest; *rest >= '0' && *rest <= '9'; ++rest, scale /= 10)
+    for (++rest; *rest >= '0' && *rest <= '9'; ++rest, scale /= 10) {
       fraction += (*rest - '0') * scale;
+    }
   }
   if (std::string_view(rest) != "Z" && std::string_view(rest) != "+00:00") return std::nullopt;
   return static_cast<double>(timegm(&utc)) + fraction;

@@ -30,18 +30,20 @@ Result<std::unique_ptr<HealthServer>> HealthServer::start(const std::string& add
   try {
     server->impl_->listener = std::make_unique<http_listener>(U("http://" + host_port));
     Impl* impl = server->impl_.get();
-    server->impl_->listener->support(web::http::methods::GET, [impl](web::http::http_request r) {
-      const std::string path = r.relative_uri().path();
-      if (path == "/healthz") {
-        r.reply(web::http::status_codes::OK, "ok\n");
-      } else if (path == "/readyz") {
-        Status st = impl->ready ? impl->ready() : Status();
-        r.reply(st.ok() ? web::http::status_codes::OK : web::http::status_codes::ServiceUnavailable,
+    server->impl_->listener->support(
+        web::http::methods::GET, [impl](const web::http::http_request& r) {
+          const std::string path = r.relative_uri().path();
+          if (path == "/healthz") {
+            r.reply(web::http::status_codes::OK, "ok\n");
+          } else if (path == "/readyz") {
+            Status st = impl->ready ? impl->ready() : Status();
+            r.reply(
+                st.ok() ? web::http::status_codes::OK : web::http::status_codes::ServiceUnavailable,
                 st.ok() ? std::string("ok\n") : st.message() + "\n");
-      } else {
-        r.reply(web::http::status_codes::NotFound, "not found\n");
-      }
-    });
+          } else {
+            r.reply(web::http::status_codes::NotFound, "not found\n");
+          }
+        });
     server->impl_->listener->open().wait();
   } catch (const std::exception& e) {
     return Status(Code::kUnavailable, "cannot serve /healthz on " + address + ": " + e.what(),

@@ -165,6 +165,7 @@ void AgentController::run(std::stop_token stop, int workers) {
   for (const auto& key : as_target_.store().keys()) queue_.add(mkey(key));
   for (const auto& key : pods_.store().keys()) queue_.add(pkey(key));
   std::vector<std::jthread> pool;
+  pool.reserve(static_cast<size_t>(workers));
   for (int i = 0; i < workers; ++i) {
     pool.emplace_back([this] {
       while (auto key = queue_.get()) {

@@ -29,8 +29,9 @@ Result<bool> put(const std::string& path, const std::string& content, mode_t mod
   if (auto have = read_all(path); have.ok() && *have == content) return false;
   std::error_code ec;
   fs::create_directories(fs::path(path).parent_path(), ec);
-  if (ec)
+  if (ec) {
     return internal_error("create " + fs::path(path).parent_path().string() + ": " + ec.message());
+  }
   FERRY_RETURN_IF_ERROR(posix::write_file_atomic(path, content, mode));
   return true;
 }

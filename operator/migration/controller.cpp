@@ -453,7 +453,7 @@ Status MigrationController::announce_snapshot(const api::Migration& m,
   return write_status(m, s);
 }
 
-Status MigrationController::switch_over(const api::Migration& m, api::MigrationStatus s) {
+Status MigrationController::switch_over(const api::Migration& m, const api::MigrationStatus& s) {
   kube::ObjectPtr source = pods_.store().get(m.ns + "/" + m.spec.pod_name);
   if (source) {
     if (!deleting(*source)) {

@@ -75,7 +75,7 @@ class MigrationController {
  private:
   Status admit(const api::Migration& m, api::MigrationStatus s);
   Status announce_snapshot(const api::Migration& m, const api::MigrationStatus& s);
-  Status switch_over(const api::Migration& m, api::MigrationStatus s);
+  Status switch_over(const api::Migration& m, const api::MigrationStatus& s);
   Status roll_back(const api::Migration& m, api::MigrationStatus s, const Status& why);
   Status finish(const api::Migration& m, api::MigrationStatus s, api::Phase phase,
                 const Status& why);

@@ -1,35 +1,36 @@
 #!/usr/bin/env bash
-# The node-agent core on the real cluster, before the operator drives it:
-# ferry-runc installed as the `ferry` RuntimeClass handler runs ordinary
-# pods through containerd's shim; a pod annotated ferry.dev/restore-from is
-# refused with a clear kubelet event until its snapshot exists; the source
-# pod's container is checkpointed frozen into the shared storage by
-# `ferry-agent checkpoint`; kubelet's next attempt restores it on another
-# node with its memory, counter, files, pipes, sockets, threads, timer and
-# child process; kubectl exec and logs work on it; the source is deleted
-# and killed while frozen, so exactly one copy ever runs.
+# The node-agent core on the real cluster, driven by hand (what the agents
+# do for a Migration, step by step): ferry-runc, installed by the agent
+# DaemonSet as the `ferry` RuntimeClass handler, runs ordinary pods through
+# containerd's shim; a pod annotated ferry.dev/restore-from is refused with
+# a clear kubelet event while its snapshot does not exist (ferry-runc
+# configured not to wait); the source pod's container is checkpointed
+# frozen into the shared storage by `ferry-agent checkpoint` run in the
+# agent pod of its node; kubelet's next attempt restores it on another node
+# with its memory, counter, files, pipes, sockets, threads, timer and child
+# process; kubectl exec and logs work on it; the source is deleted and
+# killed while frozen, so exactly one copy ever runs.
 source "$(dirname "$0")/lib.sh"
 use_namespace
-: "${FERRY_RUNC:?}" "${FERRY_AGENT:?}"
 src_node=ferry-worker-1 dst_node=ferry-worker-2
 mig="e2e-$RANDOM"
 
-check "ferry-runc and ferry-agent installed on every node (what the agent DaemonSet will do)"
+check "Ferry is installed (ferry_install): ferry-runc on every node, an agent pod per node"
+agent_on() { kubectl -n ferry-system get pods -l app.kubernetes.io/name=ferry-agent --field-selector spec.nodeName="$1" -o jsonpath='{.items[0].metadata.name}'; }
+agent_src="$(agent_on "$src_node")"
+[[ -n "$agent_src" ]] || fail "no ferry-agent on $src_node (run after e2e.ferry_install)"
 for n in ferry-worker-1 ferry-worker-2 ferry-worker-3; do
-  docker exec "$n" mkdir -p /opt/ferry/bin /etc/ferry /var/lib/ferry-shared/snapshots
-  docker cp "$FERRY_RUNC" "$n:/opt/ferry/bin/ferry-runc" >/dev/null
-  docker cp "$FERRY_AGENT" "$n:/opt/ferry/bin/ferry-agent" >/dev/null
-  echo '{"runtime":"/usr/local/sbin/runc","snapshotRoot":"/var/lib/ferry-shared/snapshots","stateDir":"/run/ferry"}' |
-    docker exec -i "$n" tee /etc/ferry/ferry-runc.json >/dev/null
+  docker exec "$n" test -x /opt/ferry/bin/ferry-runc || fail "no ferry-runc on $n"
+  # Refuse at once instead of waiting for the snapshot (the agent's
+  # setting), so the refusal is visible; the agent's config comes back after.
+  docker exec "$n" cp /etc/ferry/ferry-runc.json /etc/ferry/ferry-runc.json.e2e-saved
+  on_exit "docker exec $n mv /etc/ferry/ferry-runc.json.e2e-saved /etc/ferry/ferry-runc.json"
+  docker exec "$n" sh -c "sed 's/\"snapshotWaitSeconds\": *[0-9]*/\"snapshotWaitSeconds\": 0/' /etc/ferry/ferry-runc.json.e2e-saved >/etc/ferry/ferry-runc.json"
+  docker exec "$n" grep -q '"snapshotWaitSeconds": 0' /etc/ferry/ferry-runc.json || fail "ferry-runc config on $n"
 done
 on_exit "rm -rf /var/lib/ferry-shared/snapshots/$mig"
-kubectl apply -f - >/dev/null <<EOF2
-apiVersion: node.k8s.io/v1
-kind: RuntimeClass
-metadata: {name: ferry}
-handler: ferry
-EOF2
-ok "installed"
+agent() { kubectl -n ferry-system exec "$agent_src" -- /usr/local/bin/ferry-agent "$@" --runtime /opt/ferry/bin/runc --criu /usr/local/sbin/criu; }
+ok "agent $agent_src on $src_node"
 
 pod() { # pod NAME NODE [ANNOTATION]
   k apply -f - >/dev/null <<EOF2
@@ -69,9 +70,8 @@ check "ferry-agent checkpoints the source frozen into the shared storage, bound 
 uid="$(k get pod target -o jsonpath='{.metadata.uid}')"
 cid="$(k get pod source -o jsonpath='{.status.containerStatuses[0].containerID}')"
 cid="${cid#containerd://}"
-docker exec "$src_node" /opt/ferry/bin/ferry-agent checkpoint --container-id "$cid" \
-  --migration-uid "$mig" --namespace "$E2E_NS" --pod-name target --pod-uid "$uid" --container app \
-  --runtime /usr/local/sbin/runc || fail "checkpoint"
+agent checkpoint --container-id "$cid" --migration-uid "$mig" --namespace "$E2E_NS" \
+  --pod-name target --pod-uid "$uid" --container app || fail "checkpoint"
 state="$(docker exec "$src_node" /usr/local/sbin/runc --root /run/containerd/runc/k8s.io state "$cid" | jq -r .status)"
 [[ "$state" == paused ]] || fail "source is $state, not frozen"
 ok "source frozen, snapshot published"
@@ -89,8 +89,7 @@ ok "restored on $(k get pod target -o jsonpath='{.spec.nodeName}'): $(ask target
 
 check "the source is deleted and killed while frozen: one copy only"
 k delete pod source --wait=false >/dev/null
-docker exec "$src_node" /opt/ferry/bin/ferry-agent kill-frozen --container-id "$cid" \
-  --runtime /usr/local/sbin/runc || fail "kill-frozen"
+agent kill-frozen --container-id "$cid" || fail "kill-frozen"
 gone() { ! k get pod source >/dev/null 2>&1; }
 wait_until 60 "source pod gone" gone
 [[ "$(ask target COUNT)" == "count 3" ]] || fail "target after the source died"

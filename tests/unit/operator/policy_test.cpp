@@ -19,6 +19,7 @@ const json kPod = {{"metadata", {{"labels", {{"app", "cart"}, {"tier", "web"}}}}
 Resolution resolve(const api::MigrationSpec& spec, const std::vector<json>& policies,
                    const json& ns_labels = json::object()) {
   std::vector<const json*> views;
+  views.reserve(policies.size());
   for (const auto& p : policies) views.push_back(&p);
   return resolve_effective(spec, kPod, ns_labels, views);
 }
