@@ -447,8 +447,14 @@ Status AgentController::reconcile_pod(const std::string& key) {
   kube::ObjectPtr pod = pods_.store().get(key);
   if (!pod || deleting(*pod) || !has_serving_gate(*pod)) return {};
   if (serving_condition(*pod) == true) return {};
-  // Replacement pods get the gate from their Migration (target_side).
-  if (!str(*pod, "/metadata/annotations/ferry.dev~1restore-from").empty()) return {};
+  if (!str(*pod, "/metadata/annotations/ferry.dev~1restore-from").empty()) {
+    // A replacement pod can only be Ready once its containers run, which
+    // for them means restored: open its gate at once, so kubelet marks it
+    // Ready in the same status update that reports the restored container
+    // (one kubelet round trip sooner than opening it after the restore).
+    if (serving_condition(*pod).has_value()) return {};
+    return set_serving(*pod, true, "Restoring", "ready as soon as its restore succeeds");
+  }
   // A pod frozen for a Migration stays out until it is thawed.
   if (auto all = records_.load_all(); all.ok()) {
     for (const auto& r : *all) {

@@ -11,10 +11,12 @@
 // log; the operator rolls back). Later: RolledBack -> thaw and serve again;
 // the source pod deleted during the switch -> kill it while frozen; final
 // -> remove the snapshot and the finalizer.
-// As the target, for a Migration in Restoring: once the replacement pod's
-// containers run (ferry-runc restored them), let it into its Services
-// (readiness gate True) and move the Migration to Switching; a restore
-// that ferry-runc refused or that failed is reported as the failure.
+// As the target: a replacement pod's gate opens as soon as the agent sees
+// the pod (it cannot be Ready before its restored containers run, so
+// kubelet lets it into its Services the moment the restore succeeded); for
+// a Migration in Restoring, once the replacement's containers run, move
+// it to Switching; a restore that ferry-runc refused or that failed is
+// reported as the failure.
 // Every pod on the node that carries the ferry.dev/serving gate and is not
 // part of a migration gets the condition True.
 //

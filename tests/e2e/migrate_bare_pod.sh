@@ -167,7 +167,17 @@ read -r errors window <<<"$(awk '
 [[ "$(tail -1 <<<"$calls")" == *"count 5" ]] || fail "last client call: $(tail -1 <<<"$calls")"
 m="$(k get migration move-keeper -o json)"
 freeze="$(jq -r .status.durations.freeze <<<"$m")"
+echo "client calls around the switch (uptime seconds, answer):"
+first="$(grep -n ' ERR$' <<<"$calls" | head -1 | cut -d: -f1)" last="$(grep -n ' ERR$' <<<"$calls" | tail -1 | cut -d: -f1)"
+[[ -z "$first" ]] || sed -n "$((first > 2 ? first - 2 : 1)),$((last + 2))p" <<<"$calls" | sed 's/^/  /'
 echo "client error window: ${window} ms over $errors failed calls (last answer from the source -> first from the restored copy); durations $(jq -c .status.durations <<<"$m")"
+# The issue's target: under the time the source is frozen (checkpoint,
+# transfer and restore: until the restored copy runs) + 1 s. Reported, not
+# asserted (timings belong in bench/).
+frozen_ms="$(jq -r '[.status.durations.checkpoint, .status.durations.transfer, .status.durations.restore] | map(rtrimstr("s") | tonumber) | add * 1000 | floor' <<<"$m")"
+verdict="within"
+((window < frozen_ms + 1000)) || verdict="over"
+echo "error window ${window} ms vs target ${frozen_ms} ms frozen + 1000 ms: $verdict target (client resolution: one call per 0.1 s, failed calls take up to 1.1 s)"
 ok "$(wc -l <<<"$calls") client calls, the last ones answered by the restored copy"
 
 check "kubectl get migrations shows phase, pod, source, target and duration"
