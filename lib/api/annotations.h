@@ -30,6 +30,11 @@ inline constexpr const char* kTargetNodeLabel = "ferry.dev/target-node";
 // container or a snapshot of it, so deleting the Migration cleans both up.
 inline constexpr const char* kSnapshotFinalizer = "ferry.dev/snapshot";
 
+// On a Migration: held by the operator from admission until the Migration
+// is final, so deleting it mid-flight rolls back (the replacement pod is
+// deleted before the source thaws) instead of leaving a replacement behind.
+inline constexpr const char* kOperatorFinalizer = "ferry.dev/operator";
+
 // On a Node: what its agent reported (JSON, see node-agent/report).
 inline constexpr const char* kAgentReportAnnotation = "ferry.dev/agent";
 

@@ -275,6 +275,20 @@ Status MigrationController::reconcile(const std::string& key) {
         if (!st.ok() && st.code() != Code::kNotFound) return st;
       }
     }
+    // Settled: let go of the Migration (a deletion completes now).
+    if (std::find(m.finalizers.begin(), m.finalizers.end(), api::kOperatorFinalizer) !=
+        m.finalizers.end()) {
+      json rest = json::array();
+      for (const auto& f : m.finalizers) {
+        if (f != api::kOperatorFinalizer) rest.push_back(f);
+      }
+      auto r = client_.patch(
+          kMigrations, m.ns, m.name, kube::PatchType::kMerge,
+          {{"metadata", {{"resourceVersion", m.resource_version}, {"finalizers", rest}}}});
+      if (!r.ok() && r.status().code() != Code::kNotFound) {
+        return r.status().with_context("remove finalizer of " + m.name);
+      }
+    }
     return {};
   }
 
@@ -391,15 +405,24 @@ Status MigrationController::admit(const api::Migration& m, api::MigrationStatus 
                        now);
   }
 
-  auto replacement = ensure_replacement_pod(m, *pod, placement->target);
-  if (!replacement.ok()) return replacement.status();
-  // Agents watch Migrations by node label; status follows on the new version.
+  // Agents watch Migrations by node label; our finalizer, set before the
+  // replacement exists, makes a deletion roll back; status follows on the
+  // new version.
+  json finalizers = json(m.finalizers);
+  if (std::find(m.finalizers.begin(), m.finalizers.end(), api::kOperatorFinalizer) ==
+      m.finalizers.end()) {
+    finalizers.push_back(api::kOperatorFinalizer);
+  }
   json labels = {
       {"metadata",
-       {{"labels",
+       {{"resourceVersion", m.resource_version},
+        {"finalizers", finalizers},
+        {"labels",
          {{api::kSourceNodeLabel, source_node}, {api::kTargetNodeLabel, placement->target}}}}}};
   auto labelled = client_.patch(kMigrations, m.ns, m.name, kube::PatchType::kMerge, labels);
   if (!labelled.ok()) return labelled.status().with_context("label Migration " + m.name);
+  auto replacement = ensure_replacement_pod(m, *pod, placement->target);
+  if (!replacement.ok()) return replacement.status();
 
   api::enter_phase(s, Phase::kScheduling);
   s.source_node = source_node;

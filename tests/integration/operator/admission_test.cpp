@@ -348,6 +348,24 @@ spec:
   EXPECT_EQ(other["status"]["effective"]["progressSeconds"], 120);
 }
 
+TEST_F(AdmissionTest, DeletingAMigrationMidFlightRollsBackBeforeItGoes) {
+  make_pod("web9", "node-1", "ferry", false, "");
+  json m = migrate("m-delete", "web9", "node-2");
+  ASSERT_EQ(m["status"]["phase"], "Checkpointing");
+  EXPECT_NE(m["metadata"]["finalizers"].dump().find("ferry.dev/operator"), std::string::npos)
+      << m.dump(2);
+  const std::string replacement = m["status"]["targetPod"];
+  ASSERT_TRUE(client_->remove(operator_::kMigrations, "default", "m-delete").ok());
+  // Held by the finalizer until the replacement is gone and it rolled back.
+  play_kubelet_deleting(replacement);
+  EXPECT_TRUE(wait([&] {
+    return client_->get(operator_::kMigrations, "default", "m-delete").status().code() ==
+           Code::kNotFound;
+  })) << "the Migration is released once rolled back";
+  EXPECT_FALSE(client_->get(kube::resources::kPods, "default", replacement).ok());
+  EXPECT_TRUE(client_->get(kube::resources::kPods, "default", "web9").ok()) << "source kept";
+}
+
 TEST_F(AdmissionTest, NoProgressWithinProgressSecondsRollsBack) {
   make_pod("web6", "node-1", "ferry", false, "");
   json m = {{"apiVersion", "ferry.dev/v1alpha1"},
