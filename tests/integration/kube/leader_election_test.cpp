@@ -13,6 +13,7 @@
 #include "control_plane.h"
 #include "kube_client.h"
 #include "process/subprocess.h"
+#include "wait_until.h"
 
 #ifndef FERRY_LEASE_CONTENDER
 #error "FERRY_LEASE_CONTENDER must name the contender binary"
@@ -72,15 +73,6 @@ bool has(const std::string& path, const char* kind) {
   return false;
 }
 
-bool wait_for(const std::function<bool()>& cond, std::chrono::seconds timeout) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!cond()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(20ms);
-  }
-  return true;
-}
-
 TEST(LeaderElectionTest, OneLeaderHandoverAndSelfFencing) {
   auto& cp = ControlPlaneEnvironment::get();
   std::string dir = cp.work_dir() + "/lease-test";
@@ -98,7 +90,7 @@ TEST(LeaderElectionTest, OneLeaderHandoverAndSelfFencing) {
   auto b = spawn("b");
 
   // Exactly one leads.
-  ASSERT_TRUE(wait_for([&] { return has(a_events, "start") || has(b_events, "start"); }, 30s));
+  ASSERT_TRUE(wait_until([&] { return has(a_events, "start") || has(b_events, "start"); }, 30s));
   std::this_thread::sleep_for(3 * std::chrono::nanoseconds(kLeaseNs));  // let a rival try
   bool a_leads = has(a_events, "start");
   ASSERT_NE(a_leads, has(b_events, "start")) << "both or neither became leader";
@@ -112,7 +104,7 @@ TEST(LeaderElectionTest, OneLeaderHandoverAndSelfFencing) {
   const std::string follower_events = a_leads ? b_events : a_events;
   int64_t killed_at = mono_ns();
   ASSERT_TRUE(leader.signal(SIGKILL).ok());
-  ASSERT_TRUE(wait_for([&] { return has(follower_events, "start"); }, 30s));
+  ASSERT_TRUE(wait_until([&] { return has(follower_events, "start"); }, 30s));
   int64_t took = 0;
   for (const auto& e : read_events(follower_events)) {
     if (e.kind == "start") took = e.at - killed_at;
@@ -132,7 +124,7 @@ TEST(LeaderElectionTest, OneLeaderHandoverAndSelfFencing) {
 
   // A leader that cannot renew stops working before its lease expires.
   ASSERT_TRUE(cp.stop_apiserver().ok());
-  ASSERT_TRUE(wait_for([&] { return has(follower_events, "stop"); }, 30s))
+  ASSERT_TRUE(wait_until([&] { return has(follower_events, "stop"); }, 30s))
       << "the leader kept working without renewing";
   auto events = read_events(follower_events);
   int64_t last_renew = 0, stopped = 0, last_work = 0;

@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "process/subprocess.h"
+#include "wait_until.h"
 
 namespace ferry::testing {
 
@@ -247,15 +248,6 @@ inline std::string ask(const std::string& netns, const std::string& cmd) {
                              " >&3 && IFS= read -r -t 10 line <&3 && printf %s \"$line\""},
                         std::chrono::seconds(20));
   return r.ok() ? r->out : "(" + r.status().to_string() + ")";
-}
-
-inline bool wait_until(const std::function<bool()>& cond, std::chrono::seconds timeout) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!cond()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return true;
 }
 
 }  // namespace ferry::testing

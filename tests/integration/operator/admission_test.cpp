@@ -13,6 +13,7 @@
 #include "control_plane.h"
 #include "kube_client.h"
 #include "migration/controller.h"
+#include "wait_until.h"
 
 #ifndef FERRY_CRD_DIR
 #error "FERRY_CRD_DIR must name the crds/ directory"
@@ -119,14 +120,7 @@ handler: ferry
     thread_.join();
   }
 
-  static bool wait(const std::function<bool()>& cond) {
-    auto deadline = std::chrono::steady_clock::now() + 30s;
-    while (!cond()) {
-      if (std::chrono::steady_clock::now() > deadline) return false;
-      std::this_thread::sleep_for(50ms);
-    }
-    return true;
-  }
+  static bool wait(const std::function<bool()>& cond) { return wait_until(cond, 30s, 50ms); }
 
   // Creates a Migration and waits for a final or handed-over phase.
   json migrate(const std::string& name, const std::string& pod, const std::string& target = "") {

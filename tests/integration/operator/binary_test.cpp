@@ -8,6 +8,7 @@
 
 #include "control_plane.h"
 #include "process/subprocess.h"
+#include "wait_until.h"
 
 #ifndef FERRY_OPERATOR_BIN
 #error "FERRY_OPERATOR_BIN must name the ferry-operator binary"
@@ -22,12 +23,7 @@ namespace {
 using namespace std::chrono_literals;
 
 bool wait(const std::function<bool()>& cond, std::chrono::seconds timeout = 30s) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!cond()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(100ms);
-  }
-  return true;
+  return wait_until(cond, timeout, 100ms);
 }
 
 TEST(OperatorBinaryTest, LeadsReconcilesServesMetricsAndReleases) {
