@@ -9,7 +9,6 @@
 //   ferry-agent thaw --container-id ID
 //   ferry-agent kill-frozen --container-id ID
 #include <prometheus/counter.h>
-#include <prometheus/exposer.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
@@ -29,6 +28,7 @@
 #include "kube/config.h"
 #include "obs/health_server.h"
 #include "obs/kube_metrics.h"
+#include "obs/metrics_server.h"
 #include "process/stop_signals.h"
 #include "process/subprocess.h"
 
@@ -97,18 +97,8 @@ int run_agent(const ferry::cli::FlagSet& flags, ferry::checkpoint::OciRuntime& r
                     .Name("ferry_agent_checkpoint_bytes_total")
                     .Help("Bytes of snapshots published by this node.")
                     .Register(*registry);
-  std::unique_ptr<prometheus::Exposer> exposer;
-  if (!flags.get("metrics-bind-address").empty()) {
-    try {
-      std::string address = flags.get("metrics-bind-address");
-      if (address[0] == ':') address = "0.0.0.0" + address;
-      exposer = std::make_unique<prometheus::Exposer>(address);
-      exposer->RegisterCollectable(registry);
-    } catch (const std::exception& e) {
-      return report(ferry::Status(ferry::Code::kUnavailable,
-                                  std::string("cannot serve metrics: ") + e.what()));
-    }
-  }
+  auto exposer = ferry::obs::serve_metrics(flags.get("metrics-bind-address"), registry);
+  if (!exposer.ok()) return report(exposer.status());
   auto client = ferry::kube::Client::create(
       *config, {.user_agent = "ferry-agent/" + node, .on_request = kube_metrics.request_hook()});
   if (!client.ok()) return report(client.status());

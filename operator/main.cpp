@@ -1,6 +1,5 @@
 // ferry-operator: wiring only. Controllers live in operator/<controller>/,
 // the Kubernetes machinery in lib/kube, metrics in lib/obs.
-#include <prometheus/exposer.h>
 #include <prometheus/registry.h>
 #include <unistd.h>
 
@@ -16,6 +15,7 @@
 #include "migration/controller.h"
 #include "obs/health_server.h"
 #include "obs/kube_metrics.h"
+#include "obs/metrics_server.h"
 #include "obs/migration_metrics.h"
 #include "process/stop_signals.h"
 
@@ -59,16 +59,10 @@ int main(int argc, char** argv) {
   auto registry = std::make_shared<prometheus::Registry>();
   ferry::obs::KubeMetrics kube_metrics(*registry);
   ferry::obs::MigrationMetrics migration_metrics(*registry);
-  std::unique_ptr<prometheus::Exposer> exposer;
-  if (!flags.get("metrics-bind-address").empty()) {
-    try {
-      exposer = std::make_unique<prometheus::Exposer>(flags.get("metrics-bind-address"));
-      exposer->RegisterCollectable(registry);
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "ferry-operator: cannot serve metrics on %s: %s\n",
-                   flags.get("metrics-bind-address").c_str(), e.what());
-      return 1;
-    }
+  auto exposer = ferry::obs::serve_metrics(flags.get("metrics-bind-address"), registry);
+  if (!exposer.ok()) {
+    std::fprintf(stderr, "ferry-operator: %s\n", exposer.status().message().c_str());
+    return 1;
   }
   auto client = ferry::kube::Client::create(
       *config, {.user_agent = "ferry-operator", .on_request = kube_metrics.request_hook()});

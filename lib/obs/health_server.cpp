@@ -2,6 +2,8 @@
 
 #include <cpprest/http_listener.h>
 
+#include "obs/metrics_server.h"
+
 namespace ferry::obs {
 
 using web::http::experimental::listener::http_listener;
@@ -22,8 +24,7 @@ HealthServer::~HealthServer() {
 
 Result<std::unique_ptr<HealthServer>> HealthServer::start(const std::string& address,
                                                           std::function<Status()> ready) {
-  std::string host_port = address;
-  if (!host_port.empty() && host_port[0] == ':') host_port = "0.0.0.0" + host_port;
+  const std::string host_port = bind_address(address);
   auto server = std::unique_ptr<HealthServer>(new HealthServer());
   server->impl_ = std::make_unique<Impl>();
   server->impl_->ready = std::move(ready);
