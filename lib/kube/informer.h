@@ -75,6 +75,7 @@ class Informer {
   Informer(Client& client, ResourceType type, InformerOptions options = {});
 
   Store& store() { return store_; }
+  const Store& store() const { return store_; }
   // Register before run().
   void add_handlers(EventHandlers handlers);
 

@@ -26,6 +26,8 @@ std::string str(const json& j, const char* pointer) {
   return j.value(json::json_pointer(pointer), std::string());
 }
 
+constexpr const char* kPodIndex = "pod";
+
 bool deleting(const json& object) {
   return object.contains("metadata") && object["metadata"].contains("deletionTimestamp") &&
          !object["metadata"]["deletionTimestamp"].is_null();
@@ -106,22 +108,45 @@ MigrationController::MigrationController(kube::Client& client, ControllerOptions
        .on_update = [this](const kube::ObjectPtr&,
                            const kube::ObjectPtr& o) { queue_.add(kube::object_key(*o)); },
        .on_delete = [this](const kube::ObjectPtr& o) { queue_.add(kube::object_key(*o)); }});
-  // A pod or node change can move a Migration on (a replacement pod gone, a
-  // source deleted, a node ready): requeue the non-final ones, which are few.
-  auto requeue_all = [this] {
-    for (const auto& m : migrations_.store().list()) {
+  // Migrations by the pods they concern ("ns/name" of the source and of the
+  // replacement), so a pod event requeues only its own Migrations.
+  migrations_.store().add_indexer(kPodIndex, [](const json& m) {
+    const std::string ns = str(m, "/metadata/namespace");
+    std::vector<std::string> pods = {ns + "/" + str(m, "/spec/podName")};
+    if (auto target = str(m, "/status/targetPod"); !target.empty()) {
+      pods.push_back(ns + "/" + target);
+    }
+    return pods;
+  });
+  auto requeue = [this](const std::vector<kube::ObjectPtr>& migrations, bool pending_only) {
+    for (const auto& m : migrations) {
       std::string phase = str(*m, "/status/phase");
-      if (phase != "Succeeded" && phase != "Failed" && phase != "RolledBack") {
-        queue_.add(kube::object_key(*m));
-      }
+      bool pending = phase.empty() || phase == "Pending";
+      bool final = phase == "Succeeded" || phase == "Failed" || phase == "RolledBack";
+      if (pending || (!pending_only && !final)) queue_.add(kube::object_key(*m));
     }
   };
-  kube::EventHandlers on_change{
-      .on_add = [requeue_all](const kube::ObjectPtr&) { requeue_all(); },
-      .on_update = [requeue_all](const kube::ObjectPtr&, const kube::ObjectPtr&) { requeue_all(); },
-      .on_delete = [requeue_all](const kube::ObjectPtr&) { requeue_all(); }};
-  pods_.add_handlers(on_change);
-  nodes_.add_handlers(on_change);
+  // A pod change moves its own Migrations on (a replacement running or
+  // gone, a source deleted); any pod change can free resources a waiting
+  // (Pending) Migration needs. Waiting ones are few; the rest are found by
+  // index, never by scanning every Migration on every pod event.
+  auto on_pod = [this, requeue](const kube::ObjectPtr& pod) {
+    requeue(migrations_.store().by_index(kPodIndex, kube::object_key(*pod)), false);
+    requeue(migrations_.store().list(), true);
+  };
+  pods_.add_handlers(
+      {.on_add = on_pod,
+       .on_update = [on_pod](const kube::ObjectPtr&, const kube::ObjectPtr& o) { on_pod(o); },
+       .on_delete = on_pod});
+  // Node changes (readiness, cordons, agent reports) are rare and can
+  // concern any Migration.
+  auto on_node = [this, requeue](const kube::ObjectPtr&) {
+    requeue(migrations_.store().list(), false);
+  };
+  nodes_.add_handlers(
+      {.on_add = on_node,
+       .on_update = [on_node](const kube::ObjectPtr&, const kube::ObjectPtr& o) { on_node(o); },
+       .on_delete = on_node});
 }
 
 void MigrationController::run(std::stop_token stop, int workers) {
@@ -166,7 +191,7 @@ void MigrationController::run(std::stop_token stop, int workers) {
 
 std::map<std::string, int> MigrationController::phase_counts() const {
   std::map<std::string, int> counts;
-  for (const auto& m : const_cast<kube::Informer&>(migrations_).store().list()) {
+  for (const auto& m : migrations_.store().list()) {
     counts[str(*m, "/status/phase").empty() ? "Pending" : str(*m, "/status/phase")]++;
   }
   return counts;
