@@ -10,6 +10,7 @@
 #include "checkpoint/engine.h"
 #include "checkpoint/source_snapshot.h"
 #include "posix/atomic_file.h"
+#include "runtime/pod_logs.h"
 #include "runtime/wrapper.h"
 #include "store/snapshot_store.h"
 
@@ -57,20 +58,6 @@ bool all_containers_running(const json& pod) {
   return std::all_of(statuses.begin(), statuses.end(), [](const json& s) {
     return s.contains("state") && s["state"].contains("running");
   });
-}
-
-// The container's current CRI log file: the newest N.log in its directory.
-std::string newest_log(const std::string& dir) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  std::string newest;
-  fs::file_time_type newest_time{};
-  for (const auto& e : fs::directory_iterator(dir, ec)) {
-    if (e.path().extension() != ".log") continue;
-    auto t = e.last_write_time(ec);
-    if (newest.empty() || t > newest_time) newest = e.path().string(), newest_time = t;
-  }
-  return newest;
 }
 
 }  // namespace
@@ -186,8 +173,8 @@ void AgentController::run(std::stop_token stop, int workers) {
 }
 
 kube::ObjectPtr AgentController::migration(const std::string& key) const {
-  if (auto m = const_cast<kube::Informer&>(as_source_).store().get(key)) return m;
-  return const_cast<kube::Informer&>(as_target_).store().get(key);
+  if (auto m = as_source_.store().get(key)) return m;
+  return as_target_.store().get(key);
 }
 
 Status AgentController::reconcile_migration(const std::string& key) {
@@ -351,8 +338,8 @@ Status AgentController::checkpoint(const api::Migration& m) {
                    .work_dir = work_dir,
                    .criu_version = options_.criu_version,
                    .runtime_version = options_.runtime_version,
-                   .log_file = newest_log(options_.pod_log_root + "/" + m.ns + "_" +
-                                          m.spec.pod_name + "_" + record.pod_uid + "/" + c.name)});
+                   .log_file = runtime::current_container_log(
+                       options_.pod_log_root, m.ns, m.spec.pod_name, record.pod_uid, c.name)});
     if (!r.ok()) {
       failed = r.status().with_context("container " + c.name);
       excerpt = checkpoint::criu_log_excerpt(work_dir + "/dump.log", 20);

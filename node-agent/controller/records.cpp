@@ -32,7 +32,7 @@ Record::State parse_state(const std::string& s) {
 
 }  // namespace
 
-Status RecordStore::save(const Record& r) const {
+Status RecordStore::save(const Record& r) {
   json containers = json::array();
   for (const auto& c : r.containers) containers.push_back({{"name", c.name}, {"id", c.id}});
   json j = {{"migrationUid", r.migration_uid},
@@ -46,19 +46,39 @@ Status RecordStore::save(const Record& r) const {
   std::error_code ec;
   fs::create_directories(dir_, ec);
   if (ec) return internal_error("create " + dir_ + ": " + ec.message());
-  return posix::write_file_atomic(dir_ + "/" + r.migration_uid + ".json", j.dump() + "\n", 0600);
+  std::lock_guard lock(mu_);
+  FERRY_RETURN_IF_ERROR(load_locked());
+  FERRY_RETURN_IF_ERROR(
+      posix::write_file_atomic(dir_ + "/" + r.migration_uid + ".json", j.dump() + "\n", 0600));
+  cache_[r.migration_uid] = r;
+  return {};
 }
 
-Status RecordStore::erase(const std::string& migration_uid) const {
+Status RecordStore::erase(const std::string& migration_uid) {
+  std::lock_guard lock(mu_);
   std::error_code ec;
   fs::remove(dir_ + "/" + migration_uid + ".json", ec);
-  return ec ? internal_error("remove record " + migration_uid + ": " + ec.message()) : Status();
+  if (ec) return internal_error("remove record " + migration_uid + ": " + ec.message());
+  cache_.erase(migration_uid);
+  return {};
 }
 
-Result<std::vector<Record>> RecordStore::load_all() const {
+Result<std::vector<Record>> RecordStore::load_all() {
+  std::lock_guard lock(mu_);
+  FERRY_RETURN_IF_ERROR(load_locked());
   std::vector<Record> out;
+  out.reserve(cache_.size());
+  for (const auto& [uid, r] : cache_) out.push_back(r);
+  return out;
+}
+
+Status RecordStore::load_locked() {
+  if (loaded_) return {};
   std::error_code ec;
-  if (!fs::exists(dir_, ec)) return out;
+  if (!fs::exists(dir_, ec)) {
+    loaded_ = true;
+    return {};
+  }
   for (const auto& entry : fs::directory_iterator(dir_, ec)) {
     if (entry.path().extension() != ".json") continue;
     std::ifstream in(entry.path());
@@ -74,16 +94,17 @@ Result<std::vector<Record>> RecordStore::load_all() const {
     for (const auto& c : j.value("containers", json::array())) {
       r.containers.push_back({c.value("name", ""), c.value("id", "")});
     }
-    out.push_back(std::move(r));
+    cache_[r.migration_uid] = std::move(r);
   }
   if (ec) return internal_error("read records in " + dir_ + ": " + ec.message());
-  return out;
+  loaded_ = true;
+  return {};
 }
 
-std::optional<Record> RecordStore::find(const std::string& ns, const std::string& migration) const {
-  auto all = load_all();
-  if (!all.ok()) return std::nullopt;
-  for (auto& r : *all) {
+std::optional<Record> RecordStore::find(const std::string& ns, const std::string& migration) {
+  std::lock_guard lock(mu_);
+  if (!load_locked().ok()) return std::nullopt;
+  for (const auto& [uid, r] : cache_) {
     if (r.ns == ns && r.migration == migration) return r;
   }
   return std::nullopt;

@@ -3,9 +3,12 @@
 // (/var/lib/ferry/records) so a restarted agent finishes or rolls back what
 // it started: without it, a frozen source would stay frozen forever after a
 // crash mid-migration. One small JSON file per Migration UID, written
-// atomically.
+// atomically; the directory is read once, and lookups (on every pod event
+// of the node) are served from memory, which every write keeps in step.
 #pragma once
 
+#include <map>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -38,13 +41,18 @@ struct Record {
 class RecordStore {
  public:
   explicit RecordStore(std::string dir) : dir_(std::move(dir)) {}
-  Status save(const Record& record) const;
-  Status erase(const std::string& migration_uid) const;
-  std::optional<Record> find(const std::string& ns, const std::string& migration) const;
-  Result<std::vector<Record>> load_all() const;
+  Status save(const Record& record);
+  Status erase(const std::string& migration_uid);
+  std::optional<Record> find(const std::string& ns, const std::string& migration);
+  Result<std::vector<Record>> load_all();
 
  private:
+  Status load_locked();
+
   std::string dir_;
+  std::mutex mu_;
+  bool loaded_ = false;                  // guarded by mu_
+  std::map<std::string, Record> cache_;  // by migration uid; guarded by mu_
 };
 
 }  // namespace ferry::agent

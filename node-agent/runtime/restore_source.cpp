@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "rootfs/diff.h"
+#include "runtime/pod_logs.h"
 #include "store/snapshot_store.h"
 
 namespace ferry::runtime {
@@ -18,18 +19,9 @@ void carry_log(const WrapperConfig& config, const RestoreRequest& request,
   namespace fs = std::filesystem;
   std::error_code ec;
   if (!fs::is_regular_file(carried, ec)) return;
-  const fs::path dir = fs::path(config.pod_log_root) /
-                       (request.pod_namespace + "_" + request.pod_name + "_" + request.pod_uid) /
-                       request.container_name;
-  fs::path newest;
-  fs::file_time_type newest_time{};
-  for (const auto& e : fs::directory_iterator(dir, ec)) {
-    if (e.path().extension() != ".log" || !e.is_regular_file(ec)) continue;
-    if (newest.empty() || e.last_write_time(ec) > newest_time) {
-      newest = e.path();
-      newest_time = e.last_write_time(ec);
-    }
-  }
+  const std::string newest =
+      current_container_log(config.pod_log_root, request.pod_namespace, request.pod_name,
+                            request.pod_uid, request.container_name);
   if (newest.empty()) return;
   std::ifstream in(carried, std::ios::binary);
   std::ofstream out(newest, std::ios::binary | std::ios::app);

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "runtime/pod_logs.h"
 #include "runtime/runc_args.h"
 
 namespace ferry::runtime {
@@ -297,6 +298,28 @@ TEST_F(WrapperTest, LazyPagesDaemonFailureFailsTheCreate) {
   ASSERT_TRUE(std::getline(log, line));
   EXPECT_NE(line.find("no uffd"), std::string::npos) << line;
   EXPECT_FALSE(fs::exists(config_.state_dir + "/restored/c1")) << "start must not succeed";
+}
+
+}  // namespace
+}  // namespace ferry::runtime
+
+namespace ferry::runtime {
+namespace {
+
+TEST(PodLogsTest, TheCurrentLogIsTheNewestInKubeletsLayout) {
+  namespace fs = std::filesystem;
+  const fs::path root = fs::path(::testing::TempDir()) / ("pod-logs-" + std::to_string(getpid()));
+  fs::remove_all(root);
+  EXPECT_EQ(current_container_log(root.string(), "ns", "web", "uid-1", "app"), "");
+  const fs::path dir = root / "ns_web_uid-1" / "app";
+  fs::create_directories(dir);
+  std::ofstream(dir / "0.log") << "old\n";
+  std::ofstream(dir / "1.log") << "new\n";
+  std::ofstream(dir / "notes.txt") << "not a log\n";
+  fs::last_write_time(dir / "0.log", fs::file_time_type::clock::now() - std::chrono::hours(1));
+  EXPECT_EQ(current_container_log(root.string(), "ns", "web", "uid-1", "app"),
+            (dir / "1.log").string());
+  fs::remove_all(root);
 }
 
 }  // namespace
