@@ -8,9 +8,12 @@
 #include <memory>
 #include <thread>
 
+#include "admission/pod_admission.h"
+#include "admission/webhook_certs.h"
 #include "cli/flag_set.h"
 #include "kube/client.h"
 #include "kube/config.h"
+#include "kube/informer.h"
 #include "kube/leader_election.h"
 #include "migration/controller.h"
 #include "obs/health_server.h"
@@ -18,10 +21,15 @@
 #include "obs/metrics_server.h"
 #include "obs/migration_metrics.h"
 #include "process/stop_signals.h"
+#include "webhook/webhook_server.h"
 
 namespace {
 
 std::stop_source g_stop;
+
+std::chrono::seconds seconds_flag(const ferry::cli::FlagSet& flags, const char* name) {
+  return std::chrono::seconds(std::max(1L, std::atol(flags.get(name).c_str())));
+}
 
 std::string default_identity() {
   char host[256] = "ferry-operator";
@@ -48,6 +56,26 @@ int main(int argc, char** argv) {
                    "(condition Queued).");
   flags.add_string("max-in-flight-per-node", "2",
                    "Migrations at once with a given node as source or target.");
+  flags.add_string("namespace",
+                   std::getenv("POD_NAMESPACE") ? std::getenv("POD_NAMESPACE") : "ferry-system",
+                   "Namespace the operator runs in (webhook Secret and Service).");
+  flags.add_string("webhook-bind-address", "",
+                   "Address of the HTTPS admission webhooks (\":8443\"); empty disables them.");
+  flags.add_string("webhook-service", "ferry-webhook",
+                   "Service in front of the webhooks (the serving certificate's DNS names).");
+  flags.add_string("webhook-secret", "ferry-webhook-tls",
+                   "Secret holding the webhooks' CA and serving certificate (created if absent).");
+  flags.add_string("webhook-configuration", "ferry-webhook",
+                   "MutatingWebhookConfiguration whose caBundle the operator keeps current.");
+  flags.add_string("webhook-cert-validity-seconds", "7776000",
+                   "Lifetime of the serving certificate; renewed with a third of it left.");
+  flags.add_string("webhook-ca-validity-seconds", "157680000",
+                   "Lifetime of the webhook CA; renewed with a third of it left.");
+  flags.add_string("webhook-cert-check-seconds", "60",
+                   "How often each replica checks, renews and reloads the webhook certificate.");
+  flags.add_string("operator-user", "system:serviceaccount:ferry-system:ferry-operator",
+                   "This operator's API user: the only one the webhook lets create pods with "
+                   "the restore annotation.");
   if (auto code = ferry::cli::parse_or_exit(flags, argc, argv)) return *code;
 
   auto config = ferry::kube::load_config(flags.get("kubeconfig"));
@@ -71,6 +99,73 @@ int main(int argc, char** argv) {
     return 1;
   }
 
+  // The webhooks run in every replica (the Service picks any), with their
+  // own cache of Migrations: a standby must answer as well as the leader.
+  // (Declared in the order they may be destroyed: threads last.)
+  std::unique_ptr<ferry::kube::Informer> webhook_migrations;
+  std::unique_ptr<ferry::operator_::PodAdmission> pod_admission;
+  std::shared_ptr<ferry::webhook::ServingCertificate> serving;
+  std::unique_ptr<ferry::webhook::WebhookServer> webhook_server;
+  std::jthread webhooks_thread;
+  std::jthread cert_thread;
+  if (!flags.get("webhook-bind-address").empty()) {
+    webhook_migrations =
+        std::make_unique<ferry::kube::Informer>(**client, ferry::operator_::kMigrations);
+    auto* cache = webhook_migrations.get();
+    ferry::kube::Client* api = client->get();
+    pod_admission =
+        std::make_unique<ferry::operator_::PodAdmission>(ferry::operator_::PodAdmissionOptions{
+            .operator_user = flags.get("operator-user"),
+            .cached_migrations =
+                [cache](const std::string& ns) {
+                  std::vector<ferry::api::Migration> out;
+                  for (const auto& o : cache->store().list()) {
+                    if (o->value(nlohmann::json::json_pointer("/metadata/namespace"), "") != ns) {
+                      continue;
+                    }
+                    if (auto m = ferry::api::migration_from_json(*o); m.ok()) {
+                      out.push_back(std::move(m).value());
+                    }
+                  }
+                  return out;
+                },
+            .fresh_migration = [api](const std::string& ns, const std::string& name)
+                -> ferry::Result<ferry::api::Migration> {
+              auto o = api->get(ferry::operator_::kMigrations, ns, name);
+              if (!o.ok()) return o.status();
+              return ferry::api::migration_from_json(*o);
+            },
+            .on_decision =
+                [&migration_metrics](const std::string& webhook, const std::string& decision) {
+                  migration_metrics.observe_webhook(webhook, decision);
+                }});
+    serving = std::make_shared<ferry::webhook::ServingCertificate>();
+    auto* admission = pod_admission.get();
+    auto server = ferry::webhook::WebhookServer::start(
+        flags.get("webhook-bind-address"), serving,
+        {{"/guard-pods", [admission](const nlohmann::json& r) { return admission->guard(r); }},
+         {"/steer-pods", [admission](const nlohmann::json& r) { return admission->steer(r); }}});
+    if (!server.ok()) {
+      std::fprintf(stderr, "ferry-operator: %s\n", server.status().message().c_str());
+      return 1;
+    }
+    webhook_server = std::move(server).value();
+    webhooks_thread = std::jthread([cache](std::stop_token s) { cache->run(s); });
+    cert_thread =
+        std::jthread([api, serving, interval = seconds_flag(flags, "webhook-cert-check-seconds"),
+                      options = ferry::operator_::WebhookCertOptions{
+                          .ns = flags.get("namespace"),
+                          .secret = flags.get("webhook-secret"),
+                          .service = flags.get("webhook-service"),
+                          .webhook_configuration = flags.get("webhook-configuration"),
+                          .ca_validity = seconds_flag(flags, "webhook-ca-validity-seconds"),
+                          .cert_validity = seconds_flag(
+                              flags, "webhook-cert-validity-seconds")}](std::stop_token s) {
+          ferry::operator_::WebhookCertificates certs(*api, serving, options);
+          certs.run(s, interval);
+        });
+  }
+
   const std::string identity = default_identity();
   const int workers = std::max(1, std::atoi(flags.get("workers").c_str()));
   // Ready once this replica's caches are synced, or while it stands by as a
@@ -79,6 +174,13 @@ int main(int argc, char** argv) {
   std::unique_ptr<ferry::obs::HealthServer> health;
   if (!flags.get("health-bind-address").empty()) {
     auto h = ferry::obs::HealthServer::start(flags.get("health-bind-address"), [&] {
+      if (serving && !serving->loaded()) {
+        return ferry::Status(ferry::Code::kUnavailable, "no webhook serving certificate yet");
+      }
+      if (webhook_migrations &&
+          !webhook_migrations->wait_for_sync({}, std::chrono::milliseconds(0))) {
+        return ferry::Status(ferry::Code::kUnavailable, "webhook cache not synced yet");
+      }
       const auto* c = leading.load();
       return c == nullptr || c->synced()
                  ? ferry::Status()

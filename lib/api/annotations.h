@@ -18,6 +18,12 @@ inline constexpr const char* kSnapshotReadyAnnotation = "ferry.dev/snapshot-read
 // On a replacement pod: the name of the Migration it belongs to.
 inline constexpr const char* kMigrationAnnotation = "ferry.dev/migration";
 
+// On a pod (usually through its owner's template): opts it in. The
+// admission webhook gives such pods the ferry RuntimeClass and the serving
+// readiness gate, and marks the replacement their owner creates during a
+// Migration for restore. Owned pods can only migrate with it.
+inline constexpr const char* kMigratableLabel = "ferry.dev/migratable";
+
 // The pod readiness gate (condition type) through which Ferry takes a pod
 // out of its Services' endpoints while it is frozen, and lets a restored
 // pod in once its restore succeeded (DESIGN.md §3 step 7).

@@ -164,6 +164,10 @@ Result<Migration> migration_from_json(const json& object) {
   s.target_node = str(st, "targetNode");
   s.target_pod = str(st, "targetPod");
   s.target_pod_uid = str(st, "targetPodUID");
+  s.source_pod_uid = str(st, "sourcePodUID");
+  s.owner_kind = str(st, "ownerKind");
+  s.owner_name = str(st, "ownerName");
+  s.owner_uid = str(st, "ownerUID");
   if (auto e = st.find("effective"); e != st.end() && e->is_object()) {
     s.effective = Effective{.policy = str(*e, "policy"),
                             .mode = str(*e, "mode"),
@@ -209,6 +213,10 @@ json status_to_json(const MigrationStatus& s) {
   put("targetNode", s.target_node);
   put("targetPod", s.target_pod);
   put("targetPodUID", s.target_pod_uid);
+  put("sourcePodUID", s.source_pod_uid);
+  put("ownerKind", s.owner_kind);
+  put("ownerName", s.owner_name);
+  put("ownerUID", s.owner_uid);
   if (s.effective) {
     st["effective"] = {{"policy", s.effective->policy},
                        {"mode", s.effective->mode},

@@ -83,6 +83,10 @@ struct MigrationStatus {
   std::string target_node;
   std::string target_pod;
   std::string target_pod_uid;
+  std::string source_pod_uid;  // a StatefulSet's replacement has the source's name
+  // The source pod's controller (ReplicaSet, StatefulSet) when it has one:
+  // that owner creates the replacement, after the source is gone.
+  std::string owner_kind, owner_name, owner_uid;
   std::optional<Effective> effective;
   std::vector<std::string> target_reasons;
   std::vector<Condition> conditions;

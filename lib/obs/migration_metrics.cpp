@@ -51,8 +51,17 @@ MigrationMetrics::MigrationMetrics(prometheus::Registry& registry)
       in_phase_(prometheus::BuildGauge()
                     .Name("ferry_migrations")
                     .Help("Migrations known to the operator, by current phase.")
-                    .Register(registry)) {
+                    .Register(registry)),
+      webhook_decisions_(prometheus::BuildCounter()
+                             .Name("ferry_webhook_decisions_total")
+                             .Help("Pod admission decisions by webhook (guard, steer) and "
+                                   "decision (allowed, patched, denied).")
+                             .Register(registry)) {
   set_phase_counts({});  // every phase at 0 from the first scrape on
+}
+
+void MigrationMetrics::observe_webhook(const std::string& webhook, const std::string& decision) {
+  webhook_decisions_.Add({{"webhook", webhook}, {"decision", decision}}).Increment();
 }
 
 void MigrationMetrics::observe_final(const api::MigrationStatus& s, const std::string& mode) {

@@ -1,7 +1,8 @@
 // The Migration metrics of DESIGN.md §7, fed by the operator when a
 // Migration reaches a final phase and after each reconcile: migrations by
 // result, phase durations and freeze time (histograms, from the status the
-// agents wrote), bytes checkpointed, reconcile totals and latency. The
+// agents wrote), bytes checkpointed, reconcile totals and latency, webhook
+// decisions. The
 // gauge of Migrations by phase is refreshed by the caller (set_phase_counts).
 #pragma once
 
@@ -26,6 +27,7 @@ class MigrationMetrics {
   void observe_final(const api::MigrationStatus& status, const std::string& mode);
   void observe_reconcile(bool ok, std::chrono::duration<double> latency);
   void set_phase_counts(const std::map<std::string, int>& counts);
+  void observe_webhook(const std::string& webhook, const std::string& decision);
 
  private:
   prometheus::Family<prometheus::Counter>& migrations_;
@@ -36,6 +38,7 @@ class MigrationMetrics {
   prometheus::Family<prometheus::Counter>& reconciles_;
   prometheus::Family<prometheus::Histogram>& reconcile_latency_;
   prometheus::Family<prometheus::Gauge>& in_phase_;
+  prometheus::Family<prometheus::Counter>& webhook_decisions_;
 };
 
 // "1.234s" -> 1.234; nullopt for anything else.

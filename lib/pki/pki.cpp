@@ -185,4 +185,28 @@ Result<std::chrono::seconds> time_to_expiry(const std::string& pem) {
   return std::chrono::seconds(static_cast<long>(days) * 86400 + secs);
 }
 
+Result<bool> issued_by(const std::string& cert_pem, const std::string& ca_pem) {
+  auto cert = parse_cert(cert_pem);
+  if (!cert.ok()) return cert.status();
+  auto ca = parse_cert(ca_pem);
+  if (!ca.ok()) return ca.status().with_context("CA");
+  EVP_PKEY* ca_key = X509_get0_pubkey(ca->get());
+  if (ca_key == nullptr) return openssl_error("CA public key");
+  const bool ok = X509_check_issued(ca->get(), cert->get()) == X509_V_OK &&
+                  X509_verify(cert->get(), ca_key) == 1;
+  ERR_clear_error();
+  return ok;
+}
+
+Result<std::chrono::seconds> lifetime(const std::string& pem) {
+  auto cert = parse_cert(pem);
+  if (!cert.ok()) return cert.status();
+  int days = 0, secs = 0;
+  if (!ASN1_TIME_diff(&days, &secs, X509_get0_notBefore(cert->get()),
+                      X509_get0_notAfter(cert->get()))) {
+    return openssl_error("certificate lifetime");
+  }
+  return std::chrono::seconds(static_cast<long>(days) * 86400 + secs);
+}
+
 }  // namespace ferry::pki

@@ -46,4 +46,10 @@ Result<Certificate> sign(const Certificate& ca, const CertRequest& request);
 // Seconds until the certificate expires (negative once it has), for rotation.
 Result<std::chrono::seconds> time_to_expiry(const std::string& cert_pem);
 
+// Whether `cert_pem` is signed by the CA certificate `ca_pem`.
+Result<bool> issued_by(const std::string& cert_pem, const std::string& ca_pem);
+
+// From notBefore to notAfter, for renewing at a fraction of it.
+Result<std::chrono::seconds> lifetime(const std::string& cert_pem);
+
 }  // namespace ferry::pki

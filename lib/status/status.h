@@ -103,6 +103,8 @@ class [[nodiscard]] Result {
     assert(ok());
     return std::get<T>(std::move(v_));
   }
+  // The value, or `fallback` when this holds an error.
+  T value_or(T fallback) const& { return ok() ? std::get<T>(v_) : std::move(fallback); }
   T* operator->() { return &value(); }
   const T* operator->() const { return &value(); }
   T& operator*() & { return value(); }

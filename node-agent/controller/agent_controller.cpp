@@ -62,10 +62,27 @@ bool all_containers_running(const json& pod) {
 
 }  // namespace
 
+store::Binding binding_for(const api::Migration& m, const std::string& container) {
+  store::Binding b{.namespace_name = m.ns, .container_name = container, .migration_uid = m.uid};
+  if (m.status.owner_uid.empty()) {
+    b.pod_name = m.status.target_pod;  // the operator created it already
+    b.pod_uid = m.status.target_pod_uid;
+  } else if (m.status.owner_kind == "StatefulSet") {
+    b.pod_name = m.spec.pod_name;  // same name; the uid is granted later
+  }
+  return b;
+}
+
 bool rolling_back(const api::Migration& m) {
   const Phase phase = m.status.phase.value_or(Phase::kPending);
   if (api::is_final(phase) || phase == Phase::kSwitching) return false;
   const api::Condition* c = api::find_condition(m.status.conditions, "RollingBack");
+  const api::Condition* gone = api::find_condition(m.status.conditions, "SourceDeleted");
+  if (gone != nullptr && gone->status == "True") {
+    // An owned source was deleted: a cancel can no longer undo anything
+    // (the operator lets the restore finish); only a failure ends it.
+    return !m.status.failure_reason.empty();
+  }
   return m.spec.cancel || m.deleting || !m.status.failure_reason.empty() ||
          (c != nullptr && c->status == "True");
 }
@@ -83,6 +100,7 @@ std::string restore_failure(const json& pod) {
     const std::string message = waiting.value("message", "");
     if (message.find("ferry-runc") == std::string::npos) continue;
     if (message.find("no snapshot for migration") != std::string::npos) continue;  // not yet
+    if (message.find("is not granted to a pod yet") != std::string::npos) continue;
     return s.value("name", "") + ": " + message;
   }
   return {};
@@ -230,13 +248,23 @@ Status AgentController::source_side(const api::Migration& m, std::optional<Recor
   switch (phase) {
     case Phase::kRolledBack:
     case Phase::kFailed:
+      if (record->state == Record::State::kKilled) {
+        // Failed after the source was gone (an owned pod's restore): the
+        // snapshot is the only copy of its state. Kept for recovery;
+        // retention removes it in time.
+        FERRY_RETURN_IF_ERROR(records_.erase(record->migration_uid));
+        return ours ? remove_finalizer(m.ns, m.name) : Status();
+      }
       FERRY_RETURN_IF_ERROR(release(*record, /*thaw=*/true));
       return ours ? remove_finalizer(m.ns, m.name) : Status();
     case Phase::kSucceeded:
       FERRY_RETURN_IF_ERROR(release(*record, /*thaw=*/false));
       return ours ? remove_finalizer(m.ns, m.name) : Status();
+    case Phase::kRestoring:
     case Phase::kSwitching: {
-      // The operator deletes the source pod; it dies frozen, never thawed.
+      // The operator deletes the source pod (owned: in Restoring, so its
+      // owner creates the replacement; bare: in Switching). It dies
+      // frozen, never thawed, whoever deleted it.
       kube::ObjectPtr pod = pods_.store().get(record->ns + "/" + record->pod);
       bool going = !pod || deleting(*pod) || str(*pod, "/metadata/uid") != record->pod_uid;
       if (!going || record->state == Record::State::kKilled) return {};
@@ -282,7 +310,10 @@ Status AgentController::checkpoint(const api::Migration& m) {
         m, Status(Code::kNotFound, "source pod " + m.spec.pod_name + " is gone", "SourcePodGone"),
         "");
   }
-  if (m.status.target_pod.empty() || m.status.target_pod_uid.empty()) return {};  // not yet
+  const bool owned = !m.status.owner_uid.empty();
+  if (!owned && (m.status.target_pod.empty() || m.status.target_pod_uid.empty())) {
+    return {};  // not yet
+  }
   Record record{.migration_uid = m.uid,
                 .ns = m.ns,
                 .migration = m.name,
@@ -329,11 +360,7 @@ Status AgentController::checkpoint(const api::Migration& m) {
     auto r = checkpoint::snapshot_container(
         runtime_, {.container_id = c.id,
                    .snapshot_root = options_.snapshot_root,
-                   .binding = {.namespace_name = m.ns,
-                               .pod_name = m.status.target_pod,
-                               .pod_uid = m.status.target_pod_uid,
-                               .container_name = c.name,
-                               .migration_uid = m.uid},
+                   .binding = binding_for(m, c.name),
                    .tcp = checkpoint::TcpMode::kClose,  // the target pod has a new IP
                    .work_dir = work_dir,
                    .criu_version = options_.criu_version,
@@ -404,6 +431,16 @@ Status AgentController::target_side(const api::Migration& m) {
       return set_serving(*pod, true, "Restored", "restored by Migration " + m.name);
     }
     return {};
+  }
+  if (!m.status.owner_uid.empty()) {
+    // Published before its owner created this pod: the snapshot may now be
+    // restored into it, and into no other pod.
+    Status granted =
+        store::SnapshotStore(options_.snapshot_root)
+            .grant(m.uid, {.pod_name = m.status.target_pod, .pod_uid = m.status.target_pod_uid});
+    if (!granted.ok()) {
+      return report_failure(m, granted, "");
+    }
   }
   if (!all_containers_running(*pod)) {
     if (!str(*pod, "/metadata/annotations/ferry.dev~1snapshot-ready").empty()) {

@@ -6,15 +6,17 @@
 // As the source, for a Migration in Checkpointing: hold the Migration with
 // the ferry.dev/snapshot finalizer, take the pod out of its Services
 // (readiness gate ferry.dev/serving False), freeze and dump every
-// container into the shared snapshot store bound to the replacement pod,
-// then move the Migration to Restoring (or report the failure with CRIU's
-// log; the operator rolls back). Later: RolledBack -> thaw and serve again;
-// the source pod deleted during the switch -> kill it while frozen; final
-// -> remove the snapshot and the finalizer.
+// container into the shared snapshot store bound to the replacement pod
+// (binding_for), then move the Migration to Restoring (or report the
+// failure with CRIU's log; the operator rolls back). Later: RolledBack ->
+// thaw and serve again; the source pod deleted (owned: in Restoring; bare:
+// during the switch) -> kill it while frozen; final -> remove the snapshot
+// and the finalizer (kept when the restore of a deleted owned source failed).
 // As the target: a replacement pod's gate opens as soon as the agent sees
 // the pod (it cannot be Ready before its restored containers run, so
 // kubelet lets it into its Services the moment the restore succeeded); for
-// a Migration in Restoring, once the replacement's containers run, move
+// a Migration in Restoring, grant an owned source's snapshot to the
+// replacement its owner created; once the replacement's containers run, move
 // it to Switching; a restore that ferry-runc refused or that failed is
 // reported as the failure.
 // Every pod on the node that carries the ferry.dev/serving gate and is not
@@ -38,6 +40,7 @@
 #include "kube/event_recorder.h"
 #include "kube/informer.h"
 #include "kube/workqueue.h"
+#include "store/manifest.h"
 
 namespace ferry::agent {
 
@@ -101,6 +104,12 @@ class AgentController {
 // True when the operator is rolling `m` back (cancel, deletion, a reported
 // failure, a timeout) and it has not switched: the source will thaw.
 bool rolling_back(const api::Migration& m);
+
+// What the source's snapshot of `container` is bound to: the replacement
+// pod the operator created (bare pod), or, for an owned pod, the namespace
+// (and a StatefulSet pod's fixed name) with the pod uid left to a grant by
+// the target agent once the owner has created the replacement.
+store::Binding binding_for(const api::Migration& m, const std::string& container);
 // True when `pod` declares the ferry.dev/serving readiness gate.
 bool has_serving_gate(const kube::json& pod);
 // The restore failure kubelet reports for a replacement pod's container, if

@@ -272,7 +272,12 @@ Action plan(const WrapperConfig& config, const std::vector<std::string>& args,
   auto prepared = prepare(config, request);
   const auto deadline =
       std::chrono::steady_clock::now() + std::chrono::seconds(config.snapshot_wait_seconds);
-  while (!prepared.ok() && prepared.status().reason() == "SnapshotNotFound" &&
+  // Not published yet, or published for a replacement its owner had not
+  // created yet and not granted to this pod yet: both come soon.
+  auto coming = [](const Status& s) {
+    return s.reason() == "SnapshotNotFound" || s.reason() == "SnapshotNotGranted";
+  };
+  while (!prepared.ok() && coming(prepared.status()) &&
          std::chrono::steady_clock::now() < deadline) {
     std::error_code ec;
     if (fs::exists(abandoned_marker(config.snapshot_root, restore_from), ec)) {

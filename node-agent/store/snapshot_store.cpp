@@ -11,8 +11,10 @@
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <set>
 
+#include "posix/atomic_file.h"
 #include "store/hashing.h"
 #include "store/store_fs.h"
 
@@ -69,6 +71,23 @@ Status check_pod_binding(const Binding& b) {
                             describe(b) + ")");
   }
   return {};
+}
+
+// A snapshot may be published before its pod exists (an owner creates the
+// replacement only after the source is gone): then the pod uid, and the
+// name unless it is fixed (StatefulSet), come later by grant().
+Status check_snapshot_binding(const Binding& b) {
+  if (b.namespace_name.empty() || b.container_name.empty() ||
+      (!b.pod_uid.empty() && b.pod_name.empty())) {
+    return invalid_argument(
+        "snapshot binding needs namespace, container, and a pod name with any pod uid (" +
+        describe(b) + ")");
+  }
+  return {};
+}
+
+std::string grant_file(const std::string& root, const std::string& migration_uid) {
+  return root + "/" + migration_uid + ".grant";
 }
 
 Status not_found(const std::string& message, const char* reason) {
@@ -414,7 +433,7 @@ Result<std::unique_ptr<SnapshotWriter>> SnapshotStore::begin(const SnapshotMeta&
   const Binding& b = meta.binding;
   FERRY_RETURN_IF_ERROR(
       check_names(b.migration_uid, b.container_name).with_context("begin snapshot"));
-  FERRY_RETURN_IF_ERROR(check_pod_binding(b).with_context("begin snapshot"));
+  FERRY_RETURN_IF_ERROR(check_snapshot_binding(b).with_context("begin snapshot"));
   const std::string target = snapshot_dir(b.migration_uid, b.container_name);
   struct stat st {};
   if (::lstat(target.c_str(), &st) == 0) {
@@ -486,6 +505,19 @@ Result<VerifiedSnapshot> SnapshotStore::open(const std::string& migration_uid,
   Binding want = expected;
   want.migration_uid = migration_uid;
   Binding have = manifest->meta.binding;
+  if (have.pod_uid.empty()) {
+    // Published for a pod its owner had not created yet: the grant names it.
+    auto granted = read_grant(migration_uid);
+    if (!granted.ok()) return granted.status().with_context(what);
+    if (!have.pod_name.empty() && have.pod_name != granted->pod_name) {
+      return Status(
+          Code::kFailedPrecondition,
+          what + ": granted to pod " + granted->pod_name + ", but bound to name " + have.pod_name,
+          "SnapshotBindingMismatch");
+    }
+    have.pod_name = granted->pod_name;
+    have.pod_uid = granted->pod_uid;
+  }
   if (have != want || have.container_name != container) {
     return Status(Code::kFailedPrecondition,
                   what + ": bound to " + describe(have) + " of migration " + have.migration_uid +
@@ -546,8 +578,52 @@ Status SnapshotStore::remove(const std::string& migration_uid) const {
     return invalid_argument("remove snapshot: migration uid '" + migration_uid +
                             "' is not a safe directory name");
   }
-  return remove_locked_dir(root_, root_ + "/" + migration_uid)
-      .with_context("remove snapshots of migration " + migration_uid);
+  FERRY_RETURN_IF_ERROR(remove_locked_dir(root_, root_ + "/" + migration_uid)
+                            .with_context("remove snapshots of migration " + migration_uid));
+  if (::unlink(grant_file(root_, migration_uid).c_str()) != 0 && errno != ENOENT) {
+    return errno_status(errno, "remove the grant of migration " + migration_uid);
+  }
+  return {};
+}
+
+Status SnapshotStore::grant(const std::string& migration_uid, const Grant& to) const {
+  const std::string what = "grant the snapshots of migration " + migration_uid + " to pod " +
+                           to.pod_name + " (uid " + to.pod_uid + ")";
+  if (!safe_name(migration_uid) || to.pod_name.empty() || to.pod_uid.empty()) {
+    return invalid_argument(what + ": needs a safe migration uid, a pod name and a pod uid");
+  }
+  auto existing = read_grant(migration_uid);
+  if (existing.ok()) {
+    if (existing->pod_uid == to.pod_uid && existing->pod_name == to.pod_name) return {};
+    return Status(Code::kAlreadyExists,
+                  what + ": already granted to pod " + existing->pod_name + " (uid " +
+                      existing->pod_uid + ")",
+                  "SnapshotAlreadyGranted");
+  }
+  if (existing.status().reason() != "SnapshotNotGranted") return existing.status();
+  const nlohmann::json doc = {{"podName", to.pod_name}, {"podUID", to.pod_uid}};
+  return posix::write_file_atomic(grant_file(root_, migration_uid), doc.dump() + "\n", 0600)
+      .with_context(what);
+}
+
+Result<Grant> SnapshotStore::read_grant(const std::string& migration_uid) const {
+  auto text = read_small_file(grant_file(root_, migration_uid));
+  if (!text.ok()) {
+    if (text.status().code() == Code::kNotFound) {
+      return not_found("migration " + migration_uid +
+                           " is not granted to a pod yet (its owner has not created the "
+                           "replacement)",
+                       "SnapshotNotGranted");
+    }
+    return text.status();
+  }
+  auto doc = nlohmann::json::parse(*text, nullptr, false);
+  if (doc.is_discarded() || !doc.is_object() || doc.value("podName", "").empty() ||
+      doc.value("podUID", "").empty()) {
+    return data_loss("the grant of migration " + migration_uid + " is damaged",
+                     "SnapshotGrantInvalid");
+  }
+  return Grant{.pod_name = doc["podName"], .pod_uid = doc["podUID"]};
 }
 
 Result<RetentionReport> SnapshotStore::enforce_retention(const RetentionPolicy& policy) const {

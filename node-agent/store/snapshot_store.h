@@ -12,6 +12,8 @@
 //
 // Layout under the root:
 //   <root>/<migration-uid>/<container>/   published: CRIU images, rootfs diff, manifest.json
+//   <root>/<migration-uid>.grant           the pod it may restore into, when the
+//                                          binding left it open (grant())
 //   <root>/.staging/<random>/             being written (flock LOCK_EX by its writer)
 //   <root>/.trash/<random>/               being deleted
 // Locking: a reader or publishing writer holds LOCK_SH on <root>/<migration-uid>;
@@ -69,6 +71,12 @@ class SnapshotLease {
 
  private:
   int fd_ = -1;
+};
+
+// The pod a snapshot published without a pod uid may be restored into.
+struct Grant {
+  std::string pod_name;
+  std::string pod_uid;
 };
 
 // A snapshot that passed verification. Keep it alive while its files are in
@@ -165,10 +173,20 @@ class SnapshotStore {
   //                       SnapshotUnlistedFile
   //   Unsupported         SnapshotFormatUnsupported
   //   FailedPrecondition  SnapshotBindingMismatch
+  //   NotFound            SnapshotNotGranted (bound to a pod not known yet)
   Result<VerifiedSnapshot> open(const std::string& migration_uid, const std::string& container,
                                 const Binding& expected, Verify level) const;
 
-  // Removes every snapshot of a migration. Unavailable (reason SnapshotInUse)
+  // Names the pod that may restore a migration's snapshots published with
+  // no pod uid in their binding (the replacement an owner created after
+  // the source was gone). Written by the agent from what the API server
+  // says, never by a tenant (root-only, like the snapshots). The first
+  // grant stands: another pod gets AlreadyExists (SnapshotAlreadyGranted).
+  Status grant(const std::string& migration_uid, const Grant& to) const;
+  // NotFound (SnapshotNotGranted) until grant().
+  Result<Grant> read_grant(const std::string& migration_uid) const;
+
+  // Removes every snapshot of a migration, and its grant. Unavailable (reason SnapshotInUse)
   // while a reader holds it; OK when there is nothing to remove.
   Status remove(const std::string& migration_uid) const;
 

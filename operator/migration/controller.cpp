@@ -54,6 +54,21 @@ int64_t progress_seconds(const api::Migration& m) {
   return m.spec.progress_seconds.value_or(api::kDefaultProgressSeconds);
 }
 
+bool owned(const api::MigrationStatus& s) {
+  return !s.owner_uid.empty();
+}
+
+// An owned source is deleted by the operator once its snapshot is
+// published (its owner then creates the replacement). From then on there
+// is nothing to roll back to: the snapshot is the only copy of its state.
+constexpr const char* kSourceDeleted = "SourceDeleted";
+bool source_deleted(const api::MigrationStatus& s) {
+  const api::Condition* c = api::find_condition(s.conditions, kSourceDeleted);
+  return c != nullptr && c->status == "True";
+}
+
+constexpr const char* kRestoreFromIndex = "restore-from";
+
 bool before_switch(Phase p) {
   return p == Phase::kPending || p == Phase::kScheduling || p == Phase::kCheckpointing ||
          p == Phase::kTransferring || p == Phase::kRestoring;
@@ -118,6 +133,13 @@ MigrationController::MigrationController(kube::Client& client, ControllerOptions
     }
     return pods;
   });
+  pods_.store().add_indexer(kRestoreFromIndex, [](const json& pod) {
+    std::vector<std::string> uids;
+    if (auto uid = str(pod, "/metadata/annotations/ferry.dev~1restore-from"); !uid.empty()) {
+      uids.push_back(uid);
+    }
+    return uids;
+  });
   auto requeue = [this](const std::vector<kube::ObjectPtr>& migrations, bool pending_only) {
     for (const auto& m : migrations) {
       std::string phase = str(*m, "/status/phase");
@@ -132,6 +154,10 @@ MigrationController::MigrationController(kube::Client& client, ControllerOptions
   // index, never by scanning every Migration on every pod event.
   auto on_pod = [this, requeue](const kube::ObjectPtr& pod) {
     requeue(migrations_.store().by_index(kPodIndex, kube::object_key(*pod)), false);
+    // A replacement an owner created, which the webhook marked.
+    if (auto name = str(*pod, "/metadata/annotations/ferry.dev~1migration"); !name.empty()) {
+      queue_.add(str(*pod, "/metadata/namespace") + "/" + name);
+    }
     requeue(migrations_.store().list(), true);
   };
   pods_.add_handlers(
@@ -292,7 +318,8 @@ Status MigrationController::reconcile(const std::string& key) {
   if (m.status.phase && api::is_final(*m.status.phase)) {
     // A failed Migration leaves no replacement behind (safety net: the
     // rollback deleted it before going final).
-    if (*m.status.phase != Phase::kSucceeded && !m.status.target_pod.empty()) {
+    // An owned source's replacement is its owner's pod: never deleted here.
+    if (*m.status.phase != Phase::kSucceeded && !m.status.target_pod.empty() && !owned(m.status)) {
       kube::ObjectPtr pod = pods_.store().get(m.ns + "/" + m.status.target_pod);
       if (pod && str(*pod, "/metadata/uid") == m.status.target_pod_uid && !deleting(*pod)) {
         Status st = client_.remove(kube::resources::kPods, m.ns, m.status.target_pod,
@@ -321,7 +348,18 @@ Status MigrationController::reconcile(const std::string& key) {
   s.observed_generation = m.generation;
   const Phase phase = s.phase.value_or(Phase::kPending);
   if (before_switch(phase)) {
-    if (Status why = rollback_reason(m); !why.ok()) return roll_back(m, s, why);
+    if (Status why = rollback_reason(m); !why.ok()) {
+      if (!source_deleted(s)) return roll_back(m, s, why);
+      // Past the point of no return: a cancel or deletion waits for the
+      // restore; a failure ends it, keeping the snapshot for recovery.
+      if (why.code() != Code::kCancelled) {
+        return finish(m, s, Phase::kFailed,
+                      Status(why.code(),
+                             why.message() + " (the source pod was already deleted, so there "
+                                             "is nothing to roll back to; the snapshot is kept)",
+                             why.reason()));
+      }
+    }
     // Wake up for the timeouts even if nothing else happens.
     queue_.add_after(key, std::chrono::seconds(std::min(progress_seconds(m), int64_t{30})));
   }
@@ -446,20 +484,30 @@ Status MigrationController::admit(const api::Migration& m, api::MigrationStatus 
          {{api::kSourceNodeLabel, source_node}, {api::kTargetNodeLabel, placement->target}}}}}};
   auto labelled = client_.patch(kMigrations, m.ns, m.name, kube::PatchType::kMerge, labels);
   if (!labelled.ok()) return labelled.status().with_context("label Migration " + m.name);
-  auto replacement = ensure_replacement_pod(m, *pod, placement->target);
-  if (!replacement.ok()) return replacement.status();
-
   api::enter_phase(s, Phase::kScheduling);
   s.source_node = source_node;
   s.target_node = placement->target;
   s.target_reasons = placement->reasons();
-  s.target_pod = str(*replacement, "/metadata/name");
-  s.target_pod_uid = str(*replacement, "/metadata/uid");
+  s.source_pod_uid = str(*pod, "/metadata/uid");
+  std::string as;
+  if (auto owner = controller_of(*pod)) {
+    // Its owner creates the replacement once the source is deleted; the
+    // admission webhook steers that pod here and marks it for restore.
+    s.owner_kind = owner->value("kind", "");
+    s.owner_name = owner->value("name", "");
+    s.owner_uid = owner->value("uid", "");
+    as = "as the pod its " + s.owner_kind + " " + s.owner_name + " creates";
+  } else {
+    auto replacement = ensure_replacement_pod(m, *pod, placement->target);
+    if (!replacement.ok()) return replacement.status();
+    s.target_pod = str(*replacement, "/metadata/name");
+    s.target_pod_uid = str(*replacement, "/metadata/uid");
+    as = "as pod " + s.target_pod;
+  }
   api::set_condition(
       s.conditions,
       {"Scheduled", "True", "TargetChosen",
-       "moving from " + s.source_node + " to " + s.target_node + " as pod " + s.target_pod,
-       m.generation, ""},
+       "moving from " + s.source_node + " to " + s.target_node + " " + as, m.generation, ""},
       now);
   api::enter_phase(s, Phase::kCheckpointing);  // the source agent's turn
   FERRY_RETURN_IF_ERROR(write_status(m, s, str(*labelled, "/metadata/resourceVersion")));
@@ -488,8 +536,23 @@ Result<json> MigrationController::ensure_replacement_pod(const api::Migration& m
   return existing;
 }
 
-Status MigrationController::announce_snapshot(const api::Migration& m,
-                                              const api::MigrationStatus& s) {
+Status MigrationController::announce_snapshot(const api::Migration& m, api::MigrationStatus s) {
+  if (owned(s)) {
+    if (!source_deleted(s)) {
+      // Recorded before the deletion: from here on the Migration can no
+      // longer roll back, and the status must say so even if we crash now.
+      api::set_condition(
+          s.conditions,
+          {kSourceDeleted, "True", "SnapshotPublished",
+           "the frozen source pod is deleted (killed while frozen); its " + s.owner_kind + " " +
+               s.owner_name + " creates the replacement, which restores from the snapshot",
+           m.generation, ""},
+          api::rfc3339_now());
+      return write_status(m, s);  // the update requeues us
+    }
+    FERRY_RETURN_IF_ERROR(await_owner_replacement(m, s));
+    if (s.target_pod.empty()) return write_status(m, s);
+  }
   kube::ObjectPtr pod = pods_.store().get(m.ns + "/" + s.target_pod);
   if (pod && str(*pod, "/metadata/uid") == s.target_pod_uid &&
       str(*pod, "/metadata/annotations/ferry.dev~1snapshot-ready").empty()) {
@@ -501,8 +564,48 @@ Status MigrationController::announce_snapshot(const api::Migration& m,
   return write_status(m, s);
 }
 
+Status MigrationController::await_owner_replacement(const api::Migration& m,
+                                                    api::MigrationStatus& s) {
+  kube::ObjectPtr source = pods_.store().get(m.ns + "/" + m.spec.pod_name);
+  if (source && str(*source, "/metadata/uid") != s.source_pod_uid) source = nullptr;
+  if (source && !deleting(*source)) {
+    Status st = client_.remove(kube::resources::kPods, m.ns, m.spec.pod_name,
+                               {.precondition_uid = s.source_pod_uid});
+    if (!st.ok() && st.code() != Code::kNotFound && st.code() != Code::kConflict) {
+      return st.with_context("delete source pod " + m.spec.pod_name);
+    }
+  }
+  // The replacement: the webhook marked every pod the owner created for us
+  // while none was chosen; the oldest wins, any other goes (its owner makes
+  // up for it, unmarked, once one is chosen).
+  auto marked = pods_.store().by_index(kRestoreFromIndex, m.uid);
+  std::sort(marked.begin(), marked.end(), [](const kube::ObjectPtr& a, const kube::ObjectPtr& b) {
+    return std::pair(str(*a, "/metadata/creationTimestamp"), str(*a, "/metadata/name")) <
+           std::pair(str(*b, "/metadata/creationTimestamp"), str(*b, "/metadata/name"));
+  });
+  for (const auto& pod : marked) {
+    if (str(*pod, "/metadata/namespace") != m.ns || deleting(*pod)) continue;
+    const std::string uid = str(*pod, "/metadata/uid");
+    if (s.target_pod.empty()) {
+      s.target_pod = str(*pod, "/metadata/name");
+      s.target_pod_uid = uid;
+      event(m, "Normal", "ReplacementCreated", "Restore",
+            s.owner_kind + " " + s.owner_name + " created pod " + s.target_pod + " on " +
+                str(*pod, "/spec/nodeName") + "; it restores from the snapshot");
+    } else if (uid != s.target_pod_uid) {
+      Status st = client_.remove(kube::resources::kPods, m.ns, str(*pod, "/metadata/name"),
+                                 {.precondition_uid = uid});
+      if (!st.ok() && st.code() != Code::kNotFound) return st;
+    }
+  }
+  return {};
+}
+
 Status MigrationController::switch_over(const api::Migration& m, const api::MigrationStatus& s) {
   kube::ObjectPtr source = pods_.store().get(m.ns + "/" + m.spec.pod_name);
+  if (source && !s.source_pod_uid.empty() && str(*source, "/metadata/uid") != s.source_pod_uid) {
+    source = nullptr;  // a StatefulSet's replacement, under the source's name
+  }
   if (source) {
     if (!deleting(*source)) {
       // The source agent kills it while frozen as soon as it sees the

@@ -12,16 +12,21 @@
 //   Checkpointing       the source agent freezes, dumps and publishes, then
 //                       moves the Migration to Restoring (or reports a
 //                       failure in status.failure).
-//   Restoring           marks the replacement pod snapshot-ready, so kubelet
-//                       retries its container create (the restore) at once;
-//                       the target agent sees it running and moves to
-//                       Switching.
+//   Restoring           owned source (ReplicaSet, StatefulSet): records
+//                       SourceDeleted, deletes the frozen source (its agent
+//                       kills it frozen), and waits for the pod its owner
+//                       creates, which the admission webhook steered to the
+//                       target and marked (operator/admission); then, as for
+//                       a bare pod: marks the replacement snapshot-ready, so
+//                       kubelet retries its container create (the restore)
+//                       at once; the target agent grants it the snapshot,
+//                       sees it running and moves to Switching.
 //   Switching           deletes the frozen source pod (its agent kills it
 //                       while frozen), then Succeeded.
-// Rollback, before Switching, on cancel, deletion of the Migration, an
-// agent's failure or a timeout: the replacement pod is deleted and gone
-// first, then RolledBack, upon which the source agent thaws the source. So
-// the source and a restored copy never run at the same time.
+// Rollback, before Switching and before an owned source is deleted, on cancel, deletion of the
+// Migration, an agent's failure or a timeout: the replacement pod is deleted and gone first, then
+// RolledBack, upon which the source agent thaws the source. So the source and a restored copy never
+// run at the same time.
 #pragma once
 
 #include <atomic>
@@ -74,7 +79,10 @@ class MigrationController {
 
  private:
   Status admit(const api::Migration& m, api::MigrationStatus s);
-  Status announce_snapshot(const api::Migration& m, const api::MigrationStatus& s);
+  Status announce_snapshot(const api::Migration& m, api::MigrationStatus s);
+  // Owned source: deletes it (once SourceDeleted is recorded) and picks up
+  // the replacement its owner created into s.target_pod.
+  Status await_owner_replacement(const api::Migration& m, api::MigrationStatus& s);
   Status switch_over(const api::Migration& m, const api::MigrationStatus& s);
   Status roll_back(const api::Migration& m, api::MigrationStatus s, const Status& why);
   Status finish(const api::Migration& m, api::MigrationStatus s, api::Phase phase,

@@ -7,6 +7,8 @@
 #include <map>
 #include <set>
 
+#include "api/annotations.h"
+
 namespace ferry::operator_ {
 namespace {
 
@@ -133,15 +135,27 @@ Status check_pod(const json* pod, const std::string& ns, const std::string& name
                       "cannot move",
                   kHostNetworkUnsupported);
   }
-  for (const auto& owner :
-       pod->value(json::json_pointer("/metadata/ownerReferences"), json::array())) {
-    if (!owner.value("controller", false)) continue;
-    return Status(Code::kUnsupported,
-                  "pod " + ns + "/" + name + " is owned by " + owner.value("kind", "") + " " +
-                      owner.value("name", "") +
-                      "; this version migrates bare pods only (owned pods need the admission "
-                      "webhook, issue #7)",
-                  kOwnedPodUnsupported);
+  if (auto owner = controller_of(*pod)) {
+    const std::string kind = owner->value("kind", "");
+    if (kind != "ReplicaSet" && kind != "StatefulSet") {
+      return Status(Code::kUnsupported,
+                    "pod " + ns + "/" + name + " is owned by " + kind + " " +
+                        owner->value("name", "") +
+                        "; Ferry moves bare pods and the pods of ReplicaSets (Deployments) and "
+                        "StatefulSets",
+                    kOwnedPodUnsupported);
+    }
+    if (s(*pod, "/metadata/labels/ferry.dev~1migratable") != "true") {
+      // Its owner will create the replacement; only the admission webhook,
+      // which sees opted-in pods only, can mark that pod for restore.
+      return Status(Code::kFailedPrecondition,
+                    "pod " + ns + "/" + name + " is owned by " + kind + " " +
+                        owner->value("name", "") + " but does not carry the label " +
+                        api::kMigratableLabel +
+                        "=true in its template, so the pod its owner creates to replace it "
+                        "could not be restored",
+                    kOwnedPodNotOptedIn);
+    }
   }
   if (s(*pod, "/spec/runtimeClassName") != "ferry") {
     return Status(Code::kFailedPrecondition,
@@ -151,6 +165,14 @@ Status check_pod(const json* pod, const std::string& ns, const std::string& name
                   kNotOnFerryRuntime);
   }
   return {};
+}
+
+std::optional<json> controller_of(const json& pod) {
+  for (const auto& owner :
+       pod.value(json::json_pointer("/metadata/ownerReferences"), json::array())) {
+    if (owner.value("controller", false)) return owner;
+  }
+  return std::nullopt;
 }
 
 int compare_versions(const std::string& a, const std::string& b) {

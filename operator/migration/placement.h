@@ -35,12 +35,17 @@ inline constexpr const char* kTargetNodeIneligible = "TargetNodeIneligible";
 inline constexpr const char* kNoEligibleNode = "NoEligibleNode";
 inline constexpr const char* kOwnedPodUnsupported = "OwnedPodUnsupported";
 inline constexpr const char* kModeUnsupported = "ModeUnsupported";
+inline constexpr const char* kOwnedPodNotOptedIn = "OwnedPodNotOptedIn";
 
 // Checks the pod itself can be migrated: exists, runs on a node, uses the
-// ferry RuntimeClass, does not use the host network, has no controlling
-// owner (a ReplicaSet or StatefulSet would replace it behind our back;
-// owned pods come with issue #7). `pod` may be null.
+// ferry RuntimeClass, does not use the host network, and has either no
+// controlling owner or a ReplicaSet / StatefulSet one and the
+// ferry.dev/migratable=true label (so the admission webhook sees the
+// replacement its owner creates). `pod` may be null.
 Status check_pod(const json* pod, const std::string& ns, const std::string& name);
+
+// The ownerReference with controller: true, if any.
+std::optional<json> controller_of(const json& pod);
 
 struct NodeVerdict {
   std::string node;

@@ -137,13 +137,27 @@ TEST(ChooseTargetTest, RequestedTargetIsHonouredOrRefusedClearly) {
   EXPECT_NE(cordoned.message().find("cordoned"), std::string::npos);
 }
 
-TEST(CheckPodTest, OwnedPodsAreRefusedForNow) {
+TEST(CheckPodTest, OwnedPodsNeedASupportedOwnerAndTheOptInLabel) {
   json p = pod("p", "n1");
   p["metadata"]["ownerReferences"] = {
-      {{"kind", "ReplicaSet"}, {"name", "web-abc"}, {"controller", true}}};
+      {{"kind", "DaemonSet"}, {"name", "logs"}, {"controller", true}}};
   Status st = check_pod(&p, "default", "p");
   EXPECT_EQ(st.reason(), kOwnedPodUnsupported);
-  EXPECT_NE(st.message().find("ReplicaSet web-abc"), std::string::npos);
+  EXPECT_NE(st.message().find("DaemonSet logs"), std::string::npos);
+
+  for (const char* kind : {"ReplicaSet", "StatefulSet"}) {
+    p["metadata"]["ownerReferences"] = {
+        {{"kind", kind}, {"name", "web-abc"}, {"controller", true}}};
+    p["metadata"]["labels"] = json::object();
+    st = check_pod(&p, "default", "p");
+    EXPECT_EQ(st.reason(), kOwnedPodNotOptedIn) << kind;
+    EXPECT_NE(st.message().find("ferry.dev/migratable=true"), std::string::npos);
+    p["metadata"]["labels"]["ferry.dev/migratable"] = "true";
+    EXPECT_TRUE(check_pod(&p, "default", "p").ok()) << kind;
+  }
+  // A non-controller owner reference does not make the pod owned.
+  p["metadata"]["ownerReferences"] = {{{"kind", "Job"}, {"name", "j"}, {"controller", false}}};
+  EXPECT_TRUE(check_pod(&p, "default", "p").ok());
 }
 
 TEST(ChooseTargetTest, NodesNeedACompatibleAgentReport) {
