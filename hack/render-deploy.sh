@@ -15,7 +15,7 @@ trap 'rm -rf "$out"' EXIT
 
 mkdir -p "$out/crds"
 cp "$root"/crds/ferry.dev_*.yaml "$out/crds/"
-for pair in rbac:10-rbac operator:20-operator agent:30-agent runtimeclass:40-runtimeclass; do
+for pair in rbac:10-rbac operator:20-operator webhook:25-webhook agent:30-agent runtimeclass:40-runtimeclass; do
   t="${pair%%:*}" f="${pair#*:}"
   {
     echo "# Generated from charts/ferry/templates/$t.yaml by hack/render-deploy.sh: edit the chart."

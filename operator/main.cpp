@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <charconv>
 #include <cstdio>
 #include <memory>
 #include <thread>
@@ -27,8 +28,18 @@ namespace {
 
 std::stop_source g_stop;
 
+// A whole number of seconds >= 1, or exit with a clear error ("7.776e+06",
+// as a template may render a large number, is not silently 7).
 std::chrono::seconds seconds_flag(const ferry::cli::FlagSet& flags, const char* name) {
-  return std::chrono::seconds(std::max(1L, std::atol(flags.get(name).c_str())));
+  const std::string text = flags.get(name);
+  long value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end != text.data() + text.size() || value < 1) {
+    std::fprintf(stderr, "ferry-operator: --%s=%s: want a whole number of seconds >= 1\n", name,
+                 text.c_str());
+    std::exit(2);
+  }
+  return std::chrono::seconds(value);
 }
 
 std::string default_identity() {
@@ -71,7 +82,7 @@ int main(int argc, char** argv) {
                    "Lifetime of the serving certificate; renewed with a third of it left.");
   flags.add_string("webhook-ca-validity-seconds", "157680000",
                    "Lifetime of the webhook CA; renewed with a third of it left.");
-  flags.add_string("webhook-cert-check-seconds", "60",
+  flags.add_string("webhook-cert-check-seconds", "10",
                    "How often each replica checks, renews and reloads the webhook certificate.");
   flags.add_string("operator-user", "system:serviceaccount:ferry-system:ferry-operator",
                    "This operator's API user: the only one the webhook lets create pods with "

@@ -695,6 +695,10 @@ Result<RetentionReport> SnapshotStore::enforce_retention(const RetentionPolicy& 
       continue;
     }
     FERRY_RETURN_IF_ERROR(s.with_context("retention"));
+    // Its grant goes with it, or grants would pile up in the root forever.
+    if (::unlink(grant_file(root_, m.uid).c_str()) != 0 && errno != ENOENT) {
+      return errno_status(errno, "retention: remove the grant of migration " + m.uid);
+    }
     total -= m.bytes;
     report.removed.push_back({.migration_uid = m.uid, .bytes = m.bytes, .why = why});
   }

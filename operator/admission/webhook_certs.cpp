@@ -97,8 +97,13 @@ Status WebhookCertificates::sync() {
   }
   const std::string& ca = cas.front();
   using std::chrono::seconds;
+  // A key that does not parse or does not belong to tls.crt (a damaged
+  // Secret) makes the pair unusable too: reissue it, or every sync fails to
+  // load it and a restarted replica never serves.
+  webhook::ServingCertificate pair;
   const bool usable = !m.tls_crt.empty() && !m.tls_key.empty() &&
-                      pki::time_to_expiry(m.tls_crt).value_or(seconds(0)) > seconds(0);
+                      pki::time_to_expiry(m.tls_crt).value_or(seconds(0)) > seconds(0) &&
+                      pair.set(m.tls_crt, m.tls_key).ok();
   const bool current = usable && pki::issued_by(m.tls_crt, ca).value_or(false) && !due(m.tls_crt);
   // Move to a new CA only once the API server trusts it (or nothing yet
   // depends on the old one: no configuration to inject into).

@@ -99,3 +99,49 @@ pod_ready() { [[ "$(k get pod "$1" -o jsonpath='{.status.conditions[?(@.type=="R
 node_ready_status() { kubectl get node "$1" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}'; }
 node_is_ready() { [[ "$(node_ready_status "$1")" == True ]]; }
 node_not_ready() { [[ "$(node_ready_status "$1")" != True ]]; }
+
+# start_copy_sampler CONTAINER NODE...: inside each NODE, every 50 ms, count
+# the running (not paused) containers named CONTAINER of this test's
+# namespace (runc state, read from the node's runtime root), as
+# "<epoch ms> <count>" lines; the nodes share the host's clock. Stopped on
+# exit, or by stop_copy_sampler.
+start_copy_sampler() {
+  local container="$1" n
+  shift
+  _sampler="/run/ferry-e2e-samples-$E2E_NS-$container"
+  _sampler_nodes=("$@")
+  for n in "$@"; do
+    docker exec -d "$n" bash -c "while [[ ! -e $_sampler.stop ]]; do
+      t=\$(date +%s%3N); c=0
+      for id in \$(/usr/local/sbin/runc --root /run/containerd/runc/k8s.io list 2>/dev/null | awk '\$3==\"running\" {print \$1}'); do
+        f=/run/containerd/io.containerd.runtime.v2.task/k8s.io/\$id/config.json
+        grep -q '\"io.kubernetes.cri.sandbox-namespace\":\"$E2E_NS\"' \$f 2>/dev/null &&
+          grep -q '\"io.kubernetes.cri.container-name\":\"$container\"' \$f && c=\$((c+1))
+      done
+      echo \"\$t \$c\" >>$_sampler; sleep 0.05; done"
+    on_exit "docker exec $n sh -c 'touch $_sampler.stop; sleep 0.3; rm -f $_sampler $_sampler.stop'"
+  done
+}
+stop_copy_sampler() {
+  local n
+  for n in "${_sampler_nodes[@]}"; do docker exec "$n" touch "$_sampler.stop"; done
+}
+
+# check_one_copy: fails unless, in every sampled 100 ms window, at most one
+# copy ran across the sampled nodes, and some window saw none (the frozen
+# time: proves the sampler can see it). Prints the verdict.
+check_one_copy() {
+  local samples verdict n_buckets max zero two n
+  samples="$(for n in "${_sampler_nodes[@]}"; do docker exec "$n" cat "$_sampler" | sed "s/^/$n /"; done)"
+  # Per 100 ms bucket, the highest count each node saw; sum across nodes.
+  # (Buckets as strings: awk would print large numbers as 1.79e+10.)
+  verdict="$(awk '{ b = substr($2, 1, length($2) - 2); k = $1 " " b; if (!(k in m) || $3 > m[k]) m[k] = $3; buckets[b] = 1 }
+    END { for (k in m) { split(k, p, " "); sum[p[2]] += m[k] }
+          for (b in buckets) { n++; if (sum[b] > max) max = sum[b]; if (sum[b] == 0) zero++; if (sum[b] > 1) two++ }
+          printf "%d %d %d %d\n", n, max, zero, two }' <<<"$samples")"
+  read -r n_buckets max zero two <<<"$verdict"
+  ((n_buckets > 20)) || fail "only $n_buckets sampled 100 ms windows"
+  ((max <= 1)) || fail "two running copies in $two of $n_buckets sampled 100 ms windows"
+  ((zero > 0)) || fail "never sampled the frozen window (0 running): the sampler cannot see it"
+  ok "$n_buckets sampled 100 ms windows ($(wc -l <<<"$samples") samples on ${#_sampler_nodes[@]} nodes): at most $max running copy; none running in $zero"
+}

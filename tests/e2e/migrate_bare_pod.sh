@@ -77,20 +77,7 @@ check "a client calls the ClusterIP every 100 ms; the nodes are sampled for runn
 k exec client -- sh -c "rm -f /tmp/calls; while :; do t=\$(cut -d' ' -f1 /proc/uptime); a=\$(echo COUNT | nc -w 1 $svc 7777 2>/dev/null); echo \"\$t \${a:-ERR}\" >>/tmp/calls; sleep 0.1; done" >/dev/null 2>&1 &
 client_pid=$!
 on_exit "kill $client_pid"
-# Sampler: inside each of the two nodes, every 50 ms, the number of
-# running (not paused) containers named app of this test's namespace, as
-# "<epoch ms> <count>" lines; the nodes share the host's clock.
-sampler="/run/ferry-e2e-samples-$E2E_NS"
-for n in $src_node $dst_node; do
-  docker exec -d "$n" bash -c "while [[ ! -e $sampler.stop ]]; do
-    t=\$(date +%s%3N); c=0
-    for id in \$(/usr/local/sbin/runc --root /run/containerd/runc/k8s.io list 2>/dev/null | awk '\$3==\"running\" {print \$1}'); do
-      grep -q '\"io.kubernetes.cri.sandbox-namespace\":\"$E2E_NS\"' /run/containerd/io.containerd.runtime.v2.task/k8s.io/\$id/config.json 2>/dev/null &&
-        grep -q '\"io.kubernetes.cri.container-name\":\"app\"' /run/containerd/io.containerd.runtime.v2.task/k8s.io/\$id/config.json && c=\$((c+1))
-    done
-    echo \"\$t \$c\" >>$sampler; sleep 0.05; done"
-  on_exit "docker exec $n sh -c 'touch $sampler.stop; sleep 0.3; rm -f $sampler $sampler.stop'"
-done
+start_copy_sampler app $src_node $dst_node
 sleep 2
 
 check "kubectl apply a Migration; kubectl wait for Succeeded"
@@ -116,7 +103,7 @@ target="$(k get migration move-keeper -o jsonpath='{.status.targetPod}')"
 wait_until 60 "$target Ready (ferry.dev/serving True once restored)" pod_ready "$target"
 sleep 2
 kill "$client_pid" 2>/dev/null || true
-for n in $src_node $dst_node; do docker exec "$n" touch "$sampler.stop"; done
+stop_copy_sampler
 
 check "the restored pod runs on $dst_node with all its state"
 [[ "$(k get pod "$target" -o jsonpath='{.spec.nodeName}')" == "$dst_node" ]] || fail "target not on $dst_node"
@@ -142,18 +129,7 @@ awk '/^tick / { if ($2 != prev + 1) { print "tick " $2 " after " prev; exit 1 } 
 ok "kubectl logs: the start line and $(grep -c '^tick ' <<<"$logs") ticks in one unbroken sequence across the move"
 
 check "at most one running copy at every sampled moment"
-samples="$(for n in $src_node $dst_node; do docker exec "$n" cat "$sampler" | sed "s/^/$n /"; done)"
-# Per 100 ms bucket, the highest count each node saw; sum across nodes.
-# (Buckets as strings: awk would print large numbers as 1.79e+10.)
-verdict="$(awk '{ b = substr($2, 1, length($2) - 2); k = $1 " " b; if (!(k in m) || $3 > m[k]) m[k] = $3; buckets[b] = 1 }
-  END { for (k in m) { split(k, p, " "); sum[p[2]] += m[k] }
-        for (b in buckets) { n++; if (sum[b] > max) max = sum[b]; if (sum[b] == 0) zero++; if (sum[b] > 1) two++ }
-        printf "%d %d %d %d\n", n, max, zero, two }' <<<"$samples")"
-read -r n_buckets max zero two <<<"$verdict"
-((n_buckets > 20)) || fail "only $n_buckets sampled 100 ms windows"
-((max <= 1)) || fail "two running copies in $two of $n_buckets sampled 100 ms windows"
-((zero > 0)) || fail "never sampled the frozen window (0 running): the sampler cannot see it"
-ok "$n_buckets sampled 100 ms windows ($(wc -l <<<"$samples") samples on the two nodes): at most $max running copy; frozen (none running) in $zero"
+check_one_copy
 
 check "the client reached the restored copy; its error window"
 k exec client -- true 2>/dev/null

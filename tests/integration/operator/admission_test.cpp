@@ -8,6 +8,7 @@
 // back.
 #include <gtest/gtest.h>
 
+#include <map>
 #include <thread>
 
 #include "control_plane.h"
@@ -394,6 +395,126 @@ TEST_F(AdmissionTest, AnAgentFailureRollsBackAfterTheReplacementIsGone) {
   json done = wait_phase("m-fail", "RolledBack");
   EXPECT_EQ(done["status"]["failure"]["reason"], "CheckpointFailed");
   EXPECT_EQ(done["status"]["failure"]["criuLogExcerpt"], "Error (criu/cr-dump.c:1): no");
+}
+
+// A pod of a ReplicaSet (the owner is only named here: no controller
+// manager runs, so the test creates the pods the owner and the webhook
+// would).
+void make_owned_pod(const std::string& name, const std::string& node,
+                    const std::map<std::string, std::string>& annotations) {
+  auto& cp = ControlPlaneEnvironment::get();
+  json pod = {{"apiVersion", "v1"},
+              {"kind", "Pod"},
+              {"metadata",
+               {{"name", name},
+                {"namespace", "default"},
+                {"labels", {{"app", "owned"}, {"ferry.dev/migratable", "true"}}},
+                {"annotations", annotations},
+                {"ownerReferences",
+                 {{{"apiVersion", "apps/v1"},
+                   {"kind", "ReplicaSet"},
+                   {"name", "owned-rs"},
+                   {"uid", "6c1d3a1e-0000-4000-8000-00000000a11c"},
+                   {"controller", true}}}}}},
+              {"spec",
+               {{"nodeName", node},
+                {"runtimeClassName", "ferry"},
+                {"containers",
+                 {{{"name", "app"},
+                   {"image", "ferry.local/statekeeper:dev"},
+                   {"resources", {{"requests", {{"cpu", "100m"}, {"memory", "256Mi"}}}}}}}}}}};
+  auto r = cp.kubectl({"create", "-f", "-"}, pod.dump());
+  ASSERT_EQ(r->exit_code, 0) << r->err;
+  auto st = cp.kubectl({"patch", "pod", name, "--subresource=status", "--type=merge", "-p",
+                        R"({"status":{"phase":"Running"}})"});
+  ASSERT_EQ(st->exit_code, 0) << st->err;
+}
+
+bool has_condition(const json& m, const std::string& type) {
+  for (const auto& c : m.value(json::json_pointer("/status/conditions"), json::array())) {
+    if (c.value("type", "") == type && c.value("status", "") == "True") return true;
+  }
+  return false;
+}
+
+TEST_F(AdmissionTest, AnOwnedPodIsDeletedForItsOwnerWhoseMarkedPodTakesOver) {
+  make_owned_pod("owned-a", "node-1", {});
+  json m = migrate("m-owned", "owned-a", "node-3");
+  ASSERT_EQ(m["status"]["phase"], "Checkpointing") << m.dump(2);
+  EXPECT_EQ(m["status"]["ownerKind"], "ReplicaSet");
+  EXPECT_EQ(m["status"]["ownerName"], "owned-rs");
+  EXPECT_FALSE(m["status"].contains("targetPod")) << "the owner creates the replacement";
+  const std::string uid = m["metadata"]["uid"];
+
+  // The source agent published the snapshot: the operator records that it
+  // deletes the source, then deletes it.
+  agent_moves("m-owned", "Restoring");
+  json restoring;
+  ASSERT_TRUE(wait([&] {
+    auto r = client_->get(operator_::kMigrations, "default", "m-owned");
+    restoring = r.ok() ? *r : json();
+    return r.ok() && has_condition(*r, "SourceDeleted");
+  })) << restoring.dump(2);
+  play_kubelet_deleting("owned-a");
+  // Past that point a cancel cannot undo anything: it is ignored.
+  ASSERT_TRUE(client_
+                  ->patch(operator_::kMigrations, "default", "m-owned", kube::PatchType::kMerge,
+                          {{"spec", {{"cancel", true}}}})
+                  .ok());
+
+  // The owner's new pod, as the webhook marked it; then a second one.
+  make_owned_pod("owned-b", "node-3",
+                 {{"ferry.dev/restore-from", uid}, {"ferry.dev/migration", "m-owned"}});
+  json picked;
+  ASSERT_TRUE(wait([&] {
+    auto r = client_->get(operator_::kMigrations, "default", "m-owned");
+    picked = r.ok() ? *r : json();
+    return r.ok() && picked.value(json::json_pointer("/status/targetPod"), "") == "owned-b";
+  })) << picked.dump(2);
+  EXPECT_EQ(picked["status"]["phase"], "Restoring") << "the cancel was ignored";
+  ASSERT_TRUE(wait([&] {
+    auto p = client_->get(kube::resources::kPods, "default", "owned-b");
+    return p.ok() && p->value(json::json_pointer("/metadata/annotations/ferry.dev~1snapshot-ready"),
+                              "") == "true";
+  })) << "the chosen replacement is marked snapshot-ready";
+  make_owned_pod("owned-c", "node-2",
+                 {{"ferry.dev/restore-from", uid}, {"ferry.dev/migration", "m-owned"}});
+  play_kubelet_deleting("owned-c");  // a second marked pod is deleted; its owner makes up for it
+
+  agent_moves("m-owned", "Switching");
+  json done = wait_phase("m-owned", "Succeeded");
+  EXPECT_EQ(done["status"]["targetPod"], "owned-b");
+  auto kept = client_->get(kube::resources::kPods, "default", "owned-b");
+  ASSERT_TRUE(kept.ok());
+  EXPECT_FALSE((*kept)["metadata"].contains("deletionTimestamp")) << "the replacement stays";
+}
+
+TEST_F(AdmissionTest, AnOwnedPodsFailureAfterTheSourceWasDeletedEndsFailedNotRolledBack) {
+  make_owned_pod("owned-d", "node-1", {});
+  json m = migrate("m-owned-fail", "owned-d", "node-2");
+  ASSERT_EQ(m["status"]["phase"], "Checkpointing") << m.dump(2);
+  agent_moves("m-owned-fail", "Restoring");
+  play_kubelet_deleting("owned-d");
+  json failure = {
+      {"status",
+       {{"failure", {{"reason", "RestoreFailed"}, {"message", "restore failed on node-2: no"}}}}}};
+  ASSERT_TRUE(client_
+                  ->patch(operator_::kMigrations, "default", "m-owned-fail",
+                          kube::PatchType::kMerge, failure, {.subresource = "status"})
+                  .ok());
+  json done = wait_phase("m-owned-fail", "Failed");
+  EXPECT_EQ(done["status"]["failure"]["reason"], "RestoreFailed");
+  std::string message = done["status"]["failure"]["message"];
+  EXPECT_NE(message.find("nothing to roll back to; the snapshot is kept"), std::string::npos)
+      << message;
+}
+
+TEST_F(AdmissionTest, AnOwnedPodWithoutTheOptInLabelIsRefused) {
+  auto& cp = ControlPlaneEnvironment::get();
+  make_owned_pod("owned-e", "node-1", {});
+  ASSERT_EQ(cp.kubectl({"label", "pod", "owned-e", "ferry.dev/migratable-"})->exit_code, 0);
+  expect_refused("m-owned-nolabel", "owned-e", "", "OwnedPodNotOptedIn",
+                 "ferry.dev/migratable=true");
 }
 
 }  // namespace

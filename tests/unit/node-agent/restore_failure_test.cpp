@@ -2,8 +2,12 @@
 // ferry-runc's "not published yet" refusal (wait) in kubelet's container
 // status, and which pods carry Ferry's readiness gate.
 #include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
 
 #include "controller/agent_controller.h"
+#include "store/snapshot_store.h"
 
 namespace ferry::agent {
 namespace {
@@ -33,6 +37,29 @@ TEST(RestoreFailureTest, FerryRuncErrorsAreFailuresExceptTheNotYetPublishedRefus
       {"status",
        {{"containerStatuses", {{{"name", "app"}, {"state", {{"running", json::object()}}}}}}}}};
   EXPECT_EQ(restore_failure(running), "");
+}
+
+// The store's own words for "not yet" (what ferry-runc waits on and then
+// reports if it gives up) must keep matching what the agent skips.
+TEST(RestoreFailureTest, TheStoresNotYetRefusalsAreNotFailures) {
+  const std::string root =
+      ::testing::TempDir() + "/restore-failure-store-" + std::to_string(getpid());
+  std::filesystem::create_directories(root);
+  store::SnapshotStore store(root);
+  const store::Binding pod{
+      .namespace_name = "shop", .pod_name = "web-x1", .pod_uid = "uid-x1", .container_name = "app"};
+  const Status not_published = store.open("mig-1", "app", pod, store::Verify::kSizes).status();
+  ASSERT_EQ(not_published.reason(), "SnapshotNotFound");
+  const Status not_granted = store.read_grant("mig-1").status();
+  ASSERT_EQ(not_granted.reason(), "SnapshotNotGranted");
+  for (const Status& s : {not_published, not_granted}) {
+    const std::string message =
+        "failed to create containerd task: ferry-runc: restore of "
+        "container abc refused: " +
+        s.with_context("open snapshot " + root + "/mig-1/app").message();
+    EXPECT_EQ(restore_failure(waiting("CreateContainerError", message)), "") << message;
+  }
+  std::filesystem::remove_all(root);
 }
 
 TEST(ServingGateTest, OnlyPodsDeclaringTheGate) {

@@ -389,6 +389,194 @@ TEST_F(SnapshotStoreTest, ParallelWritersNeverShareFiles) {
   }
 }
 
+// Publishes mig/app bound to `binding` (migration uid and container filled
+// in), as the source agent does for an owned pod whose replacement does not
+// exist yet.
+void publish_bound(SnapshotStore& store, const std::string& uid, Binding binding) {
+  SnapshotMeta meta = meta_for(uid);
+  binding.migration_uid = uid;
+  binding.container_name = "app";
+  meta.binding = binding;
+  auto writer = store.begin(meta);
+  ASSERT_TRUE(writer.ok()) << writer.status().to_string();
+  ASSERT_TRUE((*writer)->add_file("pages-1.img", pattern(4096, 3)).ok());
+  auto published = (*writer)->publish();
+  ASSERT_TRUE(published.ok()) << published.status().to_string();
+  EXPECT_EQ(published->meta.binding, binding);
+}
+
+Binding pod_binding(const std::string& uid, const std::string& pod_name,
+                    const std::string& pod_uid) {
+  return {.namespace_name = "shop",
+          .pod_name = pod_name,
+          .pod_uid = pod_uid,
+          .container_name = "app",
+          .migration_uid = uid};
+}
+
+TEST_F(SnapshotStoreTest, BeginAcceptsABindingLeftOpenButNotAUidWithoutAName) {
+  SnapshotMeta open = meta_for("mig-open");  // a ReplicaSet's: name and uid unknown
+  open.binding.pod_name.clear();
+  open.binding.pod_uid.clear();
+  EXPECT_TRUE(store_.begin(open).ok());
+  SnapshotMeta fixed_name = meta_for("mig-sts");  // a StatefulSet's: the name is known
+  fixed_name.binding.pod_uid.clear();
+  EXPECT_TRUE(store_.begin(fixed_name).ok());
+
+  SnapshotMeta uid_only = meta_for("mig-bad");
+  uid_only.binding.pod_name.clear();
+  auto refused = store_.begin(uid_only);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), Code::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("pod name"), std::string::npos)
+      << refused.status().message();
+  SnapshotMeta no_namespace = open;
+  no_namespace.binding.namespace_name.clear();
+  EXPECT_EQ(store_.begin(no_namespace).status().code(), Code::kInvalidArgument)
+      << "the namespace is always known";
+}
+
+TEST_F(SnapshotStoreTest, AnOpenBindingIsNotRestorableBeforeItsGrant) {
+  publish_bound(store_, "mig-rs", {.namespace_name = "shop"});
+  auto snap =
+      store_.open("mig-rs", "app", pod_binding("mig-rs", "web-x1", "uid-x1"), Verify::kFull);
+  ASSERT_FALSE(snap.ok());
+  EXPECT_EQ(snap.status().code(), Code::kNotFound);
+  EXPECT_EQ(snap.status().reason(), "SnapshotNotGranted");
+  EXPECT_NE(snap.status().message().find("is not granted to a pod yet"), std::string::npos)
+      << "ferry-runc's refusal that the agent reads as 'wait': " << snap.status().message();
+  auto grant = store_.read_grant("mig-rs");
+  ASSERT_FALSE(grant.ok());
+  EXPECT_EQ(grant.status().code(), Code::kNotFound);
+  EXPECT_EQ(grant.status().reason(), "SnapshotNotGranted");
+}
+
+TEST_F(SnapshotStoreTest, AGrantOpensTheSnapshotToThatPodOnly) {
+  publish_bound(store_, "mig-rs", {.namespace_name = "shop"});
+  ASSERT_TRUE(store_.grant("mig-rs", {.pod_name = "web-x1", .pod_uid = "uid-x1"}).ok());
+  auto grant = store_.read_grant("mig-rs");
+  ASSERT_TRUE(grant.ok()) << grant.status().to_string();
+  EXPECT_EQ(grant->pod_name, "web-x1");
+  EXPECT_EQ(grant->pod_uid, "uid-x1");
+
+  auto snap =
+      store_.open("mig-rs", "app", pod_binding("mig-rs", "web-x1", "uid-x1"), Verify::kFull);
+  ASSERT_TRUE(snap.ok()) << snap.status().to_string();
+  EXPECT_EQ(read_file(snap->dir + "/pages-1.img"), pattern(4096, 3));
+  snap = Result<VerifiedSnapshot>(Status(Code::kCancelled, "released"));
+
+  for (const Binding& other :
+       {pod_binding("mig-rs", "web-x2", "uid-x1"), pod_binding("mig-rs", "web-x1", "uid-x2"),
+        pod_binding("mig-rs", "web-x2", "uid-x2")}) {
+    auto refused = store_.open("mig-rs", "app", other, Verify::kSizes);
+    ASSERT_FALSE(refused.ok()) << other.pod_name << "/" << other.pod_uid;
+    EXPECT_EQ(refused.status().code(), Code::kFailedPrecondition);
+    EXPECT_EQ(refused.status().reason(), "SnapshotBindingMismatch");
+  }
+  Binding other_namespace = pod_binding("mig-rs", "web-x1", "uid-x1");
+  other_namespace.namespace_name = "evil";
+  EXPECT_EQ(store_.open("mig-rs", "app", other_namespace, Verify::kSizes).status().reason(),
+            "SnapshotBindingMismatch")
+      << "a grant names a pod, not a namespace";
+}
+
+TEST_F(SnapshotStoreTest, AStatefulSetBindingRefusesAGrantToAnotherName) {
+  publish_bound(store_, "mig-sts", {.namespace_name = "shop", .pod_name = "db-0"});
+  ASSERT_TRUE(store_.grant("mig-sts", {.pod_name = "db-1", .pod_uid = "uid-db1"}).ok());
+  auto refused =
+      store_.open("mig-sts", "app", pod_binding("mig-sts", "db-1", "uid-db1"), Verify::kSizes);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), Code::kFailedPrecondition);
+  EXPECT_EQ(refused.status().reason(), "SnapshotBindingMismatch");
+  EXPECT_NE(refused.status().message().find("db-0"), std::string::npos)
+      << refused.status().message();
+
+  publish_bound(store_, "mig-sts2", {.namespace_name = "shop", .pod_name = "db-0"});
+  ASSERT_TRUE(store_.grant("mig-sts2", {.pod_name = "db-0", .pod_uid = "uid-db0-new"}).ok());
+  EXPECT_TRUE(
+      store_.open("mig-sts2", "app", pod_binding("mig-sts2", "db-0", "uid-db0-new"), Verify::kFull)
+          .ok());
+  EXPECT_EQ(
+      store_.open("mig-sts2", "app", pod_binding("mig-sts2", "db-0", "uid-db0-old"), Verify::kFull)
+          .status()
+          .reason(),
+      "SnapshotBindingMismatch")
+      << "the source pod of the same name is not the grantee";
+}
+
+TEST_F(SnapshotStoreTest, TheFirstGrantStands) {
+  publish_bound(store_, "mig-rs", {.namespace_name = "shop"});
+  ASSERT_TRUE(store_.grant("mig-rs", {.pod_name = "web-x1", .pod_uid = "uid-x1"}).ok());
+  Status again = store_.grant("mig-rs", {.pod_name = "web-x1", .pod_uid = "uid-x1"});
+  EXPECT_TRUE(again.ok()) << "the same grant again is a no-op: " << again.to_string();
+  for (const Grant& other :
+       {Grant{"web-x2", "uid-x2"}, Grant{"web-x1", "uid-x2"}, Grant{"web-x2", "uid-x1"}}) {
+    Status s = store_.grant("mig-rs", other);
+    EXPECT_EQ(s.code(), Code::kAlreadyExists) << other.pod_name << "/" << other.pod_uid;
+    EXPECT_EQ(s.reason(), "SnapshotAlreadyGranted");
+    EXPECT_NE(s.message().find("web-x1"), std::string::npos) << s.message();
+  }
+  auto grant = store_.read_grant("mig-rs");
+  ASSERT_TRUE(grant.ok());
+  EXPECT_EQ(grant->pod_uid, "uid-x1");
+  EXPECT_TRUE(
+      store_.open("mig-rs", "app", pod_binding("mig-rs", "web-x1", "uid-x1"), Verify::kSizes).ok());
+}
+
+TEST_F(SnapshotStoreTest, AGrantNeedsAPodAndASafeMigrationUid) {
+  EXPECT_EQ(store_.grant("mig-rs", {.pod_name = "", .pod_uid = "u"}).code(),
+            Code::kInvalidArgument);
+  EXPECT_EQ(store_.grant("mig-rs", {.pod_name = "web", .pod_uid = ""}).code(),
+            Code::kInvalidArgument);
+  for (std::string uid : {"", "..", "a/b", ".staging"}) {
+    EXPECT_EQ(store_.grant(uid, {.pod_name = "web", .pod_uid = "u"}).code(), Code::kInvalidArgument)
+        << uid;
+  }
+  EXPECT_FALSE(fs::exists(tmp_.path() + "/mig-rs.grant"));
+}
+
+TEST_F(SnapshotStoreTest, AGrantIsARootOnlyFileThatRemoveDeletes) {
+  publish_bound(store_, "mig-rs", {.namespace_name = "shop"});
+  ASSERT_TRUE(store_.grant("mig-rs", {.pod_name = "web-x1", .pod_uid = "uid-x1"}).ok());
+  const std::string file = tmp_.path() + "/mig-rs.grant";
+  ASSERT_TRUE(fs::is_regular_file(file));
+  EXPECT_EQ(mode_of(file), 0600u);
+  EXPECT_TRUE(store_.remove("mig-rs").ok());
+  EXPECT_FALSE(fs::exists(file));
+  EXPECT_FALSE(fs::exists(tmp_.path() + "/mig-rs"));
+  EXPECT_EQ(store_.read_grant("mig-rs").status().reason(), "SnapshotNotGranted");
+  // A grant whose snapshot is already gone goes too.
+  ASSERT_TRUE(store_.grant("mig-gone", {.pod_name = "web-x1", .pod_uid = "uid-x1"}).ok());
+  EXPECT_TRUE(store_.remove("mig-gone").ok());
+  EXPECT_FALSE(fs::exists(tmp_.path() + "/mig-gone.grant"));
+}
+
+TEST_F(SnapshotStoreTest, ADamagedGrantIsDataLoss) {
+  publish_bound(store_, "mig-rs", {.namespace_name = "shop"});
+  write_file(tmp_.path() + "/mig-rs.grant", R"({"podName":"web-x1"})", 0600);
+  auto grant = store_.read_grant("mig-rs");
+  ASSERT_FALSE(grant.ok());
+  EXPECT_EQ(grant.status().code(), Code::kDataLoss);
+  EXPECT_EQ(grant.status().reason(), "SnapshotGrantInvalid");
+  EXPECT_EQ(store_.open("mig-rs", "app", pod_binding("mig-rs", "web-x1", "uid-x1"), Verify::kSizes)
+                .status()
+                .reason(),
+            "SnapshotGrantInvalid");
+  EXPECT_EQ(store_.grant("mig-rs", {.pod_name = "web-x1", .pod_uid = "uid-x1"}).code(),
+            Code::kDataLoss)
+      << "a damaged grant is not silently replaced";
+}
+
+TEST_F(SnapshotStoreTest, AGrantDoesNotWidenAFullyBoundSnapshot) {
+  publish(store_, "mig-1", "app");  // bound to cart-0 / 0f6a1c2e-pod
+  ASSERT_TRUE(store_.grant("mig-1", {.pod_name = "thief", .pod_uid = "uid-thief"}).ok());
+  EXPECT_EQ(store_.open("mig-1", "app", pod_binding("mig-1", "thief", "uid-thief"), Verify::kSizes)
+                .status()
+                .reason(),
+            "SnapshotBindingMismatch");
+  EXPECT_TRUE(store_.open("mig-1", "app", expected_, Verify::kSizes).ok());
+}
+
 class SnapshotRetentionTest : public ::testing::Test {
  protected:
   std::vector<std::string> published() const {
@@ -492,6 +680,20 @@ TEST_F(SnapshotRetentionTest, RemoveDeletesEveryContainerAndIsIdempotent) {
   EXPECT_TRUE(store_.remove("m1").ok());
   EXPECT_EQ(store_.open("m1", "app", meta_for("m1").binding, Verify::kSizes).status().reason(),
             "SnapshotNotFound");
+}
+
+TEST_F(SnapshotRetentionTest, RemovesAMigrationsGrantWithItsSnapshots) {
+  publish_bound(store_, "old", {.namespace_name = "shop"});
+  ASSERT_TRUE(store_.grant("old", {.pod_name = "web-x1", .pod_uid = "uid-x1"}).ok());
+  clock_.advance(2h);
+  publish_bound(store_, "young", {.namespace_name = "shop"});
+  ASSERT_TRUE(store_.grant("young", {.pod_name = "web-x2", .pod_uid = "uid-x2"}).ok());
+  auto report = store_.enforce_retention({.max_age = 1h});
+  ASSERT_TRUE(report.ok()) << report.status().to_string();
+  EXPECT_EQ(removed(*report), (std::vector<std::string>{"old:age"}));
+  EXPECT_FALSE(fs::exists(tmp_.path() + "/old.grant")) << "a grant left behind forever";
+  EXPECT_TRUE(fs::exists(tmp_.path() + "/young.grant"));
+  EXPECT_EQ(published(), (std::vector<std::string>{"young", "young.grant"}));
 }
 
 TEST(ManifestTest, ToleratesUnknownFieldsAndRoundTripsTime) {

@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# The fault matrix of issue #7, each fault injected while a Migration runs
+# (a statekeeper pod whose checksum and counter are checked afterwards):
+#   1. the operator leader killed         -> the other replica finishes it
+#   2. the kube-apiserver restarted       -> the migration completes
+#   3. the webhook certificate rotated    -> no migration or pod create fails
+#   4. the source node's agent restarted  -> it completes or rolls back,
+#                                            with the state in one place
+#   5. the target node killed mid-restore -> rolled back (reason given), the
+#                                            source resumes with its state;
+#                                            make cluster-up repairs the node
+source "$(dirname "$0")/lib.sh"
+use_namespace
+w1=ferry-worker-1 w2=ferry-worker-2 w3=ferry-worker-3
+
+keeper() { # keeper NAME NODE MIB
+  k apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: $1, labels: {app: $1}}
+spec:
+  nodeName: $2
+  runtimeClassName: ferry
+  terminationGracePeriodSeconds: 2
+  readinessGates: [{conditionType: ferry.dev/serving}]
+  containers:
+  - name: app
+    image: $WORKLOAD_IMAGE
+    imagePullPolicy: Never
+    command: ["/statekeeper", "--mem-mib", "$3", "--port", "7777"]
+EOF
+  wait_until 120 "$1 Ready on $2" pod_ready "$1"
+}
+ask_pod() { k exec "$1" -- sh -c "echo $2 | nc -w 3 127.0.0.1 7777"; }
+# prime POD: 4 increments; prints the checksum line.
+prime() { for _ in 1 2 3 4; do ask_pod "$1" INCR >/dev/null; done; ask_pod "$1" SUM; }
+migrate() { # migrate NAME POD TARGET [PROGRESS_SECONDS]
+  k apply -f - >/dev/null <<EOF
+apiVersion: ferry.dev/v1alpha1
+kind: Migration
+metadata: {name: $1}
+spec: {podName: $2, targetNode: $3${4:+, progressSeconds: $4}}
+EOF
+}
+phase() { k get migration "$1" -o jsonpath='{.status.phase}'; }
+in_phase() { [[ "$(phase "$1")" == "$2" ]]; }
+final() { [[ "$(phase "$1")" =~ ^(Succeeded|Failed|RolledBack)$ ]]; }
+# state_in POD SUM: the pod answers with this checksum and count 4.
+state_in() {
+  [[ "$(ask_pod "$1" SUM)" == "$2" ]] || fail "$1: checksum $(ask_pod "$1" SUM), expected $2"
+  [[ "$(ask_pod "$1" COUNT)" == "count 4" ]] || fail "$1: $(ask_pod "$1" COUNT), expected count 4"
+}
+succeeded() { # succeeded MIGRATION SUM: Succeeded, state intact in the target pod
+  wait_until 300 "$1 final" final "$1"
+  if [[ "$(phase "$1")" != Succeeded ]]; then
+    k get migration "$1" -o yaml
+    fail "$1 ended $(phase "$1")"
+  fi
+  local target
+  target="$(k get migration "$1" -o jsonpath='{.status.targetPod}')"
+  wait_until 60 "$target Ready" pod_ready "$target"
+  state_in "$target" "$2"
+  ok "$1 Succeeded; $target has count 4 and $2"
+}
+
+check "1. the operator leader killed mid-migration: the other replica finishes it"
+keeper f1 $w2 256
+sum="$(prime f1)"
+leader="$(kubectl -n ferry-system get lease ferry-operator -o jsonpath='{.spec.holderIdentity}')"
+migrate m1 f1 $w1
+kubectl -n ferry-system delete pod "$leader" --grace-period=0 --force >/dev/null 2>&1
+ok "leader $leader killed right after kubectl apply (phase then: $(phase m1))"
+succeeded m1 "$sum"
+new_leader="$(kubectl -n ferry-system get lease ferry-operator -o jsonpath='{.spec.holderIdentity}')"
+[[ -n "$new_leader" && "$new_leader" != "$leader" ]] || fail "leader after the kill: '$new_leader'"
+ok "the Lease moved to $new_leader"
+wait_until 120 "two operator replicas ready again" bash -c "[[ \$(kubectl -n ferry-system get deployment ferry-operator -o jsonpath='{.status.readyReplicas}') == 2 ]]"
+
+check "2. the kube-apiserver restarted mid-migration: the migration completes"
+keeper f2 $w3 256
+sum="$(prime f2)"
+migrate m2 f2 $w2
+wait_until 30 "m2 Checkpointing" in_phase m2 Checkpointing
+kill -KILL "$(cat "$RUN_DIR/kube-apiserver.pid")"
+ok "kube-apiserver killed (phase then: Checkpointing)"
+sleep 2
+"$CLUSTER_DIR/controlplane.sh" start >/dev/null 2>&1 || fail "kube-apiserver did not come back"
+ok "kube-apiserver restarted"
+succeeded m2 "$sum"
+
+check "3. the webhook certificate rotated while a Deployment pod migrates: nothing fails"
+k apply -f - >/dev/null <<EOF
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web, ferry.dev/migratable: "true"}}
+    spec:
+      terminationGracePeriodSeconds: 2
+      containers:
+      - name: app
+        image: $WORKLOAD_IMAGE
+        imagePullPolicy: Never
+        command: ["/statekeeper", "--mem-mib", "64", "--port", "7777"]
+EOF
+wait_until 120 "web Ready" bash -c "[[ \$(kubectl -n $E2E_NS get deployment web -o jsonpath='{.status.readyReplicas}') == 1 ]]"
+web="$(k get pods -l app=web -o jsonpath='{.items[0].metadata.name}')"
+web_node="$(k get pod "$web" -o jsonpath='{.spec.nodeName}')"
+sum="$(prime "$web")"
+fingerprint() { kubectl -n ferry-system get secret ferry-webhook-tls -o jsonpath='{.data.tls\.crt}' | base64 -d | openssl x509 -noout -fingerprint -sha256; }
+old_cert="$(fingerprint)"
+# Opted-in pods created every 0.5 s through the rotation: the steer webhook
+# (failurePolicy Fail) must answer every time.
+(for i in $(seq 1 40); do
+  kubectl -n "$E2E_NS" run "probe-$i" --image="$WORKLOAD_IMAGE" --image-pull-policy=Never --labels=ferry.dev/migratable=true \
+    --restart=Never --command -- /bin/true >/dev/null 2>"/tmp/$E2E_NS-probe-$i.err" || echo "probe-$i" >>"/tmp/$E2E_NS-probe-failures"
+  sleep 0.5
+done) &
+probes=$!
+on_exit "kill $probes; rm -f /tmp/$E2E_NS-probe-*"
+kubectl -n ferry-system patch secret ferry-webhook-tls --type=json \
+  -p '[{"op":"remove","path":"/data/tls.crt"},{"op":"remove","path":"/data/tls.key"}]' >/dev/null
+ok "the serving certificate removed from the Secret: the operators must issue and load a new one"
+target_node=$w1
+[[ "$web_node" == "$w1" ]] && target_node=$w2
+migrate m3 "$web" "$target_node"
+rotated() { [[ "$(fingerprint 2>/dev/null)" != "$old_cert" && -n "$(fingerprint 2>/dev/null)" ]]; }
+wait_until 30 "a new serving certificate in the Secret" rotated
+succeeded m3 "$sum"
+wait "$probes" || true
+[[ ! -s "/tmp/$E2E_NS-probe-failures" ]] || fail "pod creates failed during the rotation: $(cat "/tmp/$E2E_NS-probe-failures") $(cat /tmp/$E2E_NS-probe-*.err | head -3)"
+[[ "$(k get pods -l ferry.dev/migratable=true,run -o name | wc -l)" == 40 ]] || fail "not all 40 probe pods exist"
+for p in $(kubectl -n ferry-system get pods -l app.kubernetes.io/name=ferry-operator -o name); do
+  loads="$(kubectl -n ferry-system logs "$p" | grep -c 'serving webhook certificate from Secret' || true)"
+  ((loads >= 1)) || fail "$p never loaded a certificate"
+  echo "  $p loaded a certificate $loads time(s)"
+done
+ok "certificate rotated ($old_cert -> $(fingerprint)); 40 opted-in pods created through it, none refused"
+k delete pods -l ferry.dev/migratable=true,run --wait=false >/dev/null
+
+check "4. the source node's agent restarted mid-migration: completes or rolls back"
+keeper f4 $w1 512
+sum="$(prime f4)"
+agent="$(kubectl -n ferry-system get pods -l app.kubernetes.io/name=ferry-agent --field-selector spec.nodeName=$w1 -o jsonpath='{.items[0].metadata.name}')"
+migrate m4 f4 $w3
+wait_until 30 "m4 Checkpointing" in_phase m4 Checkpointing
+kubectl -n ferry-system delete pod "$agent" --grace-period=0 --force >/dev/null 2>&1
+ok "agent $agent on $w1 killed (phase then: $(phase m4))"
+wait_until 300 "m4 final" final m4
+case "$(phase m4)" in
+  Succeeded)
+    target="$(k get migration m4 -o jsonpath='{.status.targetPod}')"
+    wait_until 60 "$target Ready" pod_ready "$target"
+    state_in "$target" "$sum"
+    ! k get pod f4 >/dev/null 2>&1 || [[ -n "$(k get pod f4 -o jsonpath='{.metadata.deletionTimestamp}')" ]] || fail "the source is still there"
+    ok "completed: $target has the state" ;;
+  RolledBack)
+    wait_until 60 "f4 Ready again" pod_ready f4
+    state_in f4 "$sum"
+    ok "rolled back ($(k get migration m4 -o jsonpath='{.status.failure.reason}')): f4 serves with its state" ;;
+  *) k get migration m4 -o yaml; fail "m4 ended $(phase m4)" ;;
+esac
+wait_until 120 "the agent DaemonSet is ready again" bash -c "[[ \$(kubectl -n ferry-system get ds ferry-agent -o jsonpath='{.status.numberReady}') == 3 ]]"
+
+check "5. the target node killed mid-restore: rolled back, the source resumes"
+keeper f5 $w1 256
+sum="$(prime f5)"
+on_exit "$CLUSTER_DIR/fault.sh unpause $w3"
+migrate m5 f5 $w3 15
+wait_until 30 "m5 Checkpointing" in_phase m5 Checkpointing
+"$CLUSTER_DIR/fault.sh" pause $w3
+wait_until 60 "m5 Restoring (snapshot published, the target hangs)" in_phase m5 Restoring
+"$CLUSTER_DIR/fault.sh" kill $w3
+ok "target node $w3 killed while the replacement waited to restore"
+wait_until 240 "m5 final" final m5
+[[ "$(phase m5)" == RolledBack ]] || { k get migration m5 -o yaml; fail "m5 ended $(phase m5)"; }
+reason="$(k get migration m5 -o jsonpath='{.status.failure.reason}')"
+[[ -n "$reason" ]] || fail "no reason in status"
+wait_until 60 "f5 Ready again" pod_ready f5
+state_in f5 "$sum"
+ok "RolledBack ($reason: $(k get migration m5 -o jsonpath='{.status.failure.message}')); f5 serves count 4 and $sum on $w1"
+check "make cluster-up repairs $w3"
+"$CLUSTER_DIR/up.sh" >/dev/null 2>&1 || fail "cluster-up after the kill failed"
+wait_until 120 "$w3 Ready" node_is_ready $w3
+wait_until 180 "the agent DaemonSet is ready on all nodes" bash -c "[[ \$(kubectl -n ferry-system get ds ferry-agent -o jsonpath='{.status.numberReady}') == 3 ]]"
