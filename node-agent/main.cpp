@@ -11,7 +11,9 @@
 #include <prometheus/counter.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -102,7 +104,15 @@ int run_agent(const ferry::cli::FlagSet& flags, ferry::checkpoint::OciRuntime& r
   auto client = ferry::kube::Client::create(
       *config, {.user_agent = "ferry-agent/" + node, .on_request = kube_metrics.request_hook()});
   if (!client.ok()) return report(client.status());
-  const nlohmann::json node_report = ferry::agent::agent_report(*features, runtime_version);
+  nlohmann::json node_report = ferry::agent::agent_report(*features, runtime_version);
+  // Which agent process reported, so that on stopping it withdraws only
+  // its own report (not its successor's).
+  char host[256] = "";
+  gethostname(host, sizeof host - 1);
+  const std::string instance =
+      std::string(host) + "/" + std::to_string(getpid()) + "/" +
+      std::to_string(std::chrono::system_clock::now().time_since_epoch().count());
+  node_report["instance"] = instance;
   if (auto st = ferry::agent::publish_report(**client, node, node_report); !st.ok()) {
     return report(st);
   }
@@ -141,7 +151,7 @@ int run_agent(const ferry::cli::FlagSet& flags, ferry::checkpoint::OciRuntime& r
   controller.run(stop.get_token(), 2);
   // Stopping (uninstall or restart): no new Migration should pick this node
   // until an agent reports again. Frozen containers stay on record.
-  (void)ferry::agent::publish_report(**client, node, nullptr);
+  (void)ferry::agent::withdraw_report(**client, node, instance);
   return 0;
 }
 

@@ -82,6 +82,31 @@ json agent_report(const checkpoint::CriuFeatures& f, const std::string& runtime_
           {"runtime", runtime_version}};
 }
 
+Status withdraw_report(kube::Client& client, const std::string& node, const std::string& instance) {
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    auto got = client.get(kube::resources::kNodes, "", node);
+    if (!got.ok()) return got.status().with_context("get node " + node);
+    const std::string key = std::string("/metadata/annotations/") + "ferry.dev~1agent";
+    const json current =
+        json::parse(got->value(json::json_pointer(key), std::string("{}")), nullptr, false);
+    // Another agent (this one's replacement, started while this one was
+    // still stopping) reported since: its report stays.
+    if (current.is_discarded() || !current.is_object() ||
+        current.value("instance", "") != instance) {
+      return {};
+    }
+    auto r = client.patch(
+        kube::resources::kNodes, "", node, kube::PatchType::kMerge,
+        {{"metadata",
+          {{"resourceVersion", got->value(json::json_pointer("/metadata/resourceVersion"), "")},
+           {"annotations", {{api::kAgentReportAnnotation, nullptr}}}}}});
+    if (r.ok()) return {};
+    if (r.status().code() != Code::kConflict)
+      return r.status().with_context("annotate node " + node);
+  }
+  return Status(Code::kConflict, "node " + node + " kept changing", "Conflict");
+}
+
 Status publish_report(kube::Client& client, const std::string& node, const json& report) {
   json value = report.is_null() ? json(nullptr) : json(report.dump());
   auto r = client.patch(kube::resources::kNodes, "", node, kube::PatchType::kMerge,

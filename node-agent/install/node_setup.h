@@ -38,6 +38,11 @@ Result<std::string> install_ferry_runc(const InstallOptions& options);
 nlohmann::json agent_report(const checkpoint::CriuFeatures& features,
                             const std::string& runtime_version);
 
+// Removes the report from `node` if it is still the one of agent
+// `instance` (the report's "instance"): a restarted agent's replacement may
+// have published its own already, which must stay.
+Status withdraw_report(kube::Client& client, const std::string& node, const std::string& instance);
+
 // Sets (or, with an empty report, removes) the annotation on `node`.
 Status publish_report(kube::Client& client, const std::string& node, const nlohmann::json& report);
 

@@ -28,18 +28,25 @@ spec:
     image: $WORKLOAD_IMAGE
     imagePullPolicy: Never
     command: ["/statekeeper", "--mem-mib", "$3", "--port", "7777"]
+    readinessProbe:
+      tcpSocket: {port: 7777}
+      periodSeconds: 1
 EOF
   wait_until 120 "$1 Ready on $2" pod_ready "$1"
 }
 ask_pod() { k exec "$1" -- sh -c "echo $2 | nc -w 3 127.0.0.1 7777"; }
-# prime POD: 4 increments; prints the checksum line.
-prime() { for _ in 1 2 3 4; do ask_pod "$1" INCR >/dev/null; done; ask_pod "$1" SUM; }
+# prime POD: 4 increments (checked); prints the checksum line.
+prime() {
+  for _ in 1 2 3 4; do ask_pod "$1" INCR >/dev/null; done
+  [[ "$(ask_pod "$1" COUNT)" == "count 4" ]] || fail "$1: $(ask_pod "$1" COUNT) after 4 increments"
+  ask_pod "$1" SUM
+}
 migrate() { # migrate NAME POD TARGET [PROGRESS_SECONDS]
   k apply -f - >/dev/null <<EOF
 apiVersion: ferry.dev/v1alpha1
 kind: Migration
 metadata: {name: $1}
-spec: {podName: $2, targetNode: $3${4:+, progressSeconds: $4}}
+spec: {podName: $2, targetNode: $3${4:+, timeouts: {progressSeconds: $4\}}}
 EOF
 }
 phase() { k get migration "$1" -o jsonpath='{.status.phase}'; }
@@ -115,7 +122,7 @@ old_cert="$(fingerprint)"
 # Opted-in pods created every 0.5 s through the rotation: the steer webhook
 # (failurePolicy Fail) must answer every time.
 (for i in $(seq 1 40); do
-  kubectl -n "$E2E_NS" run "probe-$i" --image="$WORKLOAD_IMAGE" --image-pull-policy=Never --labels=ferry.dev/migratable=true \
+  kubectl -n "$E2E_NS" run "probe-$i" --image="$WORKLOAD_IMAGE" --image-pull-policy=Never --labels=ferry.dev/migratable=true,probe=yes \
     --restart=Never --command -- /bin/true >/dev/null 2>"/tmp/$E2E_NS-probe-$i.err" || echo "probe-$i" >>"/tmp/$E2E_NS-probe-failures"
   sleep 0.5
 done) &
@@ -132,14 +139,14 @@ wait_until 30 "a new serving certificate in the Secret" rotated
 succeeded m3 "$sum"
 wait "$probes" || true
 [[ ! -s "/tmp/$E2E_NS-probe-failures" ]] || fail "pod creates failed during the rotation: $(cat "/tmp/$E2E_NS-probe-failures") $(cat /tmp/$E2E_NS-probe-*.err | head -3)"
-[[ "$(k get pods -l ferry.dev/migratable=true,run -o name | wc -l)" == 40 ]] || fail "not all 40 probe pods exist"
+[[ "$(k get pods -l probe=yes -o name | wc -l)" == 40 ]] || fail "not all 40 probe pods exist"
 for p in $(kubectl -n ferry-system get pods -l app.kubernetes.io/name=ferry-operator -o name); do
   loads="$(kubectl -n ferry-system logs "$p" | grep -c 'serving webhook certificate from Secret' || true)"
   ((loads >= 1)) || fail "$p never loaded a certificate"
   echo "  $p loaded a certificate $loads time(s)"
 done
 ok "certificate rotated ($old_cert -> $(fingerprint)); 40 opted-in pods created through it, none refused"
-k delete pods -l ferry.dev/migratable=true,run --wait=false >/dev/null
+k delete pods -l probe=yes --wait=false >/dev/null
 
 check "4. the source node's agent restarted mid-migration: completes or rolls back"
 keeper f4 $w1 512
@@ -166,15 +173,21 @@ esac
 wait_until 120 "the agent DaemonSet is ready again" bash -c "[[ \$(kubectl -n ferry-system get ds ferry-agent -o jsonpath='{.status.numberReady}') == 3 ]]"
 
 check "5. the target node killed mid-restore: rolled back, the source resumes"
+# The target must not host the operator leader: hung, it would hold the
+# Lease until it expires, and this test is not about that.
+leader_node="$(kubectl -n ferry-system get pod "$(kubectl -n ferry-system get lease ferry-operator -o jsonpath='{.spec.holderIdentity}')" -o jsonpath='{.spec.nodeName}')"
+t5=$w3
+[[ "$leader_node" == "$w3" ]] && t5=$w2
 keeper f5 $w1 256
 sum="$(prime f5)"
-on_exit "$CLUSTER_DIR/fault.sh unpause $w3"
-migrate m5 f5 $w3 15
-wait_until 30 "m5 Checkpointing" in_phase m5 Checkpointing
-"$CLUSTER_DIR/fault.sh" pause $w3
+on_exit "$CLUSTER_DIR/fault.sh unpause $t5"
+# Hung first (still Ready for the node grace period), so the replacement
+# can never restore before the kill, however fast the checkpoint is.
+"$CLUSTER_DIR/fault.sh" pause $t5
+migrate m5 f5 $t5 15
 wait_until 60 "m5 Restoring (snapshot published, the target hangs)" in_phase m5 Restoring
-"$CLUSTER_DIR/fault.sh" kill $w3
-ok "target node $w3 killed while the replacement waited to restore"
+"$CLUSTER_DIR/fault.sh" kill $t5
+ok "target node $t5 killed while the replacement waited to restore"
 wait_until 240 "m5 final" final m5
 [[ "$(phase m5)" == RolledBack ]] || { k get migration m5 -o yaml; fail "m5 ended $(phase m5)"; }
 reason="$(k get migration m5 -o jsonpath='{.status.failure.reason}')"
@@ -182,7 +195,11 @@ reason="$(k get migration m5 -o jsonpath='{.status.failure.reason}')"
 wait_until 60 "f5 Ready again" pod_ready f5
 state_in f5 "$sum"
 ok "RolledBack ($reason: $(k get migration m5 -o jsonpath='{.status.failure.message}')); f5 serves count 4 and $sum on $w1"
-check "make cluster-up repairs $w3"
+check "make cluster-up repairs $t5"
 "$CLUSTER_DIR/up.sh" >/dev/null 2>&1 || fail "cluster-up after the kill failed"
-wait_until 120 "$w3 Ready" node_is_ready $w3
+wait_until 120 "$t5 Ready" node_is_ready $t5
+# The node was recreated: give it Ferry's images again (the others skip them).
+"$CLUSTER_DIR/load.sh" "$(kubectl -n ferry-system get ds ferry-agent -o jsonpath='{.spec.template.spec.containers[0].image}')" \
+  "$(kubectl -n ferry-system get deployment ferry-operator -o jsonpath='{.spec.template.spec.containers[0].image}')" >/dev/null ||
+  fail "reloading Ferry's images"
 wait_until 180 "the agent DaemonSet is ready on all nodes" bash -c "[[ \$(kubectl -n ferry-system get ds ferry-agent -o jsonpath='{.status.numberReady}') == 3 ]]"

@@ -4,18 +4,24 @@
 // CA into a MutatingWebhookConfiguration whose clientConfig.url points the
 // API server at the server on https://localhost:<port>; a second sync
 // changes nothing; a certificate due for renewal, or deleted from the
-// Secret, is reissued under the same CA. Through the API server, guard
-// refuses a restore-annotated pod from anyone but the operator user (with
-// the webhook's message) and lets ordinary pods through; pods created every
-// 100 ms while the serving certificate rotates never fail on TLS.
+// Secret, or whose key does not match it, is reissued under the same CA; a
+// CA coming due is renewed next to the old one before the serving
+// certificate moves to it. Through the API server, guard refuses a
+// restore-annotated pod from anyone but the operator user (with the
+// webhook's message), lets ordinary pods through, and keeps the annotation
+// immutable; pods created every 100 ms while the serving certificate or the
+// CA rotates never fail on TLS.
 #include <gtest/gtest.h>
 #include <openssl/bio.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 
 #include <atomic>
+#include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "admission/pod_admission.h"
 #include "admission/webhook_certs.h"
@@ -83,7 +89,7 @@ std::vector<std::string> certificates_in(const std::string& bundle) {
 // webhook call (HTTP 500) shows as a failure.
 class PodCreator {
  public:
-  explicit PodCreator(const std::string& prefix, const std::string& ns) {
+  PodCreator(const std::string& prefix, const std::string& ns) {
     kube::ClientOptions no_retries;
     no_retries.max_retries = 0;
     client_ = client_for(ControlPlaneEnvironment::get(), no_retries);
@@ -129,7 +135,7 @@ class WebhookTest : public ::testing::Test {
   // user the running test configured.
   static void SetUpTestSuite() {
     auto& cp = ControlPlaneEnvironment::get();
-    client_ = client_for(cp).release();
+    client_ = client_for(cp);
     ASSERT_NE(client_, nullptr);
     for (const std::string ns : {kSystemNs, kTenantNs}) {
       json object = {{"apiVersion", "v1"}, {"kind", "Namespace"}, {"metadata", {{"name", ns}}}};
@@ -137,17 +143,16 @@ class WebhookTest : public ::testing::Test {
       auto r = client_->create(kube::resources::kNamespaces, "", object);
       ASSERT_TRUE(r.ok()) << r.status().to_string();
     }
-    serving_ = new std::shared_ptr<webhook::ServingCertificate>(
-        std::make_shared<webhook::ServingCertificate>());
+    serving_ = std::make_shared<webhook::ServingCertificate>();
     for (int attempt = 0; attempt < 5 && server_ == nullptr; ++attempt) {
       auto port = free_port();
       ASSERT_TRUE(port.ok());
       auto server = webhook::WebhookServer::start(
-          "127.0.0.1:" + std::to_string(*port), *serving_,
+          "127.0.0.1:" + std::to_string(*port), serving_,
           {{"/guard-pods", [](const json& request) { return guard(request); }}});
       if (server.ok()) {
         port_ = *port;
-        server_ = std::move(server).value().release();
+        server_ = std::move(server).value();
       }
     }
     ASSERT_NE(server_, nullptr) << "no free port for the webhook server";
@@ -178,10 +183,9 @@ class WebhookTest : public ::testing::Test {
   }
 
   static void TearDownTestSuite() {
-    delete server_;
-    server_ = nullptr;
-    delete serving_;
-    delete client_;
+    server_.reset();
+    serving_.reset();
+    client_.reset();
   }
 
   static json guard(const json& request) {
@@ -256,9 +260,9 @@ class WebhookTest : public ::testing::Test {
         << last;
   }
 
-  static inline kube::Client* client_ = nullptr;
-  static inline std::shared_ptr<webhook::ServingCertificate>* serving_ = nullptr;
-  static inline webhook::WebhookServer* server_ = nullptr;
+  static inline std::unique_ptr<kube::Client> client_;
+  static inline std::shared_ptr<webhook::ServingCertificate> serving_;
+  static inline std::unique_ptr<webhook::WebhookServer> server_;
   static inline int port_ = 0;
   static inline std::mutex mu_;
   static inline std::string operator_user_ = "nobody";
@@ -270,8 +274,8 @@ class WebhookTest : public ::testing::Test {
 TEST_F(WebhookTest, FirstSyncCreatesTheSecretLoadsItAndInjectsTheCa) {
   ASSERT_EQ(client_->get(kube::resources::kSecrets, kSystemNs, kSecret).status().code(),
             Code::kNotFound);
-  EXPECT_FALSE((*serving_)->loaded());
-  operator_::WebhookCertificates certs(*client_, *serving_, cert_options());
+  EXPECT_FALSE(serving_->loaded());
+  operator_::WebhookCertificates certs(*client_, serving_, cert_options());
   Status s = certs.sync();
   ASSERT_TRUE(s.ok()) << s.to_string();
 
@@ -283,8 +287,8 @@ TEST_F(WebhookTest, FirstSyncCreatesTheSecretLoadsItAndInjectsTheCa) {
   }
   EXPECT_TRUE(pki::issued_by(tls, ca).value_or(false));
   EXPECT_EQ(first["metadata"]["labels"]["app.kubernetes.io/part-of"], "ferry");
-  EXPECT_TRUE((*serving_)->loaded());
-  EXPECT_EQ((*serving_)->cert_pem(), tls);
+  EXPECT_TRUE(serving_->loaded());
+  EXPECT_EQ(serving_->cert_pem(), tls);
   EXPECT_EQ(served_certificate(port_), tls);
   json config = configuration();
   auto bundle = encoding::base64_decode(
@@ -308,7 +312,7 @@ TEST_F(WebhookTest, FirstSyncCreatesTheSecretLoadsItAndInjectsTheCa) {
 
   // A second sync, by this replica or a restarted one, changes nothing.
   for (int i = 0; i < 2; ++i) {
-    operator_::WebhookCertificates again(*client_, *serving_, cert_options());
+    operator_::WebhookCertificates again(*client_, serving_, cert_options());
     Status st = (i == 0 ? certs : again).sync();
     ASSERT_TRUE(st.ok()) << st.to_string();
     json second = secret();
@@ -316,12 +320,12 @@ TEST_F(WebhookTest, FirstSyncCreatesTheSecretLoadsItAndInjectsTheCa) {
     EXPECT_EQ(data_of(second, "tls.crt"), tls);
     EXPECT_EQ(configuration()["metadata"]["resourceVersion"], config["metadata"]["resourceVersion"])
         << "caBundle written again";
-    EXPECT_EQ((*serving_)->cert_pem(), tls);
+    EXPECT_EQ(serving_->cert_pem(), tls);
   }
 }
 
 TEST_F(WebhookTest, TheApiServerRefusesATenantsRestorePodWithTheWebhooksMessage) {
-  operator_::WebhookCertificates certs(*client_, *serving_, cert_options());
+  operator_::WebhookCertificates certs(*client_, serving_, cert_options());
   webhook_ready(certs);
   set_operator_user("system:serviceaccount:ferry-system:ferry-operator");
   auto refused = client_->create(kube::resources::kPods, kTenantNs, pod("restore-me", true));
@@ -342,7 +346,7 @@ TEST_F(WebhookTest, TheApiServerRefusesATenantsRestorePodWithTheWebhooksMessage)
 }
 
 TEST_F(WebhookTest, TheOperatorUserMayCreateARestorePodButNobodyMayChangeTheAnnotation) {
-  operator_::WebhookCertificates certs(*client_, *serving_, cert_options());
+  operator_::WebhookCertificates certs(*client_, serving_, cert_options());
   webhook_ready(certs);
   const std::string admin = last_user();
   ASSERT_FALSE(admin.empty());
@@ -371,7 +375,7 @@ TEST_F(WebhookTest, TheOperatorUserMayCreateARestorePodButNobodyMayChangeTheAnno
 // A restarted replica finding a key that does not belong to tls.crt (a
 // damaged Secret) issues a new pair instead of failing every sync.
 TEST_F(WebhookTest, AKeyNotMatchingTheCertificateIsReissued) {
-  operator_::WebhookCertificates certs(*client_, *serving_, cert_options());
+  operator_::WebhookCertificates certs(*client_, serving_, cert_options());
   webhook_ready(certs);
   // A fresh, long-lived pair first, so only the key is wrong below.
   ASSERT_TRUE(client_
@@ -388,7 +392,7 @@ TEST_F(WebhookTest, AKeyNotMatchingTheCertificateIsReissued) {
                     ->patch(kube::resources::kSecrets, kSystemNs, kSecret, kube::PatchType::kMerge,
                             {{"data", {{"tls.key", encoding::base64_encode(wrong_key)}}}})
                     .ok());
-    operator_::WebhookCertificates restarted(*client_, *serving_, cert_options());
+    operator_::WebhookCertificates restarted(*client_, serving_, cert_options());
     Status s = restarted.sync();
     EXPECT_TRUE(s.ok()) << s.to_string();
     const json now = secret();
@@ -397,12 +401,12 @@ TEST_F(WebhookTest, AKeyNotMatchingTheCertificateIsReissued) {
     EXPECT_EQ(data_of(now, "ca.crt"), ca);
     webhook::ServingCertificate check;
     EXPECT_TRUE(check.set(data_of(now, "tls.crt"), data_of(now, "tls.key")).ok());
-    EXPECT_EQ((*serving_)->cert_pem(), data_of(now, "tls.crt"));
+    EXPECT_EQ(serving_->cert_pem(), data_of(now, "tls.crt"));
   }
 }
 
 TEST_F(WebhookTest, ADeletedOrDueCertificateIsReissuedUnderTheSameCaWhileServing) {
-  operator_::WebhookCertificates certs(*client_, *serving_, cert_options());
+  operator_::WebhookCertificates certs(*client_, serving_, cert_options());
   webhook_ready(certs);
   set_operator_user("nobody");
   const json before = secret();
@@ -413,7 +417,7 @@ TEST_F(WebhookTest, ADeletedOrDueCertificateIsReissuedUnderTheSameCaWhileServing
   // Lifetimes are counted from notBefore, 5 minutes back (clock skew): a
   // 156 s certificate has 456 s of life and is due with under 152 s left,
   // that is about 4 s after it was issued.
-  operator_::WebhookCertificates short_lived(*client_, *serving_, cert_options(156s));
+  operator_::WebhookCertificates short_lived(*client_, serving_, cert_options(156s));
 
   // tls.crt deleted from the Secret: reissued at once, same CA.
   auto patched = client_->patch(kube::resources::kSecrets, kSystemNs, kSecret,
@@ -427,7 +431,7 @@ TEST_F(WebhookTest, ADeletedOrDueCertificateIsReissuedUnderTheSameCaWhileServing
   EXPECT_NE(reissued, old_tls);
   EXPECT_EQ(data_of(secret(), "ca.crt"), ca);
   EXPECT_TRUE(pki::issued_by(reissued, ca).value_or(false));
-  EXPECT_EQ((*serving_)->cert_pem(), reissued);
+  EXPECT_EQ(serving_->cert_pem(), reissued);
   EXPECT_EQ(served_certificate(port_), reissued);
   EXPECT_LE(pki::time_to_expiry(reissued).value_or(0s), 156s);
   // Not due yet: a sync right after changes nothing.
@@ -456,7 +460,7 @@ TEST_F(WebhookTest, ADeletedOrDueCertificateIsReissuedUnderTheSameCaWhileServing
   EXPECT_EQ(data_of(secret(), "ca.crt"), ca) << "the CA is not due";
   EXPECT_TRUE(pki::issued_by(renewed, ca).value_or(false));
   EXPECT_EQ(configuration()["webhooks"][0]["clientConfig"]["caBundle"], bundle);
-  EXPECT_EQ((*serving_)->cert_pem(), renewed);
+  EXPECT_EQ(serving_->cert_pem(), renewed);
   EXPECT_EQ(served_certificate(port_), renewed) << "a new connection sees the renewed certificate";
   for (const auto& f : creator.failures()) ADD_FAILURE() << f;
   EXPECT_GE(creator.created(), 30) << "pods created across the rotation";
@@ -471,11 +475,11 @@ TEST_F(WebhookTest, ADeletedOrDueCertificateIsReissuedUnderTheSameCaWhileServing
 TEST_F(WebhookTest, ACaRenewalKeepsTheWebhookAnswering) {
   // A new, short-lived CA (due about 4 s after it was made, as above).
   ASSERT_TRUE(client_->remove(kube::resources::kSecrets, kSystemNs, kSecret).ok());
-  operator_::WebhookCertificates certs(*client_, *serving_, cert_options(90 * 24h, 156s));
+  operator_::WebhookCertificates certs(*client_, serving_, cert_options(90 * 24h, 156s));
   webhook_ready(certs);
   const std::string ca1 = data_of(secret(), "ca.crt");
   ASSERT_EQ(certificates_in(ca1).size(), 1u);
-  ASSERT_TRUE(pki::issued_by((*serving_)->cert_pem(), ca1).value_or(false));
+  ASSERT_TRUE(pki::issued_by(serving_->cert_pem(), ca1).value_or(false));
 
   const int decisions_before = decisions_.load();
   PodCreator creator("ca-rotation-", kTenantNs);
@@ -486,7 +490,7 @@ TEST_F(WebhookTest, ACaRenewalKeepsTheWebhookAnswering) {
         Status st = certs.sync();
         EXPECT_TRUE(st.ok()) << st.to_string();
         bundle = certificates_in(data_of(secret(), "ca.crt"));
-        serving_at_ca_renewal = (*serving_)->cert_pem();
+        serving_at_ca_renewal = serving_->cert_pem();
         return bundle.size() == 2;
       },
       30s, 250ms))
@@ -505,7 +509,7 @@ TEST_F(WebhookTest, ACaRenewalKeepsTheWebhookAnswering) {
       [&] {
         Status st = certs.sync();
         EXPECT_TRUE(st.ok()) << st.to_string();
-        return pki::issued_by((*serving_)->cert_pem(), ca2).value_or(false);
+        return pki::issued_by(serving_->cert_pem(), ca2).value_or(false);
       },
       30s, 250ms))
       << "the serving certificate did not move to the new CA";

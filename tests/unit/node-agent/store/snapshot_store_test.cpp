@@ -1,3 +1,8 @@
+// The snapshot store (node-agent/store/snapshot_store.h): publish and open
+// round-trip, root-only modes, every kind of damage refused with its
+// reason, the pod binding (and, for a binding left open at publish, the
+// grant that names the pod later), unsafe names, concurrent writers, and
+// retention by age and size that never removes a snapshot in use.
 #include "store/snapshot_store.h"
 
 #include <fcntl.h>
