@@ -31,7 +31,7 @@ std::stop_source g_stop;
 // A whole number of seconds >= 1, or exit with a clear error ("7.776e+06",
 // as a template may render a large number, is not silently 7).
 std::chrono::seconds seconds_flag(const ferry::cli::FlagSet& flags, const char* name) {
-  const std::string text = flags.get(name);
+  const std::string& text = flags.get(name);
   long value = 0;
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
   if (ec != std::errc() || end != text.data() + text.size() || value < 1) {

@@ -101,8 +101,9 @@ Status withdraw_report(kube::Client& client, const std::string& node, const std:
           {{"resourceVersion", got->value(json::json_pointer("/metadata/resourceVersion"), "")},
            {"annotations", {{api::kAgentReportAnnotation, nullptr}}}}}});
     if (r.ok()) return {};
-    if (r.status().code() != Code::kConflict)
+    if (r.status().code() != Code::kConflict) {
       return r.status().with_context("annotate node " + node);
+    }
   }
   return Status(Code::kConflict, "node " + node + " kept changing", "Conflict");
 }

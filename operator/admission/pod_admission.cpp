@@ -15,7 +15,7 @@ std::string str(const json& j, const char* pointer) {
 }
 
 // "ferry.dev/restore-from" as a JSON pointer token.
-std::string escape(std::string token) {
+std::string escape(const std::string& token) {
   std::string out;
   for (char c : token) {
     if (c == '~') {
