@@ -67,6 +67,10 @@ int main(int argc, char** argv) {
                    "(condition Queued).");
   flags.add_string("max-in-flight-per-node", "2",
                    "Migrations at once with a given node as source or target.");
+  flags.add_string("default-completion-seconds", "600",
+                   "completionSeconds of Migrations that set none and match no MigrationPolicy.");
+  flags.add_string("default-progress-seconds", "120",
+                   "progressSeconds of Migrations that set none and match no MigrationPolicy.");
   flags.add_string("namespace",
                    std::getenv("POD_NAMESPACE") ? std::getenv("POD_NAMESPACE") : "ferry-system",
                    "Namespace the operator runs in (webhook Secret and Service).");
@@ -88,6 +92,9 @@ int main(int argc, char** argv) {
                    "This operator's API user: the only one the webhook lets create pods with "
                    "the restore annotation.");
   if (auto code = ferry::cli::parse_or_exit(flags, argc, argv)) return *code;
+  const ferry::operator_::DefaultTimeouts default_timeouts{
+      .completion_seconds = seconds_flag(flags, "default-completion-seconds").count(),
+      .progress_seconds = seconds_flag(flags, "default-progress-seconds").count()};
 
   auto config = ferry::kube::load_config(flags.get("kubeconfig"));
   if (!config.ok()) {
@@ -209,6 +216,7 @@ int main(int argc, char** argv) {
         .max_in_flight = std::max(1, std::atoi(flags.get("max-in-flight").c_str())),
         .max_in_flight_per_node =
             std::max(1, std::atoi(flags.get("max-in-flight-per-node").c_str())),
+        .default_timeouts = default_timeouts,
         .on_final =
             [&](const ferry::api::Migration& m, const ferry::api::MigrationStatus& s) {
               migration_metrics.observe_final(s, s.effective ? s.effective->mode : m.spec.mode);

@@ -45,13 +45,13 @@ bool node_ready(const json* node) {
 // Migration can still be undone.
 // The timeouts in force: resolved at admission into status.effective;
 // before that, the spec's or the defaults.
-int64_t completion_seconds(const api::Migration& m) {
+int64_t completion_seconds(const api::Migration& m, const DefaultTimeouts& d) {
   if (m.status.effective) return m.status.effective->completion_seconds;
-  return m.spec.completion_seconds.value_or(api::kDefaultCompletionSeconds);
+  return m.spec.completion_seconds.value_or(d.completion_seconds);
 }
-int64_t progress_seconds(const api::Migration& m) {
+int64_t progress_seconds(const api::Migration& m, const DefaultTimeouts& d) {
   if (m.status.effective) return m.status.effective->progress_seconds;
-  return m.spec.progress_seconds.value_or(api::kDefaultProgressSeconds);
+  return m.spec.progress_seconds.value_or(d.progress_seconds);
 }
 
 bool owned(const api::MigrationStatus& s) {
@@ -288,8 +288,8 @@ Status MigrationController::rollback_reason(const api::Migration& m) const {
     return {Code::kFailedPrecondition, m.status.failure_message, m.status.failure_reason};
   }
   const double now = api::unix_now();
-  const int64_t completion = completion_seconds(m);
-  const int64_t progress = progress_seconds(m);
+  const int64_t completion = completion_seconds(m, options_.default_timeouts);
+  const int64_t progress = progress_seconds(m, options_.default_timeouts);
   if (auto began = api::entered(m.status, Phase::kPending);
       began && now - *began > static_cast<double>(completion)) {
     return {Code::kDeadlineExceeded,
@@ -361,7 +361,8 @@ Status MigrationController::reconcile(const std::string& key) {
       }
     }
     // Wake up for the timeouts even if nothing else happens.
-    queue_.add_after(key, std::chrono::seconds(std::min(progress_seconds(m), int64_t{30})));
+    queue_.add_after(key, std::chrono::seconds(std::min(
+                              progress_seconds(m, options_.default_timeouts), int64_t{30})));
   }
   switch (phase) {
     case Phase::kPending:
@@ -394,7 +395,8 @@ Status MigrationController::admit(const api::Migration& m, api::MigrationStatus 
     if (!ns.ok()) return ns.status().with_context("get namespace " + m.ns);
     ns_labels = ns->value(json::json_pointer("/metadata/labels"), json::object());
   }
-  Resolution resolved = resolve_effective(m.spec, *pod, ns_labels, policies);
+  Resolution resolved =
+      resolve_effective(m.spec, *pod, ns_labels, policies, options_.default_timeouts);
   s.effective = resolved.effective;
   auto place = [&](const std::string& mode) -> Result<Placement> {
     if (mode == "PostCopy") {
@@ -424,7 +426,11 @@ Status MigrationController::admit(const api::Migration& m, api::MigrationStatus 
   const std::string source_node = str(*pod, "/spec/nodeName");
 
   // One migration per pod; then the concurrency limits (the excess waits).
-  int in_flight = 0, on_source = 0, on_target = 0;
+  // Admissions are serialized, and the ones this process made count until
+  // the cache shows them: two workers admitting at once must not both
+  // see the other as still Pending.
+  std::lock_guard admitting(admit_mu_);
+  std::vector<Admission> in_flight_now;
   for (const auto& other : migrations_.store().list()) {
     if (str(*other, "/metadata/uid") == m.uid) continue;
     std::string phase = str(*other, "/status/phase");
@@ -432,18 +438,35 @@ Status MigrationController::admit(const api::Migration& m, api::MigrationStatus 
         phase == "RolledBack") {
       continue;
     }
-    if (str(*other, "/spec/podName") == m.spec.pod_name &&
-        str(*other, "/metadata/namespace") == m.ns) {
-      return finish(m, s, Phase::kFailed,
-                    Status(Code::kAlreadyExists,
-                           "pod " + m.spec.pod_name + " is already being migrated by Migration " +
-                               str(*other, "/metadata/name"),
-                           "AlreadyMigrating"));
+    in_flight_now.push_back({kube::object_key(*other), str(*other, "/metadata/name"),
+                             str(*other, "/metadata/namespace"), str(*other, "/spec/podName"),
+                             str(*other, "/status/sourceNode"), str(*other, "/status/targetNode")});
+  }
+  for (auto it = admitted_.begin(); it != admitted_.end();) {
+    kube::ObjectPtr cached = migrations_.store().get(it->second.key);
+    const std::string phase = cached ? str(*cached, "/status/phase") : "";
+    const bool seen = !cached || str(*cached, "/metadata/uid") != it->first ||
+                      !(phase.empty() || phase == "Pending");
+    if (seen) {
+      it = admitted_.erase(it);  // counted from the cache now (or gone)
+    } else {
+      if (it->first != m.uid) in_flight_now.push_back(it->second);
+      ++it;
+    }
+  }
+  int in_flight = 0, on_source = 0, on_target = 0;
+  for (const auto& other : in_flight_now) {
+    if (other.pod == m.spec.pod_name && other.ns == m.ns) {
+      return finish(
+          m, s, Phase::kFailed,
+          Status(Code::kAlreadyExists,
+                 "pod " + m.spec.pod_name + " is already being migrated by Migration " + other.name,
+                 "AlreadyMigrating"));
     }
     ++in_flight;
-    for (const char* field : {"/status/sourceNode", "/status/targetNode"}) {
-      on_source += str(*other, field) == source_node;
-      on_target += str(*other, field) == placement->target;
+    for (const std::string* node : {&other.source, &other.target}) {
+      on_source += *node == source_node;
+      on_target += *node == placement->target;
     }
   }
   std::string queued;
@@ -511,6 +534,8 @@ Status MigrationController::admit(const api::Migration& m, api::MigrationStatus 
       now);
   api::enter_phase(s, Phase::kCheckpointing);  // the source agent's turn
   FERRY_RETURN_IF_ERROR(write_status(m, s, str(*labelled, "/metadata/resourceVersion")));
+  admitted_[m.uid] = {m.ns + "/" + m.name, m.name,        m.ns,
+                      m.spec.pod_name,     s.source_node, s.target_node};
   event(m, "Normal", "TargetChosen", "Schedule",
         "moving pod " + m.spec.pod_name + " from " + s.source_node + " to " + s.target_node);
   return {};

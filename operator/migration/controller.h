@@ -31,7 +31,9 @@
 
 #include <atomic>
 #include <functional>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <stop_token>
 #include <string>
 
@@ -40,6 +42,7 @@
 #include "kube/event_recorder.h"
 #include "kube/informer.h"
 #include "kube/workqueue.h"
+#include "migration/policy.h"
 
 namespace ferry::operator_ {
 
@@ -55,6 +58,8 @@ struct ControllerOptions {
   // A replacement pod still terminating this long on a NotReady node is
   // force-deleted during a rollback (its kubelet cannot confirm).
   std::chrono::seconds force_delete_after{30};
+  // Timeouts of Migrations that neither set them nor match a policy.
+  DefaultTimeouts default_timeouts;
   // Called once per Migration reaching a final phase (metrics).
   std::function<void(const api::Migration&, const api::MigrationStatus&)> on_final;
   // Called after every reconcile with its outcome and latency (metrics).
@@ -105,6 +110,13 @@ class MigrationController {
   kube::WorkQueue queue_;
   kube::EventRecorder events_;
   std::atomic<bool> synced_{false};
+
+  // Admitted by this process and not yet past Pending in the cache.
+  struct Admission {
+    std::string key, name, ns, pod, source, target;
+  };
+  std::mutex admit_mu_;
+  std::map<std::string, Admission> admitted_;  // by Migration uid
 };
 
 // The replacement for bare pod `source` on `target_node`, restoring from

@@ -48,8 +48,8 @@ bool needs_namespace_labels(const std::vector<const json*>& policies) {
 }
 
 Resolution resolve_effective(const api::MigrationSpec& spec, const json& pod,
-                             const json& namespace_labels,
-                             const std::vector<const json*>& policies) {
+                             const json& namespace_labels, const std::vector<const json*>& policies,
+                             const DefaultTimeouts& defaults) {
   std::vector<const json*> sorted = policies;
   std::sort(sorted.begin(), sorted.end(), [](const json* a, const json* b) {
     return a->value(json::json_pointer("/metadata/name"), std::string()) <
@@ -72,10 +72,10 @@ Resolution resolve_effective(const api::MigrationSpec& spec, const json& pod,
   r.effective.policy =
       policy ? policy->value(json::json_pointer("/metadata/name"), std::string()) : "";
   r.effective.mode = !spec.mode.empty() ? spec.mode : ps.value("mode", std::string("Cold"));
-  r.effective.completion_seconds = spec.completion_seconds.value_or(
-      pt.value("completionSeconds", api::kDefaultCompletionSeconds));
+  r.effective.completion_seconds =
+      spec.completion_seconds.value_or(pt.value("completionSeconds", defaults.completion_seconds));
   r.effective.progress_seconds =
-      spec.progress_seconds.value_or(pt.value("progressSeconds", api::kDefaultProgressSeconds));
+      spec.progress_seconds.value_or(pt.value("progressSeconds", defaults.progress_seconds));
   r.fallback_mode = ps.value("fallbackMode", std::string());
   return r;
 }

@@ -27,9 +27,17 @@ struct Resolution {
 
 // `namespace_labels` are the labels of the pod's namespace; `policies` the
 // MigrationPolicy objects, in any order.
+// The timeouts when neither the Migration nor a policy sets them (the
+// operator's --default-*-seconds flags).
+struct DefaultTimeouts {
+  int64_t completion_seconds = api::kDefaultCompletionSeconds;
+  int64_t progress_seconds = api::kDefaultProgressSeconds;
+};
+
 Resolution resolve_effective(const api::MigrationSpec& spec, const nlohmann::json& pod,
                              const nlohmann::json& namespace_labels,
-                             const std::vector<const nlohmann::json*>& policies);
+                             const std::vector<const nlohmann::json*>& policies,
+                             const DefaultTimeouts& defaults = {});
 
 // True when some policy has a non-empty namespaceSelector (only then are
 // namespace labels worth fetching).

@@ -81,5 +81,23 @@ TEST(ResolveTest, NamespaceSelectorLimitsThePolicy) {
             (api::Effective{"prod-only", "Cold", 60, 120}));
 }
 
+TEST(ResolveTest, TheOperatorsDefaultTimeoutsApplyWhereNothingElseSetsThem) {
+  const DefaultTimeouts defaults{.completion_seconds = 900, .progress_seconds = 45};
+  const json p = policy("a", {{"podSelector", {{"matchLabels", {{"app", "cart"}}}}},
+                              {"timeouts", {{"progressSeconds", 30}}}});
+  std::vector<const json*> none, one = {&p};
+  Resolution r = resolve_effective({}, kPod, json::object(), none, defaults);
+  EXPECT_EQ(r.effective.completion_seconds, 900);
+  EXPECT_EQ(r.effective.progress_seconds, 45);
+  r = resolve_effective({}, kPod, json::object(), one, defaults);
+  EXPECT_EQ(r.effective.completion_seconds, 900) << "the policy leaves it open";
+  EXPECT_EQ(r.effective.progress_seconds, 30) << "the policy's";
+  api::MigrationSpec spec;
+  spec.progress_seconds = 10;
+  EXPECT_EQ(resolve_effective(spec, kPod, json::object(), one, defaults).effective.progress_seconds,
+            10)
+      << "the Migration's own";
+}
+
 }  // namespace
 }  // namespace ferry::operator_
