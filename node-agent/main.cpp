@@ -20,6 +20,7 @@
 #include <string_view>
 #include <thread>
 
+#include "api/annotations.h"
 #include "checkpoint/criu_features.h"
 #include "checkpoint/engine.h"
 #include "checkpoint/oci_runtime.h"
@@ -194,6 +195,28 @@ int main(int argc, char** argv) {
   std::string_view command = args.empty() ? "run" : std::string_view(args[0]);
   ferry::checkpoint::RuncCli runtime(flags.get("runtime"), flags.get("runtime-root"));
   const std::string id = flags.get("container-id");
+  if (command == "withdraw-reports") {
+    // Helm's pre-delete hook: the agents' Node reports go before the
+    // uninstall removes the RBAC the agents would need to withdraw them.
+    auto config = ferry::kube::load_config(flags.get("kubeconfig"));
+    if (!config.ok()) return report(config.status());
+    auto client = ferry::kube::Client::create(*config, {.user_agent = "ferry-agent/uninstall"});
+    if (!client.ok()) return report(client.status());
+    auto nodes = (*client)->list_all(ferry::kube::resources::kNodes, "", {});
+    if (!nodes.ok()) return report(nodes.status());
+    for (const auto& n : (*nodes)["items"]) {
+      if (!n.contains("metadata") || !n["metadata"].contains("annotations") ||
+          !n["metadata"]["annotations"].contains(ferry::api::kAgentReportAnnotation)) {
+        continue;
+      }
+      const std::string name = n["metadata"].value("name", "");
+      if (auto st = ferry::agent::publish_report(**client, name, nullptr); !st.ok()) {
+        return report(st);
+      }
+      std::printf("withdrew the agent report of node %s\n", name.c_str());
+    }
+    return 0;
+  }
   if (command != "run" && id.empty()) {
     std::fprintf(stderr, "ferry-agent %s: --container-id is required\n", args[0].c_str());
     return 2;
@@ -227,7 +250,9 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (command != "run") {
-    std::fprintf(stderr, "ferry-agent: unknown command %s (run, checkpoint, thaw, kill-frozen)\n",
+    std::fprintf(stderr,
+                 "ferry-agent: unknown command %s (run, checkpoint, thaw, kill-frozen, "
+                 "withdraw-reports)\n",
                  args[0].c_str());
     return 2;
   }

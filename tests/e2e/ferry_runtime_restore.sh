@@ -9,7 +9,8 @@
 # agent pod of its node; kubelet's next attempt restores it on another node
 # with its memory, counter, files, pipes, sockets, threads, timer and child
 # process; kubectl exec and logs work on it; the source is deleted and
-# killed while frozen, so exactly one copy ever runs.
+# killed while frozen, so exactly one copy ever runs. (The pods are created
+# as the operator would create them, with its service account.)
 source "$(dirname "$0")/lib.sh"
 use_namespace
 src_node=ferry-worker-1 dst_node=ferry-worker-2
@@ -32,8 +33,10 @@ on_exit "rm -rf /var/lib/ferry-shared/snapshots/$mig"
 agent() { kubectl -n ferry-system exec "$agent_src" -- /usr/local/bin/ferry-agent "$@" --runtime /opt/ferry/bin/runc --criu /usr/local/sbin/criu; }
 ok "agent $agent_src on $src_node"
 
+# Created as the operator's service account: only the operator may create a
+# pod with the restore annotation (the guard webhook; e2e.security).
 pod() { # pod NAME NODE [ANNOTATION]
-  k apply -f - >/dev/null <<EOF2
+  k apply --as=system:serviceaccount:ferry-system:ferry-operator -f - >/dev/null <<EOF2
 apiVersion: v1
 kind: Pod
 metadata:

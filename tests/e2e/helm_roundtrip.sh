@@ -62,8 +62,8 @@ check "helm uninstall leaves the cluster as it was (CRDs kept)"
 helm -n "$ns" uninstall "$release" --wait --timeout 3m >/dev/null || fail "helm uninstall"
 gone() { [[ -z "$(kubectl -n "$ns" get pods -o name)" ]]; }
 wait_until 120 "Ferry's pods are gone" gone
-reports_gone() { ! inventory | grep -q '^node/'; }
-wait_until 30 "the agents removed their reports from the Nodes" reports_gone
+reports_gone() { [[ -z "$(inventory | grep '^node/' || true)" ]]; }
+wait_until 30 "no agent report left on the Nodes (the pre-delete hook withdrew them)" reports_gone
 after="$(inventory)"
 expected="$( (echo "$before"; echo customresourcedefinition.apiextensions.k8s.io/migrationpolicies.ferry.dev; echo customresourcedefinition.apiextensions.k8s.io/migrations.ferry.dev) | sort -u)"
 if [[ "$after" != "$expected" ]]; then
