@@ -31,7 +31,7 @@ test-unit: build ## Unit tests.
 	cd $(BUILD_DIR) && $(CTEST) -L unit
 
 test-asan: build-asan ## Unit tests under AddressSanitizer + UBSan.
-	cd $(ASAN_BUILD_DIR) && $(CTEST) -L unit
+	cd $(ASAN_BUILD_DIR) && LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp $(CTEST) -L unit
 
 test-toolchain: build ## Pinned versions, criu check, CRIU TCP round trip.
 	cd $(BUILD_DIR) && $(CTEST) -L toolchain
