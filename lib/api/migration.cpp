@@ -58,6 +58,11 @@ const Condition* find_condition(const std::vector<Condition>& conditions, std::s
   return nullptr;
 }
 
+bool condition_true(const std::vector<Condition>& conditions, std::string_view type) {
+  const Condition* c = find_condition(conditions, type);
+  return c != nullptr && c->status == "True";
+}
+
 bool set_condition(std::vector<Condition>& conditions, Condition c, const std::string& now) {
   for (auto& existing : conditions) {
     if (existing.type != c.type) continue;

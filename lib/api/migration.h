@@ -49,6 +49,14 @@ struct Condition {
 // changed, so callers write status only when it did.
 bool set_condition(std::vector<Condition>& conditions, Condition c, const std::string& now);
 const Condition* find_condition(const std::vector<Condition>& conditions, std::string_view type);
+// Whether condition `type` is present with status "True".
+bool condition_true(const std::vector<Condition>& conditions, std::string_view type);
+
+// Set by the operator just before it deletes an owned pod's frozen source
+// (its owner then creates the replacement). From then on nothing can be
+// rolled back: the snapshot is the only copy of the pod's state. The
+// operator, the agents and the admission webhook all go by it.
+inline constexpr const char* kSourceDeletedCondition = "SourceDeleted";
 
 struct MigrationSpec {
   std::string pod_name;

@@ -76,15 +76,13 @@ store::Binding binding_for(const api::Migration& m, const std::string& container
 bool rolling_back(const api::Migration& m) {
   const Phase phase = m.status.phase.value_or(Phase::kPending);
   if (api::is_final(phase) || phase == Phase::kSwitching) return false;
-  const api::Condition* c = api::find_condition(m.status.conditions, "RollingBack");
-  const api::Condition* gone = api::find_condition(m.status.conditions, "SourceDeleted");
-  if (gone != nullptr && gone->status == "True") {
+  if (api::condition_true(m.status.conditions, api::kSourceDeletedCondition)) {
     // An owned source was deleted: a cancel can no longer undo anything
     // (the operator lets the restore finish); only a failure ends it.
     return !m.status.failure_reason.empty();
   }
   return m.spec.cancel || m.deleting || !m.status.failure_reason.empty() ||
-         (c != nullptr && c->status == "True");
+         api::condition_true(m.status.conditions, "RollingBack");
 }
 
 bool has_serving_gate(const json& pod) {

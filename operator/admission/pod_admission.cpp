@@ -50,8 +50,7 @@ bool awaits_replacement(const api::Migration& m) {
       !m.status.target_pod.empty()) {
     return false;
   }
-  const api::Condition* c = api::find_condition(m.status.conditions, "SourceDeleted");
-  return c != nullptr && c->status == "True";
+  return api::condition_true(m.status.conditions, api::kSourceDeletedCondition);
 }
 
 json PodAdmission::decided(const std::string& webhook, json response) const {

@@ -61,10 +61,8 @@ bool owned(const api::MigrationStatus& s) {
 // An owned source is deleted by the operator once its snapshot is
 // published (its owner then creates the replacement). From then on there
 // is nothing to roll back to: the snapshot is the only copy of its state.
-constexpr const char* kSourceDeleted = "SourceDeleted";
 bool source_deleted(const api::MigrationStatus& s) {
-  const api::Condition* c = api::find_condition(s.conditions, kSourceDeleted);
-  return c != nullptr && c->status == "True";
+  return api::condition_true(s.conditions, api::kSourceDeletedCondition);
 }
 
 constexpr const char* kRestoreFromIndex = "restore-from";
@@ -568,7 +566,7 @@ Status MigrationController::announce_snapshot(const api::Migration& m, api::Migr
       // longer roll back, and the status must say so even if we crash now.
       api::set_condition(
           s.conditions,
-          {kSourceDeleted, "True", "SnapshotPublished",
+          {api::kSourceDeletedCondition, "True", "SnapshotPublished",
            "the frozen source pod is deleted (killed while frozen); its " + s.owner_kind + " " +
                s.owner_name + " creates the replacement, which restores from the snapshot",
            m.generation, ""},

@@ -10,33 +10,12 @@ source "$(dirname "$0")/lib.sh"
 use_namespace
 src=ferry-worker-1 dst=ferry-worker-2
 
-keeper() { # keeper NAME MIB
-  cat <<EOF
----
-apiVersion: v1
-kind: Pod
-metadata: {name: $1, labels: {app: $1}}
-spec:
-  nodeName: $src
-  runtimeClassName: ferry
-  terminationGracePeriodSeconds: 2
-  readinessGates: [{conditionType: ferry.dev/serving}]
-  containers:
-  - name: app
-    image: $WORKLOAD_IMAGE
-    imagePullPolicy: Never
-    command: ["/statekeeper", "--mem-mib", "$2", "--port", "7777"]
-    readinessProbe:
-      tcpSocket: {port: 7777}
-      periodSeconds: 1
-EOF
-}
+keeper() { ferry_pod_yaml "$1" "$src" "$2"; }  # keeper NAME MIB
 migration() { # migration NAME POD
   printf -- '---\napiVersion: ferry.dev/v1alpha1\nkind: Migration\nmetadata: {name: %s}\nspec: {podName: %s, targetNode: %s}\n' "$1" "$2" "$dst"
 }
 phase() { k get migration "$1" -o jsonpath='{.status.phase}'; }
 final() { [[ "$(phase "$1")" =~ ^(Succeeded|Failed|RolledBack)$ ]]; }
-ask_pod() { k exec "$1" -- sh -c "echo $2 | nc -w 3 127.0.0.1 7777"; }
 
 check "pods on $src"
 { keeper twin 64; keeper q1 256; keeper q2 256; keeper q3 256; } | k apply -f - >/dev/null

@@ -71,6 +71,9 @@ ask_from() {
   k exec "$1" -- sh -c "echo $4 | nc -w 5 $2 $3"
 }
 
+# ask_pod POD REQUEST: the statekeeper on port 7777 inside POD.
+ask_pod() { ask_from "$1" 127.0.0.1 7777 "$2"; }
+
 # statekeeper_pod NAME NODE: a bare statekeeper pod pinned (by node selector,
 # through the scheduler) to NODE, labelled app=NAME.
 statekeeper_pod() {
@@ -91,6 +94,31 @@ spec:
     ports: [{containerPort: 7000}]
     readinessProbe:
       tcpSocket: {port: 7000}
+      periodSeconds: 1
+EOF
+}
+
+# ferry_pod_yaml NAME NODE MIB: a bare statekeeper pod bound to NODE on the
+# ferry RuntimeClass with the serving gate, holding MIB MiB, Ready once it
+# listens on 7777 (a YAML document, for k apply -f -).
+ferry_pod_yaml() {
+  cat <<EOF
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: $1, labels: {app: $1}}
+spec:
+  nodeName: $2
+  runtimeClassName: ferry
+  terminationGracePeriodSeconds: 2
+  readinessGates: [{conditionType: ferry.dev/serving}]
+  containers:
+  - name: app
+    image: $WORKLOAD_IMAGE
+    imagePullPolicy: Never
+    command: ["/statekeeper", "--mem-mib", "$3", "--port", "7777"]
+    readinessProbe:
+      tcpSocket: {port: 7777}
       periodSeconds: 1
 EOF
 }

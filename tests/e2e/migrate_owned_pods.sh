@@ -41,7 +41,6 @@ owner_pods() {
   k get pods -l "app=$1" -o json |
     jq -r '.items[] | select(.metadata.deletionTimestamp == null) | "\(.metadata.name) \(.metadata.uid) \(.spec.nodeName)"'
 }
-ask_pod() { k exec "$1" -- sh -c "echo $2 | nc -w 3 127.0.0.1 7777"; }
 
 # migrate_owned APP KIND: the whole check for the one pod of owner KIND/APP.
 migrate_owned() {

@@ -14,27 +14,9 @@ use_namespace
 w1=ferry-worker-1 w2=ferry-worker-2 w3=ferry-worker-3
 
 keeper() { # keeper NAME NODE MIB
-  k apply -f - >/dev/null <<EOF
-apiVersion: v1
-kind: Pod
-metadata: {name: $1, labels: {app: $1}}
-spec:
-  nodeName: $2
-  runtimeClassName: ferry
-  terminationGracePeriodSeconds: 2
-  readinessGates: [{conditionType: ferry.dev/serving}]
-  containers:
-  - name: app
-    image: $WORKLOAD_IMAGE
-    imagePullPolicy: Never
-    command: ["/statekeeper", "--mem-mib", "$3", "--port", "7777"]
-    readinessProbe:
-      tcpSocket: {port: 7777}
-      periodSeconds: 1
-EOF
+  ferry_pod_yaml "$1" "$2" "$3" | k apply -f - >/dev/null
   wait_until 120 "$1 Ready on $2" pod_ready "$1"
 }
-ask_pod() { k exec "$1" -- sh -c "echo $2 | nc -w 3 127.0.0.1 7777"; }
 # prime POD: 4 increments (checked); prints the checksum line.
 prime() {
   for _ in 1 2 3 4; do ask_pod "$1" INCR >/dev/null; done

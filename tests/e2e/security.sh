@@ -46,21 +46,7 @@ out="$(k annotate pod plain ferry.dev/restore-from=0b3c2f8e-0000-0000-0000-00000
 ok "adding it to an existing pod is rejected too"
 
 check "a published snapshot (the target node hung) is root-only on shared storage"
-k apply -f - >/dev/null <<EOF
-apiVersion: v1
-kind: Pod
-metadata: {name: victim, labels: {app: victim}}
-spec:
-  nodeName: $src
-  runtimeClassName: ferry
-  terminationGracePeriodSeconds: 2
-  readinessGates: [{conditionType: ferry.dev/serving}]
-  containers:
-  - name: app
-    image: $WORKLOAD_IMAGE
-    imagePullPolicy: Never
-    command: ["/statekeeper", "--mem-mib", "32", "--port", "7777"]
-EOF
+ferry_pod_yaml victim "$src" 32 | k apply -f - >/dev/null
 wait_until 60 "victim Ready" pod_ready victim
 on_exit "$CLUSTER_DIR/fault.sh unpause $dst"
 # The target hung first (still Ready for the node grace period): the
