@@ -99,6 +99,7 @@ bool ferry_migration(const std::string& dir, int mib, Row& row) {
                                              .container_name = "app",
                                              .migration_uid = migration}});
   if (!writer.ok()) return false;
+  (*writer)->hash_while_written();  // as the agent does (source_snapshot.cpp)
   auto dumped = engine.dump({.container_id = a.id(),
                              .image_dir = (*writer)->dir(),
                              .work_dir = dir + "/work-a",

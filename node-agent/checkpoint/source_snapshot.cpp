@@ -50,6 +50,7 @@ Result<SourceSnapshotResult> snapshot_container(OciRuntime& runtime,
                                  .criu_version = req.criu_version,
                                  .runtime = {"runc", req.runtime_version}});
   if (!writer.ok()) return writer.status();
+  (*writer)->hash_while_written();  // CRIU's images, as it writes them
   CheckpointEngine engine(runtime);
   auto dumped = engine.dump({.container_id = req.container_id,
                              .image_dir = (*writer)->dir(),

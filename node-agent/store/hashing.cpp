@@ -1,27 +1,29 @@
 #include "store/hashing.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cassert>
 #include <cerrno>
 #include <cstring>
-#include <numeric>
+#include <functional>
 #include <optional>
-#include <thread>
 
 #include "store/store_fs.h"
 
 namespace ferry::store {
 namespace {
 
+using internal::errno_status;
+using internal::UniqueFd;
+
 // Large enough that syscall overhead is noise next to hashing, small enough
 // to stay in L2 while SHA-256 reads it.
-constexpr std::size_t kChunk = 1 << 20;
+constexpr std::size_t kReadBytes = 1 << 20;
 
 std::string to_hex(const unsigned char* data, unsigned len) {
   static constexpr char kDigits[] = "0123456789abcdef";
@@ -33,35 +35,58 @@ std::string to_hex(const unsigned char* data, unsigned len) {
   return out;
 }
 
-Result<FileDigest> hash_one(const std::string& dir, const std::string& path,
-                            const HashOptions& options, std::vector<char>& buf) {
-  std::string full = dir + "/" + path;
-  internal::UniqueFd fd(::open(full.c_str(), O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC));
-  if (!fd.valid()) return internal::errno_status(errno, "open " + full);
-  struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) return internal::errno_status(errno, "stat " + full);
-  if (!S_ISREG(st.st_mode)) return invalid_argument(full + " is not a regular file");
-  if (options.make_private && (st.st_mode & 07777) != 0600 && ::fchmod(fd.get(), 0600) != 0) {
-    return internal::errno_status(errno, "chmod 0600 " + full);
-  }
-  ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
-  Sha256 sha;
-  std::uint64_t size = 0;
-  for (;;) {
-    ssize_t n = ::read(fd.get(), buf.data(), buf.size());
+// Reads [offset, offset + length) of `fd` into `sha`; length UINT64_MAX
+// means to the end. Returns the bytes read; fewer than asked is the
+// caller's to judge.
+Result<std::uint64_t> hash_range(int fd, std::uint64_t offset, std::uint64_t length, Sha256& sha,
+                                 std::vector<char>& buf, const std::string& what) {
+  std::uint64_t done = 0;
+  while (done < length) {
+    std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), length - done));
+    ssize_t n = ::pread(fd, buf.data(), want, static_cast<off_t>(offset + done));
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return internal::errno_status(errno, "read " + full);
+    if (n < 0) return errno_status(errno, "read " + what);
     if (n == 0) break;
     sha.update(buf.data(), static_cast<std::size_t>(n));
-    size += static_cast<std::uint64_t>(n);
+    done += static_cast<std::uint64_t>(n);
   }
-  if (options.fsync && ::fsync(fd.get()) != 0) {
-    return internal::errno_status(errno, "fsync " + full);
+  return done;
+}
+
+Result<UniqueFd> open_regular(const std::string& full, struct stat* st) {
+  UniqueFd fd(::open(full.c_str(), O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC));
+  if (!fd.valid()) return errno_status(errno, "open " + full);
+  if (::fstat(fd.get(), st) != 0) return errno_status(errno, "stat " + full);
+  if (!S_ISREG(st->st_mode)) return invalid_argument(full + " is not a regular file");
+  return fd;
+}
+
+// Runs fn(0..n-1) on up to `threads` threads (the caller's among them).
+// fn must not throw.
+void parallel_for(std::size_t n, unsigned threads, const std::function<void(std::size_t)>& fn) {
+  std::atomic<std::size_t> next{0};
+  auto worker = [&] {
+    for (std::size_t i; (i = next.fetch_add(1)) < n;) fn(i);
+  };
+  threads = static_cast<unsigned>(std::min<std::size_t>(std::max(1u, threads), n));
+  std::vector<std::thread> pool;
+  for (unsigned t = 1; t < threads; ++t) {
+    try {
+      pool.emplace_back(worker);
+    } catch (const std::system_error&) {
+      break;  // fewer threads is slower, not wrong
+    }
   }
-  return FileDigest{.path = path, .size = size, .sha256 = sha.hex_digest()};
+  worker();
+  for (auto& t : pool) t.join();
 }
 
 }  // namespace
+
+std::uint64_t chunk_count(std::uint64_t size, std::uint64_t chunk_bytes) {
+  if (chunk_bytes == 0) return 1;
+  return std::max<std::uint64_t>(1, (size + chunk_bytes - 1) / chunk_bytes);
+}
 
 Sha256::Sha256() : ctx_(EVP_MD_CTX_new()) {
   // Allocation failure here is not an expected failure: nothing can proceed.
@@ -86,55 +111,198 @@ std::string Sha256::hex_digest() {
 }
 
 Result<std::vector<FileDigest>> hash_files(const std::string& dir,
-                                           const std::vector<std::string>& paths,
+                                           const std::vector<HashTarget>& targets,
                                            const HashOptions& options) {
-  std::vector<std::optional<Result<FileDigest>>> results(paths.size());
-  // Largest first, so one big page file does not start last and finish alone.
-  std::vector<std::size_t> order(paths.size());
-  std::iota(order.begin(), order.end(), 0);
-  std::vector<std::uint64_t> sizes(paths.size(), 0);
-  for (std::size_t i = 0; i < paths.size(); ++i) {
+  // Plan: every chunk still to hash is one piece of work, largest files
+  // first so that no big file starts last and finishes alone.
+  struct Piece {
+    std::size_t target;
+    std::uint64_t chunk;  // index; whole-file pieces use 0
+  };
+  std::vector<FileDigest> out(targets.size());
+  std::vector<std::optional<Status>> failed(targets.size());
+  std::vector<Piece> pieces;
+  std::vector<std::size_t> order(targets.size());
+  for (std::size_t i = 0; i < targets.size(); ++i) {
+    order[i] = i;
+    const HashTarget& t = targets[i];
+    const std::string full = dir + "/" + t.path;
     struct stat st {};
-    if (::lstat((dir + "/" + paths[i]).c_str(), &st) == 0) {
-      sizes[i] = static_cast<std::uint64_t>(st.st_size);
+    out[i].path = t.path;
+    if (::lstat(full.c_str(), &st) != 0) {
+      failed[i] = errno_status(errno, "stat " + full);
+      continue;
     }
+    if (!S_ISREG(st.st_mode)) {
+      failed[i] = invalid_argument(full + " is not a regular file");
+      continue;
+    }
+    out[i].size = static_cast<std::uint64_t>(st.st_size);
+    const std::uint64_t count = chunk_count(out[i].size, t.chunk_bytes);
+    if (t.known_chunks.size() > count) {
+      failed[i] =
+          Status(Code::kDataLoss, full + " shrank while it was hashed", "SnapshotFileSizeMismatch");
+      continue;
+    }
+    out[i].sha256.resize(count);
+    std::copy(t.known_chunks.begin(), t.known_chunks.end(), out[i].sha256.begin());
   }
   std::stable_sort(order.begin(), order.end(),
-                   [&](std::size_t a, std::size_t b) { return sizes[a] > sizes[b]; });
-
-  std::atomic<std::size_t> next{0};
-  auto worker = [&] {
-    std::vector<char> buf(kChunk);
-    for (std::size_t k; (k = next.fetch_add(1)) < order.size();) {
-      std::size_t i = order[k];
-      try {
-        results[i] = hash_one(dir, paths[i], options, buf);
-      } catch (const std::exception& e) {  // bad_alloc: no exception leaves a thread
-        results[i] = Result<FileDigest>(internal_error("hash " + paths[i] + ": " + e.what()));
-      }
-    }
-  };
-  unsigned threads =
-      options.threads != 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency());
-  threads = static_cast<unsigned>(std::min<std::size_t>(threads, paths.size()));
-  std::vector<std::thread> pool;
-  for (unsigned t = 1; t < threads; ++t) {
-    try {
-      pool.emplace_back(worker);
-    } catch (const std::system_error&) {
-      break;  // fewer threads is slower, not wrong
+                   [&](std::size_t a, std::size_t b) { return out[a].size > out[b].size; });
+  for (std::size_t i : order) {
+    if (failed[i]) continue;
+    for (std::uint64_t c = targets[i].known_chunks.size(); c < out[i].sha256.size(); ++c) {
+      pieces.push_back({i, c});
     }
   }
-  worker();
-  for (auto& t : pool) t.join();
 
-  std::vector<FileDigest> out;
-  out.reserve(paths.size());
-  for (auto& r : results) {
-    if (!r->ok()) return r->status();
-    out.push_back(std::move(**r));
+  std::vector<std::optional<Status>> piece_failed(pieces.size());
+  const unsigned threads =
+      options.threads != 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency());
+  parallel_for(pieces.size(), threads, [&](std::size_t p) {
+    const Piece& piece = pieces[p];
+    const HashTarget& t = targets[piece.target];
+    const std::string full = dir + "/" + t.path;
+    try {
+      struct stat st {};
+      auto fd = open_regular(full, &st);
+      if (!fd.ok()) {
+        piece_failed[p] = fd.status();
+        return;
+      }
+      std::vector<char> buf(kReadBytes);
+      Sha256 sha;
+      if (t.chunk_bytes == 0) {
+        auto n = hash_range(fd->get(), 0, UINT64_MAX, sha, buf, full);
+        if (!n.ok()) {
+          piece_failed[p] = n.status();
+          return;
+        }
+        out[piece.target].size = *n;  // what was read is what the digest covers
+      } else {
+        const std::uint64_t size = out[piece.target].size;
+        const std::uint64_t offset = piece.chunk * t.chunk_bytes;
+        const std::uint64_t length = std::min(t.chunk_bytes, size - std::min(size, offset));
+        auto n = hash_range(fd->get(), offset, length, sha, buf, full);
+        if (!n.ok()) {
+          piece_failed[p] = n.status();
+          return;
+        }
+        if (*n != length || static_cast<std::uint64_t>(st.st_size) != size) {
+          piece_failed[p] = Status(Code::kDataLoss, full + " changed size while it was hashed",
+                                   "SnapshotFileSizeMismatch");
+          return;
+        }
+      }
+      out[piece.target].sha256[piece.chunk] = sha.hex_digest();
+    } catch (const std::exception& e) {  // bad_alloc: no exception leaves a thread
+      piece_failed[p] = internal_error("hash " + full + ": " + e.what());
+    }
+  });
+  for (std::size_t p = 0; p < pieces.size(); ++p) {
+    auto& slot = failed[pieces[p].target];
+    if (piece_failed[p] && !slot) slot = std::move(piece_failed[p]);
+  }
+
+  if (options.make_private || options.fsync) {
+    parallel_for(targets.size(), threads, [&](std::size_t i) {
+      if (failed[i]) return;
+      const std::string full = dir + "/" + targets[i].path;
+      struct stat st {};
+      auto fd = open_regular(full, &st);
+      if (!fd.ok()) {
+        failed[i] = fd.status();
+      } else if (options.make_private && (st.st_mode & 07777) != 0600 &&
+                 ::fchmod(fd->get(), 0600) != 0) {
+        failed[i] = errno_status(errno, "chmod 0600 " + full);
+      } else if (options.fsync && ::fsync(fd->get()) != 0) {
+        failed[i] = errno_status(errno, "fsync " + full);
+      }
+    });
+  }
+  for (auto& f : failed) {
+    if (f) return *f;
   }
   return out;
+}
+
+// ---- BackgroundHasher -----------------------------------------------------
+
+BackgroundHasher::BackgroundHasher(std::string dir, std::uint64_t chunk_bytes)
+    : dir_(std::move(dir)), chunk_bytes_(std::max<std::uint64_t>(1, chunk_bytes)) {
+  thread_ = std::thread([this] { run(); });
+}
+
+BackgroundHasher::~BackgroundHasher() {
+  if (thread_.joinable()) (void)finish();
+}
+
+std::map<std::string, std::vector<std::string>> BackgroundHasher::finish() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  std::map<std::string, std::vector<std::string>> done;
+  for (auto& [name, progress] : progress_) {
+    if (!progress.chunks.empty()) done.emplace(name, std::move(progress.chunks));
+  }
+  progress_.clear();
+  return done;
+}
+
+void BackgroundHasher::run() {
+  for (;;) {
+    bool busy = false;
+    try {
+      busy = hash_ready_chunks();
+    } catch (const std::exception&) {
+      // Out of memory here only loses the head start: publish hashes all.
+      std::lock_guard lock(mu_);
+      progress_.clear();
+      return;
+    }
+    std::unique_lock lock(mu_);
+    if (stop_) return;
+    // Poll: a file grows by a chunk in tens of milliseconds at CRIU's speed.
+    if (!busy) wake_.wait_for(lock, std::chrono::milliseconds(10), [this] { return stop_; });
+    if (stop_) return;
+  }
+}
+
+bool BackgroundHasher::hash_ready_chunks() {
+  std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(dir_.c_str()), ::closedir);
+  if (!d) return false;
+  bool hashed = false;
+  std::vector<char> buf;
+  while (dirent* e = ::readdir(d.get())) {
+    const std::string name = e->d_name;
+    if (name == "." || name == "..") continue;
+    struct stat st {};
+    const std::string full = dir_ + "/" + name;
+    if (::lstat(full.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    Progress& p = progress_[name];
+    if (p.inode != st.st_ino) p = Progress{.inode = st.st_ino, .chunks = {}};
+    const auto size = static_cast<std::uint64_t>(st.st_size);
+    if (size < (p.chunks.size() + 1) * chunk_bytes_) continue;  // no new complete chunk
+    UniqueFd fd(::open(full.c_str(), O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC));
+    if (!fd.valid()) continue;
+    if (buf.empty()) buf.resize(kReadBytes);
+    while (size >= (p.chunks.size() + 1) * chunk_bytes_) {
+      {
+        std::lock_guard lock(mu_);
+        if (stop_) return hashed;
+      }
+      Sha256 sha;
+      auto n = hash_range(fd.get(), p.chunks.size() * chunk_bytes_, chunk_bytes_, sha, buf, full);
+      if (!n.ok() || *n != chunk_bytes_) break;  // publish reads it again
+      p.chunks.push_back(sha.hex_digest());
+      chunks_hashed_.fetch_add(1);
+      hashed = true;
+    }
+  }
+  return hashed;
 }
 
 }  // namespace ferry::store

@@ -1,36 +1,65 @@
 // SHA-256 of snapshot files, the cost that grows with the container's memory.
-// A CRIU image set is a few large page files and many small ones; hashing
-// them on several threads at once (one file per thread, largest first) keeps
-// publish and full verification close to the speed of a single read of the
-// data. OpenSSL's EVP SHA-256 uses the CPU's SHA extensions where present.
+// A CRIU image set is one or a few large page files and many small ones. A
+// large file is hashed as independent chunks (one digest per chunk, all
+// listed in the manifest), so publish and full verification of a single
+// 1 GiB memory image use every core, not one. While CRIU is still writing,
+// a BackgroundHasher digests each chunk as soon as it is complete, so that
+// publish only reads what was written last. OpenSSL's EVP SHA-256 uses the
+// CPU's SHA extensions where present.
 #pragma once
 
+#include <atomic>
+#include <condition_variable>
 #include <cstdint>
+#include <map>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "status/status.h"
 
 namespace ferry::store {
 
+// Files larger than this get one digest per chunk. 64 MiB: 16 pieces of
+// work for a 1 GiB image, and 64 hex digits per 64 MiB in the manifest.
+inline constexpr std::uint64_t kDigestChunkBytes = 64u << 20;
+
+// How many digests a file of `size` has when chunked by `chunk_bytes`: at
+// least one (an empty file has the digest of nothing).
+std::uint64_t chunk_count(std::uint64_t size, std::uint64_t chunk_bytes);
+
+struct HashTarget {
+  std::string path;  // relative to the directory
+  // 0: one digest of the whole file, as long as it turns out to be.
+  // Otherwise one digest per chunk of this many bytes.
+  std::uint64_t chunk_bytes = 0;
+  // Digests of the file's first chunks, already computed (BackgroundHasher);
+  // only the rest is read.
+  std::vector<std::string> known_chunks;
+};
+
 struct FileDigest {
   std::string path;  // as given
   std::uint64_t size = 0;
-  std::string sha256;  // lowercase hex
+  // Lowercase hex SHA-256: one per chunk, or exactly one for a whole file.
+  std::vector<std::string> sha256;
 };
 
 struct HashOptions {
-  unsigned threads = 0;  // 0: one per CPU; never more than there are files
-  // Also fsync each file (publish makes the data durable in the same pass).
+  unsigned threads = 0;  // 0: one per CPU
+  // Also fsync each file (publish makes the data durable in the same run).
   bool fsync = false;
   // Also chmod each file to 0600 (publish makes every file root-only).
   bool make_private = false;
 };
 
-// Hashes `paths` (relative to `dir`) and returns their digests in the same
-// order. Errors name the file; the first failing file in `paths` order wins.
+// Hashes `targets` (relative to `dir`) on `threads` threads, chunks of all
+// files interleaved, and returns their digests in the same order. Errors
+// name the file; the first failing target in order wins. A chunked file
+// whose size changes meanwhile is an error (its chunks would disagree).
 Result<std::vector<FileDigest>> hash_files(const std::string& dir,
-                                           const std::vector<std::string>& paths,
+                                           const std::vector<HashTarget>& targets,
                                            const HashOptions& options = {});
 
 // Incremental SHA-256, for data hashed while it is written.
@@ -46,6 +75,44 @@ class Sha256 {
 
  private:
   void* ctx_;  // EVP_MD_CTX, kept out of this header
+};
+
+// Digests the regular files directly in `dir` chunk by chunk while a
+// producer appends to them, on one background thread, from construction
+// until finish(). It relies on what CRIU does with its image files: each is
+// written once, front to back, under its final name. A file rewritten in
+// place would be listed with a wrong digest, which the reader's
+// verification refuses: a failed restore, never a wrong one.
+class BackgroundHasher {
+ public:
+  BackgroundHasher(std::string dir, std::uint64_t chunk_bytes);
+  ~BackgroundHasher();  // stops, discarding the digests
+  BackgroundHasher(const BackgroundHasher&) = delete;
+  BackgroundHasher& operator=(const BackgroundHasher&) = delete;
+
+  // Stops (after the chunk in progress) and returns, per file name, the
+  // digests of its leading chunks that were complete. Once only.
+  std::map<std::string, std::vector<std::string>> finish();
+  std::uint64_t chunk_bytes() const { return chunk_bytes_; }
+  // Chunks digested so far, over all files.
+  std::uint64_t chunks_hashed() const { return chunks_hashed_.load(); }
+
+ private:
+  void run();
+  bool hash_ready_chunks();  // one pass over the directory; true when it hashed something
+
+  struct Progress {
+    std::uint64_t inode = 0;
+    std::vector<std::string> chunks;
+  };
+  std::string dir_;
+  std::uint64_t chunk_bytes_;
+  std::map<std::string, Progress> progress_;  // by file name; the thread's until finish()
+  std::mutex mu_;
+  std::condition_variable wake_;
+  bool stop_ = false;  // guarded by mu_
+  std::atomic<std::uint64_t> chunks_hashed_{0};
+  std::thread thread_;
 };
 
 }  // namespace ferry::store

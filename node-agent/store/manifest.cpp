@@ -1,5 +1,6 @@
 #include "store/manifest.h"
 
+#include <algorithm>
 #include <cctype>
 #include <cstdio>
 #include <ctime>
@@ -80,7 +81,13 @@ Result<std::chrono::system_clock::time_point> parse_time(const std::string& text
 std::string manifest_to_json(const Manifest& m) {
   json files = json::array();
   for (const auto& f : m.files) {
-    files.push_back({{"path", f.path}, {"size", f.size}, {"sha256", f.sha256}, {"mode", f.mode}});
+    json file = {{"path", f.path}, {"size", f.size}, {"mode", f.mode}};
+    if (f.sha256_chunks.empty()) {
+      file["sha256"] = f.sha256;
+    } else {
+      file["sha256_chunks"] = f.sha256_chunks;
+    }
+    files.push_back(std::move(file));
   }
   const auto& b = m.meta.binding;
   json doc = {
@@ -102,6 +109,7 @@ std::string manifest_to_json(const Manifest& m) {
       {"total_bytes", m.total_bytes()},
       {"files", std::move(files)},
   };
+  if (m.chunk_bytes != 0) doc["chunk_bytes"] = m.chunk_bytes;
   return doc.dump(1) + "\n";
 }
 
@@ -113,10 +121,12 @@ Result<Manifest> manifest_from_json(const std::string& text) {
   try {
     if (!doc.contains("format_version")) return invalid("no format_version");
     m.format_version = doc.at("format_version").get<int>();
-    if (m.format_version != kManifestFormatVersion) {
+    if (m.format_version < kOldestManifestFormatVersion ||
+        m.format_version > kManifestFormatVersion) {
       return Status(Code::kUnsupported,
                     "snapshot manifest format_version " + std::to_string(m.format_version) +
-                        " is not supported by this agent (it reads version " +
+                        " is not supported by this agent (it reads versions " +
+                        std::to_string(kOldestManifestFormatVersion) + " to " +
                         std::to_string(kManifestFormatVersion) + ")",
                     "SnapshotFormatUnsupported");
     }
@@ -151,11 +161,28 @@ Result<Manifest> manifest_from_json(const std::string& text) {
                       .digest = doc["image"].value("digest", "")};
     }
     m.meta.mount_destinations = doc.value("mount_destinations", std::vector<std::string>{});
+    m.chunk_bytes = doc.value("chunk_bytes", std::uint64_t{0});
     for (const auto& f : doc.at("files")) {
-      m.files.push_back({.path = f.at("path").get<std::string>(),
-                         .size = f.at("size").get<std::uint64_t>(),
-                         .sha256 = f.at("sha256").get<std::string>(),
-                         .mode = f.value("mode", 0600u)});
+      ManifestFile file{.path = f.at("path").get<std::string>(),
+                        .size = f.at("size").get<std::uint64_t>(),
+                        .mode = f.value("mode", 0600u)};
+      if (f.contains("sha256") == f.contains("sha256_chunks")) {
+        return invalid("file " + file.path + " needs exactly one of sha256 and sha256_chunks");
+      }
+      if (f.contains("sha256")) {
+        file.sha256 = f.at("sha256").get<std::string>();
+      } else {
+        file.sha256_chunks = f.at("sha256_chunks").get<std::vector<std::string>>();
+        const std::uint64_t want =
+            m.chunk_bytes == 0 ? 0 : (file.size + m.chunk_bytes - 1) / m.chunk_bytes;
+        if (m.chunk_bytes == 0 || file.sha256_chunks.size() != std::max<std::uint64_t>(1, want)) {
+          return invalid("file " + file.path + " lists " +
+                         std::to_string(file.sha256_chunks.size()) + " chunk digests for " +
+                         std::to_string(file.size) + " bytes in chunks of " +
+                         std::to_string(m.chunk_bytes));
+        }
+      }
+      m.files.push_back(std::move(file));
     }
   } catch (const json::exception& e) {
     return invalid(e.what());

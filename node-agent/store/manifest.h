@@ -17,7 +17,9 @@
 
 namespace ferry::store {
 
-inline constexpr int kManifestFormatVersion = 1;
+// 2: large files carry one SHA-256 per chunk (sha256_chunks, chunk_bytes).
+inline constexpr int kManifestFormatVersion = 2;
+inline constexpr int kOldestManifestFormatVersion = 1;  // still read
 inline constexpr char kManifestFile[] = "manifest.json";
 
 // The pod and migration a snapshot may be restored into.
@@ -59,7 +61,10 @@ struct SnapshotMeta {
 struct ManifestFile {
   std::string path;  // relative to the snapshot directory, '/'-separated
   std::uint64_t size = 0;
-  std::string sha256;  // lowercase hex
+  // Exactly one of the two: the SHA-256 of the whole file, or (files larger
+  // than the manifest's chunk_bytes) one per chunk, in order. Lowercase hex.
+  std::string sha256;
+  std::vector<std::string> sha256_chunks;
   std::uint32_t mode = 0600;
 };
 
@@ -68,6 +73,7 @@ struct Manifest {
   std::chrono::system_clock::time_point created;
   SnapshotMeta meta;
   std::vector<ManifestFile> files;  // sorted by path
+  std::uint64_t chunk_bytes = 0;    // size of the chunks of sha256_chunks
 
   std::uint64_t total_bytes() const;
 };

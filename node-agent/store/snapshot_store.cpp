@@ -250,6 +250,7 @@ SnapshotWriter::SnapshotWriter(std::string root, StoreOptions options, SnapshotM
       staging_lock_(lock_fd) {}
 
 SnapshotWriter::~SnapshotWriter() {
+  hasher_.reset();  // stops reading the files before they go
   if (!done_) (void)internal::remove_tree(dir_);
 }
 
@@ -310,6 +311,12 @@ Status SnapshotWriter::add_file_impl(const std::string& rel_path, int source_fd,
   return {};
 }
 
+void SnapshotWriter::hash_while_written() {
+  if (!hasher_ && !done_) {
+    hasher_ = std::make_unique<BackgroundHasher>(dir_, options_.digest_chunk_bytes);
+  }
+}
+
 Result<Manifest> SnapshotWriter::publish() {
   const std::string what =
       "publish snapshot " + meta_.binding.migration_uid + "/" + meta_.binding.container_name;
@@ -317,6 +324,7 @@ Result<Manifest> SnapshotWriter::publish() {
   bool created_parent = false;
   auto result = publish_steps(&created_parent);
   done_ = true;
+  hasher_.reset();
   staging_lock_ = SnapshotLease();
   if (result.ok()) return result;
 
@@ -356,8 +364,22 @@ Result<Manifest> SnapshotWriter::publish_steps(bool* created_parent) {
       return errno_status(errno, "chmod 0700 " + dir_ + "/" + d);
     }
   }
+  // What the background hasher already digested (whole chunks at the front
+  // of files CRIU wrote) is not read again.
+  std::map<std::string, std::vector<std::string>> known;
+  if (hasher_) known = hasher_->finish();
+  const std::uint64_t chunk = options_.digest_chunk_bytes;
+  std::vector<HashTarget> targets;
+  targets.reserve(to_hash.size());
+  for (auto& path : to_hash) {
+    auto it = known.find(path);
+    targets.push_back(
+        {.path = std::move(path),
+         .chunk_bytes = chunk,
+         .known_chunks = it == known.end() ? std::vector<std::string>{} : std::move(it->second)});
+  }
   auto digests = hash_files(
-      dir_, to_hash,
+      dir_, targets,
       {.threads = options_.hash_threads, .fsync = options_.durable_data, .make_private = true});
   if (!digests.ok()) return digests.status();
 
@@ -367,8 +389,14 @@ Result<Manifest> SnapshotWriter::publish_steps(bool* created_parent) {
   fill_host_facts(manifest.meta);
   manifest.files = added_;
   for (auto& d : *digests) {
-    manifest.files.push_back(
-        {.path = std::move(d.path), .size = d.size, .sha256 = std::move(d.sha256), .mode = 0600});
+    ManifestFile file{.path = std::move(d.path), .size = d.size, .mode = 0600};
+    if (d.sha256.size() == 1) {
+      file.sha256 = std::move(d.sha256.front());  // one chunk is the whole file
+    } else {
+      file.sha256_chunks = std::move(d.sha256);
+      manifest.chunk_bytes = chunk;
+    }
+    manifest.files.push_back(std::move(file));
   }
   std::sort(manifest.files.begin(), manifest.files.end(),
             [](const auto& a, const auto& b) { return a.path < b.path; });
@@ -530,7 +558,6 @@ Result<VerifiedSnapshot> SnapshotStore::open(const std::string& migration_uid,
   std::set<std::string> present(tree->files.begin(), tree->files.end());
   present.insert(tree->other.begin(), tree->other.end());
   present.erase(kManifestFile);
-  std::vector<std::string> paths;
   for (const auto& f : manifest->files) {
     if (!safe_rel_path(f.path) || f.path == kManifestFile) {
       return data_loss(what + ": manifest lists unsafe path '" + f.path + "'",
@@ -546,25 +573,39 @@ Result<VerifiedSnapshot> SnapshotStore::open(const std::string& migration_uid,
                        "SnapshotFileSizeMismatch");
     }
     present.erase(f.path);
-    paths.push_back(f.path);
   }
   if (!present.empty()) {
     return data_loss(what + ": file " + *present.begin() + " is not listed in the manifest",
                      "SnapshotUnlistedFile");
   }
   if (level == Verify::kFull) {
-    auto digests = hash_files(dir, paths, {.threads = options_.hash_threads});
+    std::vector<HashTarget> targets;
+    for (const auto& f : manifest->files) {
+      targets.push_back(
+          {.path = f.path, .chunk_bytes = f.sha256_chunks.empty() ? 0 : manifest->chunk_bytes});
+    }
+    auto digests = hash_files(dir, targets, {.threads = options_.hash_threads});
     if (!digests.ok()) return digests.status().with_context(what);
-    for (size_t i = 0; i < paths.size(); ++i) {
+    for (size_t i = 0; i < targets.size(); ++i) {
       const auto& want_file = manifest->files[i];
       const auto& got = (*digests)[i];
       if (got.size != want_file.size) {
         return data_loss(what + ": file " + want_file.path + " changed size while verifying",
                          "SnapshotFileSizeMismatch");
       }
-      if (got.sha256 != want_file.sha256) {
-        return data_loss(what + ": file " + want_file.path + " is corrupted: SHA-256 " +
-                             got.sha256 + ", the manifest says " + want_file.sha256,
+      const std::vector<std::string> listed = want_file.sha256_chunks.empty()
+                                                  ? std::vector<std::string>{want_file.sha256}
+                                                  : want_file.sha256_chunks;
+      for (size_t c = 0; c < listed.size() && c < got.sha256.size(); ++c) {
+        if (got.sha256[c] == listed[c]) continue;
+        std::string where;
+        if (listed.size() > 1) {
+          const std::uint64_t from = c * manifest->chunk_bytes;
+          where = " in bytes " + std::to_string(from) + "-" +
+                  std::to_string(std::min(want_file.size, from + manifest->chunk_bytes) - 1);
+        }
+        return data_loss(what + ": file " + want_file.path + " is corrupted" + where +
+                             ": SHA-256 " + got.sha256[c] + ", the manifest says " + listed[c],
                          "SnapshotChecksumMismatch");
       }
     }

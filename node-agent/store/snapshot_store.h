@@ -31,12 +31,16 @@
 #include <vector>
 
 #include "status/status.h"
+#include "store/hashing.h"
 #include "store/manifest.h"
 
 namespace ferry::store {
 
 struct StoreOptions {
   unsigned hash_threads = 0;  // 0: one per CPU
+  // Files larger than this are listed with one SHA-256 per chunk, hashed
+  // and verified in parallel (hashing.h). Tests make it small.
+  std::uint64_t digest_chunk_bytes = kDigestChunkBytes;
   // fsync every image file at publish. A live migration does not need it:
   // its source stays frozen until the target runs, so a snapshot lost to a
   // storage crash only means a rollback, while the fsync of a 1 GiB image
@@ -111,6 +115,17 @@ class SnapshotWriter {
   // Same with the content of the file `source`, copied in one pass.
   Status add_file_from(const std::string& rel_path, const std::string& source);
 
+  // From now until publish(), digests the files a producer writes directly
+  // into dir() (not its subdirectories) on a background thread, chunk by
+  // chunk as they grow, so publish() reads only their last chunks. For a
+  // producer that writes each file once, front to back, like CRIU; call it
+  // before the producer starts. Idempotent.
+  void hash_while_written();
+  // Chunks the background hasher has digested so far (0 without one).
+  std::uint64_t chunks_hashed_while_written() const {
+    return hasher_ ? hasher_->chunks_hashed() : 0;
+  }
+
   // Hashes and fsyncs every file, writes manifest.json, and renames the
   // directory to <root>/<migration-uid>/<container>/. AlreadyExists (reason
   // SnapshotExists) when that exists; ResourceExhausted (reason
@@ -132,6 +147,7 @@ class SnapshotWriter {
   SnapshotLease staging_lock_;
   bool done_ = false;                // published, or failed and cleaned up
   std::vector<ManifestFile> added_;  // hashed by add_file*
+  std::unique_ptr<BackgroundHasher> hasher_;
 };
 
 struct RetentionPolicy {
