@@ -47,7 +47,7 @@ bench-informer: setup build ## Informer sync and watch throughput vs kubectl (10
 	FERRY_TOOL_BIN=$(CURDIR)/.cache/bin $(BUILD_DIR)/bench/bench-informer 10000 2>&1 | tee bench/results/informer-latest.txt
 
 bench-engine: setup build ## Cold and PostCopy migration of 256 MiB/1 GiB/2 GiB runc containers vs raw criu dump+restore.
-	FERRY_TOOL_BIN=$(CURDIR)/.cache/bin $(BUILD_DIR)/bench/bench-engine 256 1024 2048 2>&1 | tee bench/results/engine-latest.txt
+	FERRY_BENCH_DIR=/dev/shm FERRY_TOOL_BIN=$(CURDIR)/.cache/bin $(BUILD_DIR)/bench/bench-engine 256 1024 2048 2>&1 | tee bench/results/engine-latest.txt
 
 bench-e2e: setup build ## Migration apply-to-Ready and freeze on the local cluster (64 MiB/512 MiB/1 GiB) vs delete-and-recreate.
 	cmake --build $(BUILD_DIR) --target statekeeper
