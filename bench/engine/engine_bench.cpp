@@ -10,6 +10,9 @@
 // from the freeze until the restored container answers, "transfer" until
 // the last page arrived. The last line: total-time ratio Ferry / raw CRIU
 // for 1 GiB, and the PostCopy freeze time for 1 GiB.
+// Environment: FERRY_BENCH_ROUNDS (3), FERRY_BENCH_DIR (/var/tmp; `make
+// bench-engine` uses /dev/shm), FERRY_BENCH_KEEP=1 keeps the run's
+// directories (CRIU logs) for a look afterwards.
 #include <arpa/inet.h>
 #include <linux/magic.h>
 #include <netinet/in.h>
@@ -285,7 +288,7 @@ int main(int argc, char** argv) {
                     : raw_criu(dir, mib, row) && ferry_migration(dir + "/ferry", mib, row);
       ok = ok && postcopy_migration(dir + "/postcopy", mib, row);
       std::error_code ec;
-      fs::remove_all(dir, ec);
+      if (!std::getenv("FERRY_BENCH_KEEP")) fs::remove_all(dir, ec);
       if (!ok) {
         std::fprintf(stderr, "bench-engine: %d MiB run failed\n", mib);
         return 1;
