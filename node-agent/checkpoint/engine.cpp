@@ -241,6 +241,18 @@ Result<LazyDumpResult> CheckpointEngine::dump_lazy(const LazyDumpRequest& reques
 Status CheckpointEngine::thaw(const std::string& id) {
   auto state = runtime_.state(id);
   if (!state.ok()) return state.status();
+  if ((state->status == "paused" || state->status == "running") && state->pid > 0) {
+    // Before the tasks run again: a dump whose CRIU was killed (say, with
+    // its agent) left every packet of the container's namespace dropped.
+    // (Its tasks may already run: CRIU thaws the cgroup once it holds them
+    // with ptrace, and its death lets them go.)
+    auto released = release_network_lock_(state->pid);
+    if (!released.ok()) return released.status().with_context("thaw " + id);
+    if (!released->empty()) {
+      std::fprintf(stderr, "ferry: thaw %s: removed a network lock left by CRIU: %s\n", id.c_str(),
+                   released->c_str());
+    }
+  }
   if (state->status == "running") return {};
   return runtime_.resume(id);
 }

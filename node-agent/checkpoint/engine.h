@@ -19,6 +19,7 @@
 #include <memory>
 #include <string>
 
+#include "checkpoint/network_lock.h"
 #include "checkpoint/oci_runtime.h"
 #include "status/status.h"
 #include "store/snapshot_store.h"
@@ -80,9 +81,15 @@ inline constexpr uint64_t kCriuLazyPipeBytes = 4u << 20;
 Result<std::string> ensure_pipe_max_size(uint64_t bytes,
                                          const std::string& path = "/proc/sys/fs/pipe-max-size");
 
+// Removes a network lock a killed CRIU left in the network namespace of
+// process `pid`; returns what it removed (network_lock.h).
+using NetworkLockReleaser = std::function<Result<std::string>(int pid)>;
+
 class CheckpointEngine {
  public:
-  explicit CheckpointEngine(OciRuntime& runtime) : runtime_(runtime) {}
+  explicit CheckpointEngine(OciRuntime& runtime,
+                            NetworkLockReleaser release_network_lock = release_criu_network_lock)
+      : runtime_(runtime), release_network_lock_(std::move(release_network_lock)) {}
 
   // Pauses the container; already paused is fine.
   Result<std::chrono::duration<double>> freeze(const std::string& id);
@@ -94,7 +101,8 @@ class CheckpointEngine {
   // container stays frozen either way; on failure nothing is published and
   // no runc or CRIU process is left.
   Result<LazyDumpResult> dump_lazy(const LazyDumpRequest& request, store::SnapshotWriter& writer);
-  // Rollback: the frozen source runs again.
+  // Rollback: the frozen source runs again, reachable: a network lock left
+  // by a CRIU that died mid-dump is removed first.
   Status thaw(const std::string& id);
   // Success: no task of the frozen source ever runs user code again.
   Status kill_frozen(const std::string& id,
@@ -103,6 +111,7 @@ class CheckpointEngine {
  private:
   Status write_criu_config(const ContainerState& state, TcpMode tcp);
   OciRuntime& runtime_;
+  NetworkLockReleaser release_network_lock_;
 };
 
 uint64_t directory_bytes(const std::string& dir);

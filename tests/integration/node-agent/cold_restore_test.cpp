@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "checkpoint/engine.h"
+#include "checkpoint/network_lock.h"
 #include "rootfs/diff.h"
 #include "runc_harness.h"
 #include "runtime/restore_source.h"
@@ -289,6 +290,63 @@ TEST_F(ColdRestoreTest, CriuFailureLeavesTheSourceFrozenAndNothingPublished) {
   ASSERT_TRUE(engine.thaw(src.container->id()).ok());
   EXPECT_EQ(ask(src.ns->name(), "SUM"), sum);
   EXPECT_EQ(ask(src.ns->name(), "COUNT"), "count 1");
+}
+
+// CRIU drops every packet in the container's network namespace while it
+// dumps, and lifts the lock when it ends. Killed in between (SIGKILL, as
+// when the agent's pod is force-deleted), it leaves the lock: the rollback
+// must remove it, or the thawed source runs cut off from every client.
+TEST_F(ColdRestoreTest, ACriuKilledMidDumpLeavesALockThatTheRollbackRemoves) {
+  Source src = start_source(1024);
+  ask(src.ns->name(), "INCR");
+  const std::string sum = ask(src.ns->name(), "SUM");
+  checkpoint::RuncCli runc(tool("runc"), dir_ + "/runc");
+  checkpoint::CheckpointEngine engine(runc);
+  auto state = runc.state(src.container->id());
+  ASSERT_TRUE(state.ok());
+  const int pid = state->pid;
+  auto locked = [&] {
+    return run_ok({"ip", "netns", "exec", src.ns->name(), "iptables", "-w", "-S", "CRIU"});
+  };
+  ASSERT_FALSE(locked());
+  std::ofstream(dir_ + "/state/criu/" + src.container->id() + ".conf") << "tcp-close\n";
+  fs::create_directories(dir_ + "/images-killed");
+  fs::create_directories(dir_ + "/work-killed");
+  ASSERT_TRUE(engine.freeze(src.container->id()).ok());
+  auto running = runc.start_checkpoint(src.container->id(), {.image_dir = dir_ + "/images-killed",
+                                                             .work_dir = dir_ + "/work-killed",
+                                                             .leave_running = true,
+                                                             .tcp = checkpoint::TcpMode::kClose});
+  ASSERT_TRUE(running.ok()) << running.status().to_string();
+  // CRIU holds the tasks with ptrace while it dumps: its pid is their tracer.
+  auto tracer = [&] {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.rfind("TracerPid:", 0) == 0) return std::atoi(line.c_str() + 10);
+    }
+    return 0;
+  };
+  int criu = 0;
+  ASSERT_TRUE(wait_until([&] { return (criu = tracer()) > 0 && locked(); }, 60s, 5ms))
+      << "CRIU never locked the network (dump too quick?)";
+  ASSERT_EQ(::kill(criu, SIGKILL), 0);
+  EXPECT_FALSE((*running)->wait(30s).ok()) << "runc reports the dump it lost";
+  running->reset();
+  ASSERT_TRUE(locked()) << "precondition: the killed CRIU left its lock";
+  // CRIU thawed the cgroup once it held the tasks with ptrace; its death
+  // detached them, so they already run, unreachable.
+  EXPECT_EQ(src.container->state_status(), "running");
+
+  ASSERT_TRUE(engine.thaw(src.container->id()).ok());
+  EXPECT_FALSE(locked()) << "the rollback removed CRIU's chain";
+  EXPECT_FALSE(run_ok(
+      {"ip", "netns", "exec", src.ns->name(), "iptables", "-w", "-C", "INPUT", "-j", "CRIU"}));
+  EXPECT_EQ(ask(src.ns->name(), "SUM"), sum);
+  EXPECT_EQ(ask(src.ns->name(), "COUNT"), "count 1");
+  // And a second thaw finds nothing to remove.
+  EXPECT_TRUE(checkpoint::release_criu_network_lock(pid).ok());
+  EXPECT_EQ(checkpoint::release_criu_network_lock(pid).value_or("?"), "");
 }
 
 TEST_F(ColdRestoreTest, FullDiskDuringDumpIsAClearErrorAndNothingIsPublished) {

@@ -90,7 +90,12 @@ class EngineTest : public ::testing::Test {
  protected:
   void SetUp() override { rt_.containers["c"] = {.id = "c", .pid = 42, .status = "running"}; }
   FakeRuntime rt_;
-  CheckpointEngine engine_{rt_};
+  // What the network-lock check finds (release_criu_network_lock's answer).
+  Result<std::string> network_lock_ = std::string();
+  CheckpointEngine engine_{rt_, [this](int pid) -> Result<std::string> {
+                             rt_.calls.push_back("release-network-lock " + std::to_string(pid));
+                             return network_lock_;
+                           }};
 };
 
 TEST_F(EngineTest, DumpFreezesAndLeavesTheSourceFrozen) {
@@ -109,6 +114,34 @@ TEST_F(EngineTest, FailedDumpKeepsTheSourceFrozenForTheCallerToDecide) {
   EXPECT_EQ(rt_.containers["c"].status, "paused");
   EXPECT_TRUE(engine_.thaw("c").ok());
   EXPECT_EQ(rt_.containers["c"].status, "running");
+}
+
+// A CRIU killed mid-dump leaves its network lock; a rollback removes it
+// before the tasks run, or they would run cut off from every client.
+TEST_F(EngineTest, ThawRemovesALeftoverNetworkLockBeforeTheTasksRun) {
+  rt_.containers["c"].status = "paused";
+  network_lock_ = std::string("iptables:INPUT->CRIU iptables:OUTPUT->CRIU iptables:CRIU");
+  ASSERT_TRUE(engine_.thaw("c").ok());
+  EXPECT_EQ(rt_.calls, (std::vector<std::string>{"release-network-lock 42", "resume"}));
+  EXPECT_EQ(rt_.containers["c"].status, "running");
+}
+
+// CRIU thaws the cgroup while it holds the tasks with ptrace; killed, it
+// lets them run with its lock still in place.
+TEST_F(EngineTest, ThawOfARunningContainerStillRemovesALeftoverLock) {
+  network_lock_ = std::string("iptables:INPUT->CRIU iptables:CRIU");
+  ASSERT_TRUE(engine_.thaw("c").ok());
+  EXPECT_EQ(rt_.calls, (std::vector<std::string>{"release-network-lock 42"}));
+}
+
+TEST_F(EngineTest, ALockThatCannotBeRemovedKeepsTheSourceFrozenAndSaysWhy) {
+  rt_.containers["c"].status = "paused";
+  network_lock_ = Status(Code::kInternal, "iptables: permission denied");
+  Status s = engine_.thaw("c");
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("thaw c"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("permission denied"), std::string::npos) << s.message();
+  EXPECT_EQ(rt_.containers["c"].status, "paused") << "the caller retries; nothing ran";
 }
 
 TEST_F(EngineTest, TcpCloseNeedsTheFerryRuntime) {
