@@ -61,23 +61,24 @@ Result<UniqueFd> open_regular(const std::string& full, struct stat* st) {
   return fd;
 }
 
-// Runs fn(0..n-1) on up to `threads` threads (the caller's among them).
-// fn must not throw.
-void parallel_for(std::size_t n, unsigned threads, const std::function<void(std::size_t)>& fn) {
+// Runs fn(worker, i) for i in 0..n-1 on up to `threads` workers (the
+// caller's thread is worker 0); `worker` < the returned count lets fn keep
+// per-worker state such as a read buffer. fn must not throw.
+void parallel_for(std::size_t n, unsigned threads,
+                  const std::function<void(unsigned, std::size_t)>& fn) {
   std::atomic<std::size_t> next{0};
-  auto worker = [&] {
-    for (std::size_t i; (i = next.fetch_add(1)) < n;) fn(i);
+  auto worker = [&](unsigned w) {
+    for (std::size_t i; (i = next.fetch_add(1)) < n;) fn(w, i);
   };
-  threads = static_cast<unsigned>(std::min<std::size_t>(std::max(1u, threads), n));
   std::vector<std::thread> pool;
-  for (unsigned t = 1; t < threads; ++t) {
+  for (unsigned t = 1; t < threads && t < n; ++t) {
     try {
-      pool.emplace_back(worker);
+      pool.emplace_back(worker, t);
     } catch (const std::system_error&) {
       break;  // fewer threads is slower, not wrong
     }
   }
-  worker();
+  worker(0);
   for (auto& t : pool) t.join();
 }
 
@@ -159,7 +160,8 @@ Result<std::vector<FileDigest>> hash_files(const std::string& dir,
   std::vector<std::optional<Status>> piece_failed(pieces.size());
   const unsigned threads =
       options.threads != 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency());
-  parallel_for(pieces.size(), threads, [&](std::size_t p) {
+  std::vector<std::vector<char>> buffers(threads);  // one read buffer per worker, made on first use
+  parallel_for(pieces.size(), threads, [&](unsigned worker, std::size_t p) {
     const Piece& piece = pieces[p];
     const HashTarget& t = targets[piece.target];
     const std::string full = dir + "/" + t.path;
@@ -170,7 +172,8 @@ Result<std::vector<FileDigest>> hash_files(const std::string& dir,
         piece_failed[p] = fd.status();
         return;
       }
-      std::vector<char> buf(kReadBytes);
+      std::vector<char>& buf = buffers[worker];
+      if (buf.empty()) buf.resize(kReadBytes);
       Sha256 sha;
       if (t.chunk_bytes == 0) {
         auto n = hash_range(fd->get(), 0, UINT64_MAX, sha, buf, full);
@@ -205,7 +208,7 @@ Result<std::vector<FileDigest>> hash_files(const std::string& dir,
   }
 
   if (options.make_private || options.fsync) {
-    parallel_for(targets.size(), threads, [&](std::size_t i) {
+    parallel_for(targets.size(), threads, [&](unsigned, std::size_t i) {
       if (failed[i]) return;
       const std::string full = dir + "/" + targets[i].path;
       struct stat st {};

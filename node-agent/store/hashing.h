@@ -93,7 +93,6 @@ class BackgroundHasher {
   // Stops (after the chunk in progress) and returns, per file name, the
   // digests of its leading chunks that were complete. Once only.
   std::map<std::string, std::vector<std::string>> finish();
-  std::uint64_t chunk_bytes() const { return chunk_bytes_; }
   // Chunks digested so far, over all files.
   std::uint64_t chunks_hashed() const { return chunks_hashed_.load(); }
 

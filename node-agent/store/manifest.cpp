@@ -1,10 +1,11 @@
 #include "store/manifest.h"
 
-#include <algorithm>
 #include <cctype>
 #include <cstdio>
 #include <ctime>
 #include <nlohmann/json.hpp>
+
+#include "store/hashing.h"
 
 namespace ferry::store {
 namespace {
@@ -173,9 +174,8 @@ Result<Manifest> manifest_from_json(const std::string& text) {
         file.sha256 = f.at("sha256").get<std::string>();
       } else {
         file.sha256_chunks = f.at("sha256_chunks").get<std::vector<std::string>>();
-        const std::uint64_t want =
-            m.chunk_bytes == 0 ? 0 : (file.size + m.chunk_bytes - 1) / m.chunk_bytes;
-        if (m.chunk_bytes == 0 || file.sha256_chunks.size() != std::max<std::uint64_t>(1, want)) {
+        if (m.chunk_bytes == 0 ||
+            file.sha256_chunks.size() != chunk_count(file.size, m.chunk_bytes)) {
           return invalid("file " + file.path + " lists " +
                          std::to_string(file.sha256_chunks.size()) + " chunk digests for " +
                          std::to_string(file.size) + " bytes in chunks of " +

@@ -593,19 +593,18 @@ Result<VerifiedSnapshot> SnapshotStore::open(const std::string& migration_uid,
         return data_loss(what + ": file " + want_file.path + " changed size while verifying",
                          "SnapshotFileSizeMismatch");
       }
-      const std::vector<std::string> listed = want_file.sha256_chunks.empty()
-                                                  ? std::vector<std::string>{want_file.sha256}
-                                                  : want_file.sha256_chunks;
-      for (size_t c = 0; c < listed.size() && c < got.sha256.size(); ++c) {
-        if (got.sha256[c] == listed[c]) continue;
+      const bool chunked = !want_file.sha256_chunks.empty();
+      for (size_t c = 0; c < got.sha256.size(); ++c) {
+        const std::string& listed = chunked ? want_file.sha256_chunks[c] : want_file.sha256;
+        if (got.sha256[c] == listed) continue;
         std::string where;
-        if (listed.size() > 1) {
+        if (chunked) {
           const std::uint64_t from = c * manifest->chunk_bytes;
           where = " in bytes " + std::to_string(from) + "-" +
                   std::to_string(std::min(want_file.size, from + manifest->chunk_bytes) - 1);
         }
         return data_loss(what + ": file " + want_file.path + " is corrupted" + where +
-                             ": SHA-256 " + got.sha256[c] + ", the manifest says " + listed[c],
+                             ": SHA-256 " + got.sha256[c] + ", the manifest says " + listed,
                          "SnapshotChecksumMismatch");
       }
     }
