@@ -129,9 +129,14 @@ node_is_ready() { [[ "$(node_ready_status "$1")" == True ]]; }
 node_not_ready() { [[ "$(node_ready_status "$1")" != True ]]; }
 
 # start_copy_sampler CONTAINER NODE...: inside each NODE, every 50 ms, count
-# the running (not paused) containers named CONTAINER of this test's
-# namespace (runc state, read from the node's runtime root), as
-# "<epoch ms> <count>" lines; the nodes share the host's clock. Stopped on
+# the copies of container CONTAINER of this test's namespace that can run
+# user code: runc says "running" (not paused, not stopped) and its init is
+# neither exiting (PF_EXITING in /proc/PID/stat flags) nor has SIGKILL
+# queued (SigPnd/ShdPnd bit 9). A source killed while frozen is thawed with
+# SIGKILL queued and reads "running" to runc until its memory is freed and
+# init is a zombie (tens of ms for hundreds of MiB); such a dying copy never
+# returns to user space, so it is counted apart. Lines are
+# "<epoch ms> <live> <dying>"; the nodes share the host's clock. Stopped on
 # exit, or by stop_copy_sampler.
 start_copy_sampler() {
   local container="$1" n
@@ -139,14 +144,25 @@ start_copy_sampler() {
   _sampler="/run/ferry-e2e-samples-$E2E_NS-$container"
   _sampler_nodes=("$@")
   for n in "$@"; do
-    docker exec -d "$n" bash -c "while [[ ! -e $_sampler.stop ]]; do
-      t=\$(date +%s%3N); c=0
-      for id in \$(/usr/local/sbin/runc --root /run/containerd/runc/k8s.io list 2>/dev/null | awk '\$3==\"running\" {print \$1}'); do
+    docker exec -d "$n" bash -c "dying() {
+        local s f v
+        s=\$(cat /proc/\$1/stat 2>/dev/null) || return 0
+        s=\${s##*) }; set -- \$s; f=\$7
+        (( f & 4 )) && return 0
+        for v in \$(awk '/^(SigPnd|ShdPnd):/ {print \$2}' /proc/\$1/status 2>/dev/null); do
+          (( 0x\$v & 0x100 )) && return 0
+        done
+        return 1
+      }
+      while [[ ! -e $_sampler.stop ]]; do
+      t=\$(date +%s%3N); c=0; d=0
+      while read -r id pid; do
         f=/run/containerd/io.containerd.runtime.v2.task/k8s.io/\$id/config.json
         grep -q '\"io.kubernetes.cri.sandbox-namespace\":\"$E2E_NS\"' \$f 2>/dev/null &&
-          grep -q '\"io.kubernetes.cri.container-name\":\"$container\"' \$f && c=\$((c+1))
-      done
-      echo \"\$t \$c\" >>$_sampler; sleep 0.05; done"
+          grep -q '\"io.kubernetes.cri.container-name\":\"$container\"' \$f || continue
+        if dying \$pid; then d=\$((d+1)); else c=\$((c+1)); fi
+      done < <(/usr/local/sbin/runc --root /run/containerd/runc/k8s.io list 2>/dev/null | awk '\$3==\"running\" {print \$1, \$2}')
+      echo \"\$t \$c \$d\" >>$_sampler; sleep 0.05; done"
     on_exit "docker exec $n sh -c 'touch $_sampler.stop; sleep 0.3; rm -f $_sampler $_sampler.stop'"
   done
 }
@@ -156,20 +172,23 @@ stop_copy_sampler() {
 }
 
 # check_one_copy: fails unless, in every sampled 100 ms window, at most one
-# copy ran across the sampled nodes, and some window saw none (the frozen
-# time: proves the sampler can see it). Prints the verdict.
+# live copy ran across the sampled nodes, and some window saw none (the
+# frozen time: proves the sampler can see it). Prints the verdict, with the
+# windows where a killed copy was still dying next to the live one.
 check_one_copy() {
-  local samples verdict n_buckets max zero two n
+  local samples verdict n_buckets max zero two dying n
   samples="$(for n in "${_sampler_nodes[@]}"; do docker exec "$n" cat "$_sampler" | sed "s/^/$n /"; done)"
   # Per 100 ms bucket, the highest count each node saw; sum across nodes.
   # (Buckets as strings: awk would print large numbers as 1.79e+10.)
-  verdict="$(awk '{ b = substr($2, 1, length($2) - 2); k = $1 " " b; if (!(k in m) || $3 > m[k]) m[k] = $3; buckets[b] = 1 }
+  verdict="$(awk '{ b = substr($2, 1, length($2) - 2); k = $1 " " b; if (!(k in m) || $3 > m[k]) m[k] = $3
+                  if ($4 > 0) d[b] = 1; buckets[b] = 1 }
     END { for (k in m) { split(k, p, " "); sum[p[2]] += m[k] }
-          for (b in buckets) { n++; if (sum[b] > max) max = sum[b]; if (sum[b] == 0) zero++; if (sum[b] > 1) two++ }
-          printf "%d %d %d %d\n", n, max, zero, two }' <<<"$samples")"
-  read -r n_buckets max zero two <<<"$verdict"
+          for (b in buckets) { n++; if (sum[b] > max) max = sum[b]; if (sum[b] == 0) zero++; if (sum[b] > 1) two++
+                               if (b in d) dying++ }
+          printf "%d %d %d %d %d\n", n, max, zero, two, dying }' <<<"$samples")"
+  read -r n_buckets max zero two dying <<<"$verdict"
   ((n_buckets > 20)) || fail "only $n_buckets sampled 100 ms windows"
   ((max <= 1)) || fail "two running copies in $two of $n_buckets sampled 100 ms windows"
   ((zero > 0)) || fail "never sampled the frozen window (0 running): the sampler cannot see it"
-  ok "$n_buckets sampled 100 ms windows ($(wc -l <<<"$samples") samples on ${#_sampler_nodes[@]} nodes): at most $max running copy; none running in $zero"
+  ok "$n_buckets sampled 100 ms windows ($(wc -l <<<"$samples") samples on ${#_sampler_nodes[@]} nodes): at most $max running copy; none running in $zero; a killed copy dying (SIGKILL queued, not running) in ${dying:-0}"
 }
