@@ -1,18 +1,96 @@
 // ferry-runc: the OCI runtime wrapper registered as the `ferry` RuntimeClass
 // handler. Wiring only; the decisions are in wrapper.cpp (DESIGN.md §2).
 #include <fcntl.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string_view>
 #include <vector>
 
 #include "cli/build_info.h"
+#include "runtime/criu_proxy.h"
 #include "runtime/restore_source.h"
 #include "runtime/wrapper.h"
 
+namespace {
+
+std::string env_or_empty(const char* name) {
+  const char* v = std::getenv(name);
+  return v != nullptr ? v : "";
+}
+
+// Started as `criu` (by runc, from the proxy directory ferry-runc put first
+// in its PATH): the CRIU proxy, configured through the environment.
+int criu_proxy_main(const std::vector<std::string>& args) {
+  const std::string dir = env_or_empty(ferry::runtime::kProxyVerifyDirEnv);
+  std::vector<std::string> files;
+  std::istringstream joined(env_or_empty(ferry::runtime::kProxyVerifyFilesEnv));
+  for (std::string f; std::getline(joined, f, ':');) {
+    if (!f.empty()) files.push_back(f);
+  }
+  std::function<ferry::Status()> verify;
+  if (!dir.empty() && !files.empty()) {
+    verify = [dir, files] { return ferry::runtime::verify_snapshot_files(dir, files); };
+  }
+  return ferry::runtime::run_criu_proxy(env_or_empty(ferry::runtime::kProxyRealCriuEnv), args,
+                                        verify, env_or_empty(ferry::runtime::kProxyErrorFileEnv));
+}
+
+[[noreturn]] void exec_or_die(std::vector<std::string>& argv) {
+  std::vector<char*> c_argv;
+  for (auto& s : argv) c_argv.push_back(s.data());
+  c_argv.push_back(nullptr);
+  execvp(c_argv[0], c_argv.data());
+  std::perror(("ferry-runc: cannot run " + argv[0]).c_str());
+  _exit(127);
+}
+
+// Runs the restore as a child and, when it fails, reports the proxy's
+// reason last (wrapper.h, Action::failure_reason_file).
+int run_and_report(ferry::runtime::Action& action) {
+  pid_t child = fork();
+  if (child < 0) {
+    std::perror("ferry-runc: fork");
+    return 1;
+  }
+  if (child == 0) {
+    // The shim kills the runtime it waits for on a timeout: take runc along.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    exec_or_die(action.exec_argv);
+  }
+  int status = 0;
+  while (waitpid(child, &status, 0) < 0) {
+    if (errno != EINTR) {
+      std::perror("ferry-runc: waitpid");
+      return 1;
+    }
+  }
+  const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  if (code != 0) {
+    std::ifstream in(action.failure_reason_file);
+    std::string reason;
+    std::getline(in, reason);
+    if (!reason.empty()) {
+      ferry::runtime::report_error(action.report_args, action.failure_context + reason);
+    }
+  }
+  return code;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
+  if (argc > 0 && std::filesystem::path(argv[0]).filename() == "criu") {
+    return criu_proxy_main(args);
+  }
   if (args.size() == 1 && (args[0] == "--help" || args[0] == "-h" || args[0] == "--version")) {
     if (args[0] == "--version") {
       std::printf("ferry-runc version %s\n", ferry::cli::kVersion);
@@ -41,10 +119,7 @@ int main(int argc, char** argv) {
     int flags = fcntl(action.inherit_fd, F_GETFD);
     if (flags >= 0) fcntl(action.inherit_fd, F_SETFD, flags & ~FD_CLOEXEC);
   }
-  std::vector<char*> c_argv;
-  for (auto& s : action.exec_argv) c_argv.push_back(s.data());
-  c_argv.push_back(nullptr);
-  execvp(c_argv[0], c_argv.data());
-  std::perror(("ferry-runc: cannot run " + action.exec_argv[0]).c_str());
-  return 127;
+  for (const auto& [name, value] : action.env) setenv(name.c_str(), value.c_str(), 1);
+  if (!action.failure_reason_file.empty()) return run_and_report(action);
+  exec_or_die(action.exec_argv);
 }

@@ -40,16 +40,20 @@ Result<PreparedRestore> prepare_from_store(const WrapperConfig& config,
                           .container_name = request.container_name,
                           .migration_uid = request.migration_uid};
   // Every byte is checked: a corrupted image restores a process with wrong
-  // memory, which is worse than no restore at all.
-  auto snapshot =
-      snapshots.open(request.migration_uid, request.container_name, expected, store::Verify::kFull);
+  // memory, which is worse than no restore at all. The memory images are
+  // checked while CRIU reads them, before the process runs (criu_proxy.h).
+  auto snapshot = snapshots.open(request.migration_uid, request.container_name, expected,
+                                 store::Verify::kFull, is_criu_memory_image);
   if (!snapshot.ok()) return snapshot.status();
   auto applied =
       rootfs::apply_diff(snapshot->dir + "/" + std::string(kRootfsDiffDir), request.rootfs);
   if (!applied.ok()) return applied.status().with_context("apply rootfs diff");
   carry_log(config, request, snapshot->dir + "/" + std::string(kCarriedLogFile));
   auto held = std::make_shared<store::VerifiedSnapshot>(std::move(snapshot).value());
-  PreparedRestore prepared{.image_dir = held->dir};
+  PreparedRestore prepared{.image_dir = held->dir, .unverified = held->unverified};
+  prepared.verify_unverified = [dir = held->dir, files = held->unverified] {
+    return verify_snapshot_files(dir, files);
+  };
   prepared.hold = held;
   prepared.inherit_fd = held->lease.fd();
   // How the source dumped, so the restore matches (verified with the rest).
@@ -61,6 +65,27 @@ Result<PreparedRestore> prepare_from_store(const WrapperConfig& config,
     prepared.page_server = options.value("pageServer", "");
   }
   return prepared;
+}
+
+bool is_criu_memory_image(const std::string& rel_path) {
+  constexpr std::string_view kPrefix = "pages-", kSuffix = ".img";
+  std::string_view p = rel_path;
+  if (p.size() <= kPrefix.size() + kSuffix.size() || !p.starts_with(kPrefix) ||
+      !p.ends_with(kSuffix)) {
+    return false;
+  }
+  p = p.substr(kPrefix.size(), p.size() - kPrefix.size() - kSuffix.size());
+  return p.find_first_not_of("0123456789") == std::string_view::npos;
+}
+
+Status verify_snapshot_files(const std::string& dir, const std::vector<std::string>& files) {
+  const std::string what = "snapshot " + dir;
+  std::ifstream in(dir + "/" + store::kManifestFile);
+  if (!in) return not_found(what + ": " + store::kManifestFile + " cannot be read");
+  std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  auto manifest = store::manifest_from_json(text);
+  if (!manifest.ok()) return manifest.status().with_context(what);
+  return store::verify_checksums(dir, *manifest, files, 0, what);
 }
 
 }  // namespace ferry::runtime

@@ -1,6 +1,8 @@
 // Where ferry-runc gets a restore from: the snapshot store on shared
 // storage. Verifies the snapshot (binding to this pod, checksums of every
-// file) and applies its rootfs diff to the new container's rootfs.
+// file but CRIU's memory images, which the CRIU proxy verifies while CRIU
+// reads them: criu_proxy.h) and applies its rootfs diff to the new
+// container's rootfs.
 #pragma once
 
 #include "runtime/wrapper.h"
@@ -21,5 +23,13 @@ inline constexpr std::string_view kCarriedLogFile = "container.log";
 
 Result<PreparedRestore> prepare_from_store(const WrapperConfig& config,
                                            const RestoreRequest& request);
+
+// CRIU's memory images (pages-<n>.img): the bulk of a snapshot, read by
+// CRIU alone.
+bool is_criu_memory_image(const std::string& rel_path);
+
+// Verifies `files` of the published snapshot in `dir` against its manifest
+// (the CRIU proxy's verification, PreparedRestore::unverified).
+Status verify_snapshot_files(const std::string& dir, const std::vector<std::string>& files);
 
 }  // namespace ferry::runtime

@@ -18,6 +18,7 @@
 #include "api/annotations.h"
 #include "posix/atomic_file.h"
 #include "process/subprocess.h"
+#include "runtime/criu_proxy.h"
 
 namespace ferry::runtime {
 namespace fs = std::filesystem;
@@ -113,6 +114,58 @@ void clean_lazy_restore(const WrapperConfig& config, const std::string& id) {
   for (auto it = yards.rbegin(); it != yards.rend(); ++it) umount2(it->c_str(), MNT_DETACH);
 }
 
+// `name` as exec would find it in PATH; a name with a slash as it is.
+std::string find_in_path(const std::string& name) {
+  if (name.find('/') != std::string::npos) return name;
+  const char* path = std::getenv("PATH");
+  std::istringstream dirs(
+      path != nullptr ? path : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+  for (std::string dir; std::getline(dirs, dir, ':');) {
+    std::string candidate = (dir.empty() ? "." : dir) + "/" + name;
+    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  return {};
+}
+
+// Points `criu` in the proxy directory at ferry-runc (once per node; an
+// existing correct link is kept) and returns what runc's environment needs
+// for the proxy to verify `files` of `image_dir` during the restore of `id`.
+Result<std::vector<std::pair<std::string, std::string>>> criu_proxy_env(
+    const WrapperConfig& config, const std::string& id, const std::string& image_dir,
+    const std::vector<std::string>& files) {
+  const std::string real = find_in_path(config.criu);
+  if (real.empty()) return not_found("criu (" + config.criu + ") is not in PATH");
+  std::error_code ec;
+  const std::string self =
+      config.self_exe.empty() ? fs::read_symlink("/proc/self/exe", ec).string() : config.self_exe;
+  if (ec || self.empty()) return internal_error("cannot find ferry-runc's own binary");
+  const std::string dir = criu_proxy_dir(config);
+  const std::string link = dir + "/criu";
+  if (fs::read_symlink(link, ec) != fs::path(self)) {
+    fs::create_directories(dir, ec);
+    const std::string tmp = link + ".tmp." + std::to_string(::getpid());
+    fs::remove(tmp, ec);
+    fs::create_symlink(self, tmp, ec);
+    if (!ec) fs::rename(tmp, link, ec);
+    if (ec) return internal_error("cannot link " + link + " to " + self + ": " + ec.message());
+  }
+  const std::string error_file = criu_proxy_error_file(config, id);
+  fs::remove(error_file, ec);
+  std::string joined;
+  for (const auto& f : files) joined += (joined.empty() ? "" : ":") + f;
+  const char* path = std::getenv("PATH");
+  return std::vector<std::pair<std::string, std::string>>{
+      {"PATH",
+       dir + ":" +
+           (path != nullptr ? path
+                            : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")},
+      {kProxyRealCriuEnv, real},
+      {kProxyVerifyDirEnv, image_dir},
+      {kProxyVerifyFilesEnv, joined},
+      {kProxyErrorFileEnv, error_file},
+  };
+}
+
 std::string bundle_abs(const std::string& bundle) {
   std::error_code ec;
   auto p = fs::absolute(bundle, ec);
@@ -197,6 +250,13 @@ Status start_lazy_pages_daemon(const std::vector<std::string>& argv, const std::
         tail(work_dir + "/lazy-pages.out", 2));
   }
   return {};
+}
+
+std::string criu_proxy_dir(const WrapperConfig& config) {
+  return config.state_dir + "/criu-proxy";
+}
+std::string criu_proxy_error_file(const WrapperConfig& config, const std::string& id) {
+  return work_path(config, id) + "/verify-error";
 }
 
 std::string abandoned_marker(const std::string& snapshot_root, const std::string& migration_uid) {
@@ -323,7 +383,29 @@ Action plan(const WrapperConfig& config, const std::vector<std::string>& args,
     argv.emplace_back("--lazy-pages");
   }
   argv.push_back(id);
-  return {argv, 0, prepared->hold, prepared->inherit_fd};
+  Action action{argv, 0, prepared->hold, prepared->inherit_fd};
+  if (!prepared->unverified.empty()) {
+    auto env = criu_proxy_env(config, id, prepared->image_dir, prepared->unverified);
+    if (env.ok()) {
+      action.env = std::move(env).value();
+      action.failure_reason_file = criu_proxy_error_file(config, id);
+      action.failure_context = "restore of container " + id + " refused: ";
+      action.report_args = a;
+    } else {
+      // No proxy: verify here, before CRIU reads anything, as slower but safe.
+      std::fprintf(stderr, "ferry-runc: verifying before the restore (%s)\n",
+                   env.status().message().c_str());
+      Status verified = prepared->verify_unverified
+                            ? prepared->verify_unverified()
+                            : internal_error("no verification for the memory images");
+      if (!verified.ok()) {
+        fs::remove(marker_path(config, id), ec);
+        report_error(a, "restore of container " + id + " refused: " + verified.message());
+        return {{}, 1};
+      }
+    }
+  }
+  return action;
 }
 
 }  // namespace ferry::runtime

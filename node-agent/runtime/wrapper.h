@@ -10,6 +10,9 @@
 //   - every `create` gets a per-container CRIU configuration file
 //     (org.criu.config annotation), through which the agent chooses
 //     checkpoint options runc has no flags for (tcp-close);
+//   - the snapshot's memory images are verified while CRIU restores them,
+//     by the CRIU proxy runc runs as `criu` (criu_proxy.h): no restored
+//     task runs before they match, and the restore costs one read of them;
 //   - a PostCopy snapshot (no memory in it) is restored with
 //     `runc restore --lazy-pages`, after a `criu lazy-pages` daemon was
 //     started in the restore's work directory: it outlives ferry-runc,
@@ -43,6 +46,9 @@ struct WrapperConfig {
   // before its next try; kubelet's own CRI deadline is 2 min. The wait ends
   // early when the source agent abandons the migration (abandoned_marker).
   int snapshot_wait_seconds = 0;
+  // ferry-runc's own binary, which the CRIU proxy's `criu` links to; empty:
+  // /proc/self/exe.
+  std::string self_exe;
   // Loads $FERRY_RUNC_CONFIG, else /etc/ferry/ferry-runc.json, else defaults.
   static Result<WrapperConfig> load();
 };
@@ -58,7 +64,12 @@ struct RestoreRequest {
 };
 
 struct PreparedRestore {
-  std::string image_dir;         // verified CRIU images
+  std::string image_dir;  // verified CRIU images, but for `unverified`
+  // Images whose checksums are still to be verified, by the CRIU proxy
+  // during the restore (criu_proxy.h); relative to image_dir.
+  std::vector<std::string> unverified;
+  // Verifies `unverified` (by ferry-runc itself when the proxy cannot be set up).
+  std::function<Status()> verify_unverified;
   bool tcp_established = false;  // how the snapshot's TCP connections were dumped
   bool lazy_pages = false;
   std::string page_server;  // PostCopy: "address:port" of the source's page server
@@ -99,7 +110,20 @@ struct Action {
   int exit_code = 0;
   std::shared_ptr<void> hold;  // see PreparedRestore
   int inherit_fd = -1;
+  // A restore through the CRIU proxy: runc gets `env` on top of ours, and
+  // runs as a child rather than by exec, so that when it fails the proxy's
+  // reason (written to `failure_reason_file`) is reported after runc's own
+  // error: the shim shows the last error line of the runtime log.
+  std::vector<std::pair<std::string, std::string>> env;
+  std::string failure_reason_file;
+  std::string failure_context;  // put before the reason
+  RuncArgs report_args;
 };
+
+// The directory whose `criu` is the proxy, and the file the proxy writes a
+// failed verification to, for container `id`.
+std::string criu_proxy_dir(const WrapperConfig& config);
+std::string criu_proxy_error_file(const WrapperConfig& config, const std::string& id);
 
 // Decides, performing the side effects a decision needs (markers, CRIU
 // config files, spec annotations, snapshot preparation).

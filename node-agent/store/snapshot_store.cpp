@@ -496,9 +496,53 @@ Result<std::unique_ptr<SnapshotWriter>> SnapshotStore::begin(const SnapshotMeta&
   return internal_error("begin snapshot: no unique staging name after 8 attempts");
 }
 
+Status verify_checksums(const std::string& dir, const Manifest& manifest,
+                        const std::vector<std::string>& paths, unsigned threads,
+                        const std::string& what) {
+  std::vector<const ManifestFile*> listed;
+  std::vector<HashTarget> targets;
+  for (const auto& path : paths) {
+    auto it = std::find_if(manifest.files.begin(), manifest.files.end(),
+                           [&](const ManifestFile& f) { return f.path == path; });
+    if (it == manifest.files.end()) {
+      return data_loss(what + ": file " + path + " is not listed in the manifest",
+                       "SnapshotUnlistedFile");
+    }
+    listed.push_back(&*it);
+    targets.push_back(
+        {.path = path, .chunk_bytes = it->sha256_chunks.empty() ? 0 : manifest.chunk_bytes});
+  }
+  if (targets.empty()) return {};
+  auto digests = hash_files(dir, targets, {.threads = threads});
+  if (!digests.ok()) return digests.status().with_context(what);
+  for (size_t i = 0; i < targets.size(); ++i) {
+    const ManifestFile& want_file = *listed[i];
+    const auto& got = (*digests)[i];
+    if (got.size != want_file.size) {
+      return data_loss(what + ": file " + want_file.path + " changed size while verifying",
+                       "SnapshotFileSizeMismatch");
+    }
+    const bool chunked = !want_file.sha256_chunks.empty();
+    for (size_t c = 0; c < got.sha256.size(); ++c) {
+      const std::string& want = chunked ? want_file.sha256_chunks[c] : want_file.sha256;
+      if (got.sha256[c] == want) continue;
+      std::string where;
+      if (chunked) {
+        const std::uint64_t from = c * manifest.chunk_bytes;
+        where = " in bytes " + std::to_string(from) + "-" +
+                std::to_string(std::min(want_file.size, from + manifest.chunk_bytes) - 1);
+      }
+      return data_loss(what + ": file " + want_file.path + " is corrupted" + where + ": SHA-256 " +
+                           got.sha256[c] + ", the manifest says " + want,
+                       "SnapshotChecksumMismatch");
+    }
+  }
+  return {};
+}
+
 Result<VerifiedSnapshot> SnapshotStore::open(const std::string& migration_uid,
                                              const std::string& container, const Binding& expected,
-                                             Verify level) const {
+                                             Verify level, const DeferChecksums& defer) const {
   const std::string dir = snapshot_dir(migration_uid, container);
   const std::string what = "open snapshot " + dir;
   FERRY_RETURN_IF_ERROR(check_names(migration_uid, container).with_context(what));
@@ -578,39 +622,17 @@ Result<VerifiedSnapshot> SnapshotStore::open(const std::string& migration_uid,
     return data_loss(what + ": file " + *present.begin() + " is not listed in the manifest",
                      "SnapshotUnlistedFile");
   }
+  std::vector<std::string> unverified;
   if (level == Verify::kFull) {
-    std::vector<HashTarget> targets;
-    for (const auto& f : manifest->files) {
-      targets.push_back(
-          {.path = f.path, .chunk_bytes = f.sha256_chunks.empty() ? 0 : manifest->chunk_bytes});
-    }
-    auto digests = hash_files(dir, targets, {.threads = options_.hash_threads});
-    if (!digests.ok()) return digests.status().with_context(what);
-    for (size_t i = 0; i < targets.size(); ++i) {
-      const auto& want_file = manifest->files[i];
-      const auto& got = (*digests)[i];
-      if (got.size != want_file.size) {
-        return data_loss(what + ": file " + want_file.path + " changed size while verifying",
-                         "SnapshotFileSizeMismatch");
-      }
-      const bool chunked = !want_file.sha256_chunks.empty();
-      for (size_t c = 0; c < got.sha256.size(); ++c) {
-        const std::string& listed = chunked ? want_file.sha256_chunks[c] : want_file.sha256;
-        if (got.sha256[c] == listed) continue;
-        std::string where;
-        if (chunked) {
-          const std::uint64_t from = c * manifest->chunk_bytes;
-          where = " in bytes " + std::to_string(from) + "-" +
-                  std::to_string(std::min(want_file.size, from + manifest->chunk_bytes) - 1);
-        }
-        return data_loss(what + ": file " + want_file.path + " is corrupted" + where +
-                             ": SHA-256 " + got.sha256[c] + ", the manifest says " + listed,
-                         "SnapshotChecksumMismatch");
-      }
-    }
+    std::vector<std::string> now;
+    for (const auto& f : manifest->files)
+      (defer && defer(f.path) ? unverified : now).push_back(f.path);
+    FERRY_RETURN_IF_ERROR(verify_checksums(dir, *manifest, now, options_.hash_threads, what));
   }
-  return VerifiedSnapshot{
-      .dir = dir, .manifest = std::move(*manifest), .lease = SnapshotLease(lock->release())};
+  return VerifiedSnapshot{.dir = dir,
+                          .manifest = std::move(*manifest),
+                          .lease = SnapshotLease(lock->release()),
+                          .unverified = std::move(unverified)};
 }
 
 Status SnapshotStore::remove(const std::string& migration_uid) const {

@@ -89,12 +89,31 @@ struct VerifiedSnapshot {
   std::string dir;
   Manifest manifest;
   SnapshotLease lease;
+  // Files whose sizes were checked but whose checksums were left to the
+  // caller (OpenOptions::defer_checksums): verify_checksums() before
+  // anything built from them is trusted.
+  std::vector<std::string> unverified;
 };
 
 enum class Verify {
   kSizes,  // manifest, binding, file list and sizes: milliseconds, catches truncation
   kFull,   // and SHA-256 of every byte: catches corruption, costs a read of everything
 };
+
+// With Verify::kFull, the files (paths relative to the snapshot) whose
+// checksums open() leaves to the caller, listed in
+// VerifiedSnapshot::unverified: a restore checks CRIU's memory images while
+// CRIU reads them, and lets the process run only once they match.
+using DeferChecksums = std::function<bool(const std::string& rel_path)>;
+
+// Compares the SHA-256 of `paths` (relative to `dir`, each listed in
+// `manifest`) with the manifest, on `threads` threads (0: one per CPU).
+// DataLoss naming the file and, for a chunked file, the corrupted byte
+// range (SnapshotChecksumMismatch, SnapshotFileSizeMismatch); `what` starts
+// every message.
+Status verify_checksums(const std::string& dir, const Manifest& manifest,
+                        const std::vector<std::string>& paths, unsigned threads,
+                        const std::string& what);
 
 // One snapshot being written. Not thread-safe; one owner.
 class SnapshotWriter {
@@ -190,8 +209,11 @@ class SnapshotStore {
   //   Unsupported         SnapshotFormatUnsupported
   //   FailedPrecondition  SnapshotBindingMismatch
   //   NotFound            SnapshotNotGranted (bound to a pod not known yet)
+  // With `defer`, the checksums of the files it picks are left to the
+  // caller (see DeferChecksums).
   Result<VerifiedSnapshot> open(const std::string& migration_uid, const std::string& container,
-                                const Binding& expected, Verify level) const;
+                                const Binding& expected, Verify level,
+                                const DeferChecksums& defer = nullptr) const;
 
   // Names the pod that may restore a migration's snapshots published with
   // no pod uid in their binding (the replacement an owner created after

@@ -778,6 +778,31 @@ TEST_F(ChunkedSnapshotTest, AFlippedByteNamesTheCorruptedChunk) {
       << snap.status().message();
 }
 
+// A restore verifies the memory image while CRIU reads it: open() checks
+// everything else and only the size of the deferred file, and
+// verify_checksums() later finds what open() left.
+TEST_F(ChunkedSnapshotTest, DeferredChecksumsAreLeftToTheCallerAndStillCatchCorruption) {
+  publish(store_, "mig-1", "app", pages_.size());
+  flip(tmp_.path() + "/mig-1/app/pages-1.img", 3 * kChunk + 5);
+  auto pages_only = [](const std::string& path) { return path == "pages-1.img"; };
+  auto snap = store_.open("mig-1", "app", expected_, Verify::kFull, pages_only);
+  ASSERT_TRUE(snap.ok()) << snap.status().to_string();
+  EXPECT_EQ(snap->unverified, std::vector<std::string>{"pages-1.img"});
+  Status later = verify_checksums(snap->dir, snap->manifest, snap->unverified, 0, "restore");
+  EXPECT_EQ(later.reason(), "SnapshotChecksumMismatch");
+  EXPECT_NE(later.message().find("restore: file pages-1.img is corrupted in bytes 196608-262143"),
+            std::string::npos)
+      << later.message();
+  // The files open() did check are still checked: corrupt one of those.
+  flip(tmp_.path() + "/mig-1/app/pages-1.img", 3 * kChunk + 5);  // back as it was
+  EXPECT_TRUE(verify_checksums(snap->dir, snap->manifest, snap->unverified, 0, "restore").ok());
+  flip(tmp_.path() + "/mig-1/app/inventory.img", 0);
+  auto refused = store_.open("mig-1", "app", expected_, Verify::kFull, pages_only);
+  EXPECT_EQ(refused.status().reason(), "SnapshotChecksumMismatch");
+  EXPECT_EQ(verify_checksums(snap->dir, snap->manifest, {"nope.img"}, 0, "restore").reason(),
+            "SnapshotUnlistedFile");
+}
+
 // CRIU appends to its images while the writer's background hasher digests
 // every completed chunk; publish reads only the rest, and the manifest is
 // the same as if it had read everything.

@@ -1,0 +1,297 @@
+#include "runtime/criu_proxy.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <condition_variable>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "posix/atomic_file.h"
+#include "runtime/criu_rpc.h"
+
+namespace ferry::runtime {
+
+namespace {
+
+// CRIU's RPC messages are a few KiB; runc reads them into 40 KiB.
+constexpr size_t kMaxMessage = 1 << 20;
+constexpr size_t kMaxPassedFds = 16;
+
+struct Message {
+  std::string bytes;
+  std::vector<int> fds;  // received with it; ours to close once passed on
+};
+
+void close_all(std::vector<int>& fds) {
+  for (int fd : fds) ::close(fd);
+  fds.clear();
+}
+
+// One message (SOCK_SEQPACKET keeps boundaries). 0 bytes and no error: the
+// peer closed.
+Result<Message> receive(int fd) {
+  Message m;
+  m.bytes.resize(kMaxMessage);
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxPassedFds)];
+  iovec iov{m.bytes.data(), m.bytes.size()};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  ssize_t n;
+  do {
+    n = ::recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0)
+    return internal_error(std::string("receive a CRIU RPC message: ") + std::strerror(errno));
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    const size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < count; ++i) {
+      int passed;
+      std::memcpy(&passed, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+      m.fds.push_back(passed);
+    }
+  }
+  if ((msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0) {
+    close_all(m.fds);
+    return internal_error("a CRIU RPC message was larger than the proxy can pass on");
+  }
+  m.bytes.resize(static_cast<size_t>(n));
+  return m;
+}
+
+Status send(int fd, const std::string& bytes, const std::vector<int>& fds) {
+  iovec iov{const_cast<char*>(bytes.data()), bytes.size()};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxPassedFds)];
+  if (!fds.empty()) {
+    msg.msg_control = control;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+    std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
+  }
+  ssize_t n;
+  do {
+    n = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0)
+    return internal_error(std::string("pass on a CRIU RPC message: ") + std::strerror(errno));
+  return {};
+}
+
+// The verification's outcome, waited for at post-restore.
+class Verification {
+ public:
+  explicit Verification(std::function<Status()> verify) {
+    auto state = state_;
+    std::thread([state, verify = std::move(verify)] {
+      Status result = verify();
+      std::lock_guard<std::mutex> lock(state->mu);
+      state->result = std::move(result);
+      state->done = true;
+      state->cv.notify_all();
+    }).detach();  // a CRIU that fails early lets the proxy exit without waiting
+  }
+  Status wait() {
+    std::unique_lock<std::mutex> lock(state_->mu);
+    state_->cv.wait(lock, [&] { return state_->done; });
+    return state_->result;
+  }
+
+ private:
+  struct State {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+    Status result;
+  };
+  std::shared_ptr<State> state_ = std::make_shared<State>();
+};
+
+int exec_real(const std::string& real_criu, const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {real_criu};
+  argv.insert(argv.end(), args.begin(), args.end());
+  std::vector<char*> c_argv;
+  for (auto& s : argv) c_argv.push_back(s.data());
+  c_argv.push_back(nullptr);
+  ::execv(c_argv[0], c_argv.data());
+  std::fprintf(stderr, "ferry-runc (criu proxy): cannot run %s: %s\n", real_criu.c_str(),
+               std::strerror(errno));
+  return 127;
+}
+
+// Moves `fd` to a number at or above `floor` (close-on-exec).
+int move_above(int fd, int floor) {
+  int moved = ::fcntl(fd, F_DUPFD_CLOEXEC, floor);
+  if (moved < 0) return fd;
+  ::close(fd);
+  return moved;
+}
+
+// CRIU opens the descriptors its request names by number in its peer's
+// process (/proc/<peer>/fd/<n>), and its peer is now this proxy: give the
+// proxy, at the same numbers, what the client has there.
+Status mirror_client_fds(int client_socket, const std::vector<int>& fds) {
+  ucred peer{};
+  socklen_t len = sizeof peer;
+  if (::getsockopt(client_socket, SOL_SOCKET, SO_PEERCRED, &peer, &len) != 0) {
+    return internal_error(std::string("SO_PEERCRED: ") + std::strerror(errno));
+  }
+  for (int n : fds) {
+    const std::string path = "/proc/" + std::to_string(peer.pid) + "/fd/" + std::to_string(n);
+    int f = ::open(path.c_str(), O_PATH | O_CLOEXEC);
+    if (f < 0) return internal_error("open " + path + ": " + std::strerror(errno));
+    if (f != n) {
+      int rc = ::dup2(f, n);
+      ::close(f);
+      if (rc < 0) return internal_error("dup2 " + path + ": " + std::strerror(errno));
+    }
+  }
+  return {};
+}
+
+int exit_code_of(int wait_status) {
+  if (WIFEXITED(wait_status)) return WEXITSTATUS(wait_status);
+  if (WIFSIGNALED(wait_status)) return 128 + WTERMSIG(wait_status);
+  return 1;
+}
+
+}  // namespace
+
+int run_criu_proxy(const std::string& real_criu, const std::vector<std::string>& args,
+                   const std::function<Status()>& verify, const std::string& error_file) {
+  if (real_criu.empty()) {
+    std::fprintf(stderr, "ferry-runc (criu proxy): %s is not set\n", kProxyRealCriuEnv);
+    return 127;
+  }
+  int client = -1;
+  if (args.size() == 2 && args[0] == "swrk") {
+    try {
+      client = std::stoi(args[1]);
+    } catch (...) {
+      client = -1;
+    }
+  }
+  if (client < 0 || !verify) return exec_real(real_criu, args);
+
+  // The client's first request says what this is; peeked, so that anything
+  // but a restore is the real CRIU's from its first byte.
+  std::string first(kMaxMessage, '\0');
+  ssize_t n;
+  do {
+    n = ::recv(client, first.data(), first.size(), MSG_PEEK);
+  } while (n < 0 && errno == EINTR);
+  const std::string_view peeked(first.data(), n > 0 ? n : 0);
+  auto request = criu_rpc::decode(peeked);
+  if (!request.ok() || request->type != criu_rpc::kRestore) return exec_real(real_criu, args);
+  auto named_fds = criu_rpc::client_fds(peeked);
+  if (!named_fds.ok()) return exec_real(real_criu, args);
+
+  Verification verification(verify);
+
+  int pair[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) {
+    (void)posix::write_file_atomic(
+        error_file, std::string("the CRIU proxy: socketpair: ") + std::strerror(errno) + "\n",
+        0600);
+    return 1;
+  }
+  // The real CRIU gets its end at the client's fd number, so its arguments
+  // are the ones runc gave; everything else runc passed stays inherited.
+  std::vector<std::string> argv = {real_criu, "swrk", args[1]};
+  std::vector<char*> c_argv;
+  for (auto& s : argv) c_argv.push_back(s.data());
+  c_argv.push_back(nullptr);
+  pid_t criu = ::fork();
+  if (criu < 0) {
+    (void)posix::write_file_atomic(
+        error_file, std::string("the CRIU proxy: fork: ") + std::strerror(errno) + "\n", 0600);
+    return 1;
+  }
+  if (criu == 0) {
+    // Only async-signal-safe calls here: the verification thread runs.
+    if (::dup2(pair[1], client) < 0) ::_exit(127);
+    ::execv(c_argv[0], c_argv.data());
+    ::_exit(127);
+  }
+  ::close(pair[1]);
+  // CRIU has its descriptors; now the proxy's own two move out of the way of
+  // the numbers the request names, which then get the client's files. CRIU
+  // reads the request (and opens them) only once it is passed on below.
+  int floor = 16;
+  for (int fd : *named_fds) floor = std::max(floor, fd + 1);
+  client = move_above(client, floor);
+  const int server = move_above(pair[0], floor);
+  if (Status mirrored = mirror_client_fds(client, *named_fds); !mirrored.ok()) {
+    // CRIU will fail to open them and say so; this says why. (Not to
+    // stderr: during a restore that is the container's own output.)
+    (void)posix::write_file_atomic(
+        error_file,
+        "the CRIU proxy cannot pass runc's descriptors on: " + mirrored.message() + "\n", 0600);
+  }
+
+  bool client_open = true;
+  while (true) {
+    pollfd fds[2] = {{server, POLLIN, 0},
+                     {client, static_cast<short>(client_open ? POLLIN : 0), 0}};
+    if (::poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    if (fds[0].revents != 0) {  // CRIU -> runc
+      auto m = receive(server);
+      if (!m.ok() || m->bytes.empty()) break;  // CRIU is done (or gone)
+      auto decoded = criu_rpc::decode(m->bytes);
+      if (decoded.ok() && decoded->type == criu_rpc::kNotify &&
+          decoded->notify_script == "post-restore") {
+        Status verified = verification.wait();
+        if (!verified.ok()) {
+          (void)posix::write_file_atomic(error_file, verified.message() + "\n", 0600);
+          close_all(m->fds);
+          // CRIU aborts: it kills the restored tasks and answers runc with a
+          // failed restore, which is passed on below.
+          if (!send(server, criu_rpc::encode_notify_answer(false), {}).ok()) break;
+          continue;
+        }
+      }
+      Status passed = send(client, m->bytes, m->fds);
+      close_all(m->fds);
+      if (!passed.ok()) break;
+    }
+    if (client_open && fds[1].revents != 0) {  // runc -> CRIU
+      auto m = receive(client);
+      if (!m.ok() || m->bytes.empty()) {
+        // runc is gone or done writing: CRIU sees the same.
+        ::shutdown(server, SHUT_WR);
+        client_open = false;
+        continue;
+      }
+      Status passed = send(server, m->bytes, m->fds);
+      close_all(m->fds);
+      if (!passed.ok()) break;
+    }
+  }
+  ::close(server);
+  int status = 0;
+  while (::waitpid(criu, &status, 0) < 0 && errno == EINTR) {
+  }
+  return exit_code_of(status);
+}
+
+}  // namespace ferry::runtime

@@ -1,0 +1,41 @@
+// ferry-runc's CRIU proxy: lets a restore verify the snapshot's memory
+// images while CRIU reads them, instead of reading them twice in a row.
+//
+// runc restores by running `criu swrk <fd>` found in PATH and speaking
+// CRIU's RPC over that socket. For a restore whose memory images are not
+// verified yet, ferry-runc runs runc with a directory first in PATH whose
+// `criu` is ferry-runc itself; started under that name, ferry-runc is this
+// proxy. It starts the real CRIU on a socket of its own and relays every
+// message both ways unchanged (passed descriptors included), while another
+// thread verifies the images. CRIU's `post-restore` notification comes when
+// every page is in place and before any restored task runs again
+// (criu/cr-restore.c: restore_root_task); the proxy holds it until the
+// verification ends. A mismatch answers CRIU with failure instead, so CRIU
+// kills the restored tasks and runc reports a failed restore; the mismatch
+// itself goes to a file ferry-runc reports as the reason. Any other use of
+// `criu` (version and feature checks, dumps) is the real CRIU, exec'd.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "status/status.h"
+
+namespace ferry::runtime {
+
+// The environment through which ferry-runc configures the proxy (runc
+// passes its environment on to CRIU).
+inline constexpr const char* kProxyRealCriuEnv = "FERRY_CRIU_PROXY_REAL";
+inline constexpr const char* kProxyVerifyDirEnv = "FERRY_CRIU_PROXY_VERIFY_DIR";
+inline constexpr const char* kProxyVerifyFilesEnv =
+    "FERRY_CRIU_PROXY_VERIFY_FILES";  // ':'-separated
+inline constexpr const char* kProxyErrorFileEnv = "FERRY_CRIU_PROXY_ERROR_FILE";
+
+// Runs the proxy for `args` (the arguments after argv[0]) and returns the
+// exit code (the real CRIU's). `verify` runs on its own thread during a
+// restore; its error is written to `error_file` and fails the restore.
+int run_criu_proxy(const std::string& real_criu, const std::vector<std::string>& args,
+                   const std::function<Status()>& verify, const std::string& error_file);
+
+}  // namespace ferry::runtime
