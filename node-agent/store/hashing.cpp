@@ -174,30 +174,38 @@ Result<std::vector<FileDigest>> hash_files(const std::string& dir,
       }
       std::vector<char>& buf = buffers[worker];
       if (buf.empty()) buf.resize(kReadBytes);
-      Sha256 sha;
+      // The chunk right after the known ones may be partly hashed already.
+      const bool resumed = t.resume && piece.chunk == t.known_chunks.size();
+      std::shared_ptr<Sha256> sha = resumed ? t.resume : std::make_shared<Sha256>();
+      const std::uint64_t skip = resumed ? t.resume_bytes : 0;
       if (t.chunk_bytes == 0) {
-        auto n = hash_range(fd->get(), 0, UINT64_MAX, sha, buf, full);
+        auto n = hash_range(fd->get(), skip, UINT64_MAX, *sha, buf, full);
         if (!n.ok()) {
           piece_failed[p] = n.status();
           return;
         }
-        out[piece.target].size = *n;  // what was read is what the digest covers
+        out[piece.target].size = skip + *n;  // what was read is what the digest covers
       } else {
         const std::uint64_t size = out[piece.target].size;
         const std::uint64_t offset = piece.chunk * t.chunk_bytes;
         const std::uint64_t length = std::min(t.chunk_bytes, size - std::min(size, offset));
-        auto n = hash_range(fd->get(), offset, length, sha, buf, full);
+        if (skip > length) {
+          piece_failed[p] = Status(Code::kDataLoss, full + " shrank while it was hashed",
+                                   "SnapshotFileSizeMismatch");
+          return;
+        }
+        auto n = hash_range(fd->get(), offset + skip, length - skip, *sha, buf, full);
         if (!n.ok()) {
           piece_failed[p] = n.status();
           return;
         }
-        if (*n != length || static_cast<std::uint64_t>(st.st_size) != size) {
+        if (*n != length - skip || static_cast<std::uint64_t>(st.st_size) != size) {
           piece_failed[p] = Status(Code::kDataLoss, full + " changed size while it was hashed",
                                    "SnapshotFileSizeMismatch");
           return;
         }
       }
-      out[piece.target].sha256[piece.chunk] = sha.hex_digest();
+      out[piece.target].sha256[piece.chunk] = sha->hex_digest();
     } catch (const std::exception& e) {  // bad_alloc: no exception leaves a thread
       piece_failed[p] = internal_error("hash " + full + ": " + e.what());
     }
@@ -240,16 +248,18 @@ BackgroundHasher::~BackgroundHasher() {
   if (thread_.joinable()) (void)finish();
 }
 
-std::map<std::string, std::vector<std::string>> BackgroundHasher::finish() {
+std::map<std::string, BackgroundHasher::Digested> BackgroundHasher::finish() {
   {
     std::lock_guard lock(mu_);
     stop_ = true;
   }
   wake_.notify_all();
   if (thread_.joinable()) thread_.join();
-  std::map<std::string, std::vector<std::string>> done;
+  std::map<std::string, Digested> done;
   for (auto& [name, progress] : progress_) {
-    if (!progress.chunks.empty()) done.emplace(name, std::move(progress.chunks));
+    if (!progress.digested.chunks.empty() || progress.digested.partial) {
+      done.emplace(name, std::move(progress.digested));
+    }
   }
   progress_.clear();
   return done;
@@ -286,23 +296,39 @@ bool BackgroundHasher::hash_ready_chunks() {
     const std::string full = dir_ + "/" + name;
     if (::lstat(full.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
     Progress& p = progress_[name];
-    if (p.inode != st.st_ino) p = Progress{.inode = st.st_ino, .chunks = {}};
+    if (p.inode != st.st_ino) p = Progress{.inode = st.st_ino, .digested = {}};
+    Digested& g = p.digested;
     const auto size = static_cast<std::uint64_t>(st.st_size);
-    if (size < (p.chunks.size() + 1) * chunk_bytes_) continue;  // no new complete chunk
+    auto done = [&] { return g.chunks.size() * chunk_bytes_ + g.partial_bytes; };
+    if (size <= done()) continue;  // nothing new
     UniqueFd fd(::open(full.c_str(), O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC));
     if (!fd.valid()) continue;
     if (buf.empty()) buf.resize(kReadBytes);
-    while (size >= (p.chunks.size() + 1) * chunk_bytes_) {
+    // Bytes below the size seen are written (CRIU writes each file once,
+    // front to back); each read goes at most to the end of the chunk.
+    while (size > done()) {
       {
         std::lock_guard lock(mu_);
         if (stop_) return hashed;
       }
-      Sha256 sha;
-      auto n = hash_range(fd.get(), p.chunks.size() * chunk_bytes_, chunk_bytes_, sha, buf, full);
-      if (!n.ok() || *n != chunk_bytes_) break;  // publish reads it again
-      p.chunks.push_back(sha.hex_digest());
-      chunks_hashed_.fetch_add(1);
+      if (!g.partial) g.partial = std::make_shared<Sha256>();
+      const std::uint64_t want = std::min(size - done(), chunk_bytes_ - g.partial_bytes);
+      auto n = hash_range(fd.get(), done(), std::min<std::uint64_t>(want, kReadBytes), *g.partial,
+                          buf, full);
+      if (!n.ok() || *n == 0) {  // publish reads it all again
+        g = Digested{};
+        p.inode = 0;
+        break;
+      }
+      g.partial_bytes += *n;
+      bytes_hashed_.fetch_add(*n);
       hashed = true;
+      if (g.partial_bytes == chunk_bytes_) {
+        g.chunks.push_back(g.partial->hex_digest());
+        g.partial.reset();
+        g.partial_bytes = 0;
+        chunks_hashed_.fetch_add(1);
+      }
     }
   }
   return hashed;

@@ -12,6 +12,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -37,6 +38,10 @@ struct HashTarget {
   // Digests of the file's first chunks, already computed (BackgroundHasher);
   // only the rest is read.
   std::vector<std::string> known_chunks;
+  // The chunk after those, hashed up to `resume_bytes` of it: reading goes
+  // on from there. Consumed (finished) by hash_files.
+  std::shared_ptr<class Sha256> resume;
+  std::uint64_t resume_bytes = 0;
 };
 
 struct FileDigest {
@@ -77,9 +82,10 @@ class Sha256 {
   void* ctx_;  // EVP_MD_CTX, kept out of this header
 };
 
-// Digests the regular files directly in `dir` chunk by chunk while a
-// producer appends to them, on one background thread, from construction
-// until finish(). It relies on what CRIU does with its image files: each is
+// Digests the regular files directly in `dir` while a producer appends to
+// them, on one background thread, from construction until finish(): every
+// byte once it is written, so that at the end only the last few
+// milliseconds' writes are left to read. It relies on what CRIU does with its image files: each is
 // written once, front to back, under its final name. A file rewritten in
 // place would be listed with a wrong digest, which the reader's
 // verification refuses: a failed restore, never a wrong one.
@@ -90,11 +96,19 @@ class BackgroundHasher {
   BackgroundHasher(const BackgroundHasher&) = delete;
   BackgroundHasher& operator=(const BackgroundHasher&) = delete;
 
-  // Stops (after the chunk in progress) and returns, per file name, the
-  // digests of its leading chunks that were complete. Once only.
-  std::map<std::string, std::vector<std::string>> finish();
-  // Chunks digested so far, over all files.
+  // What was digested of one file: its leading complete chunks, and the
+  // chunk after them as far as it had been written.
+  struct Digested {
+    std::vector<std::string> chunks;
+    std::shared_ptr<Sha256> partial;  // null when no byte of it was read
+    std::uint64_t partial_bytes = 0;
+  };
+  // Stops (after the read in progress) and returns, per file name, what was
+  // digested. Once only.
+  std::map<std::string, Digested> finish();
+  // Chunks digested so far, and bytes read, over all files.
   std::uint64_t chunks_hashed() const { return chunks_hashed_.load(); }
+  std::uint64_t bytes_hashed() const { return bytes_hashed_.load(); }
 
  private:
   void run();
@@ -102,7 +116,7 @@ class BackgroundHasher {
 
   struct Progress {
     std::uint64_t inode = 0;
-    std::vector<std::string> chunks;
+    Digested digested;
   };
   std::string dir_;
   std::uint64_t chunk_bytes_;
@@ -111,6 +125,7 @@ class BackgroundHasher {
   std::condition_variable wake_;
   bool stop_ = false;  // guarded by mu_
   std::atomic<std::uint64_t> chunks_hashed_{0};
+  std::atomic<std::uint64_t> bytes_hashed_{0};
   std::thread thread_;
 };
 

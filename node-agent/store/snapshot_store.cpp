@@ -364,19 +364,21 @@ Result<Manifest> SnapshotWriter::publish_steps(bool* created_parent) {
       return errno_status(errno, "chmod 0700 " + dir_ + "/" + d);
     }
   }
-  // What the background hasher already digested (whole chunks at the front
-  // of files CRIU wrote) is not read again.
-  std::map<std::string, std::vector<std::string>> known;
+  // What the background hasher already digested (all that CRIU had written
+  // of its files) is not read again.
+  std::map<std::string, BackgroundHasher::Digested> known;
   if (hasher_) known = hasher_->finish();
   const std::uint64_t chunk = options_.digest_chunk_bytes;
   std::vector<HashTarget> targets;
   targets.reserve(to_hash.size());
   for (auto& path : to_hash) {
-    auto it = known.find(path);
-    targets.push_back(
-        {.path = std::move(path),
-         .chunk_bytes = chunk,
-         .known_chunks = it == known.end() ? std::vector<std::string>{} : std::move(it->second)});
+    HashTarget target{.path = std::move(path), .chunk_bytes = chunk};
+    if (auto it = known.find(target.path); it != known.end()) {
+      target.known_chunks = std::move(it->second.chunks);
+      target.resume = std::move(it->second.partial);
+      target.resume_bytes = it->second.partial_bytes;
+    }
+    targets.push_back(std::move(target));
   }
   auto digests = hash_files(
       dir_, targets,

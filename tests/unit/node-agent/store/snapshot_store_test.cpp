@@ -827,29 +827,45 @@ TEST_F(ChunkedSnapshotTest, ChunksHashedWhileWrittenGiveTheSameManifest) {
   EXPECT_TRUE(store_.open("mig-1", "app", expected_, Verify::kFull).ok());
 }
 
-TEST(BackgroundHasherTest, DigestsEachChunkOnceItIsComplete) {
+TEST(BackgroundHasherTest, DigestsEveryByteAsItIsWrittenAndHashFilesGoesOnFromThere) {
   TempDir tmp;
   constexpr std::uint64_t kChunk = 4096;
-  const std::string data = pattern(3 * kChunk + 10, 3);
+  const std::string data = pattern(3 * kChunk + 110, 3);
   BackgroundHasher hasher(tmp.path(), kChunk);
-  int fd = ::open((tmp.path() + "/pages-1.img").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+  const std::string path = tmp.path() + "/pages-1.img";
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
   ASSERT_GE(fd, 0);
-  ASSERT_EQ(::write(fd, data.data(), data.size()), static_cast<ssize_t>(data.size()));
-  ::close(fd);
+  ASSERT_EQ(::write(fd, data.data(), 3 * kChunk + 10), static_cast<ssize_t>(3 * kChunk + 10));
   ASSERT_EQ(::mkdir((tmp.path() + "/rootfs-diff").c_str(), 0700), 0);
   const auto deadline = std::chrono::steady_clock::now() + 30s;
-  while (hasher.chunks_hashed() < 3 && std::chrono::steady_clock::now() < deadline) {
+  while (hasher.bytes_hashed() < 3 * kChunk + 10 && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(5ms);
   }
+  // The producer writes on after the hasher stopped: publish reads that.
+  ASSERT_EQ(::write(fd, data.data() + 3 * kChunk + 10, 100), 100);
+  ::close(fd);
   auto done = hasher.finish();
   ASSERT_EQ(done.size(), 1u);  // a directory is not hashed
-  std::vector<std::string> want;
-  for (int c = 0; c < 3; ++c) {
+  auto chunk_digest = [&](std::uint64_t from, std::uint64_t length) {
     Sha256 sha;
-    sha.update(data.data() + c * kChunk, kChunk);
-    want.push_back(sha.hex_digest());
-  }
-  EXPECT_EQ(done["pages-1.img"], want);  // the 10-byte tail is publish's to read
+    sha.update(data.data() + from, length);
+    return sha.hex_digest();
+  };
+  std::vector<std::string> want;
+  for (std::uint64_t c = 0; c < 3; ++c) want.push_back(chunk_digest(c * kChunk, kChunk));
+  BackgroundHasher::Digested& got = done["pages-1.img"];
+  EXPECT_EQ(got.chunks, want);
+  EXPECT_EQ(got.partial_bytes, 10u) << "the 10 bytes of the last chunk were read too";
+  ASSERT_NE(got.partial, nullptr);
+  auto digests = hash_files(tmp.path(), {{.path = "pages-1.img",
+                                          .chunk_bytes = kChunk,
+                                          .known_chunks = got.chunks,
+                                          .resume = got.partial,
+                                          .resume_bytes = got.partial_bytes}});
+  ASSERT_TRUE(digests.ok()) << digests.status().to_string();
+  want.push_back(chunk_digest(3 * kChunk, 110));
+  EXPECT_EQ((*digests)[0].sha256, want);
+  EXPECT_EQ((*digests)[0].size, data.size());
 }
 
 // The hasher's one assumption is that a file is written once, front to
