@@ -8,11 +8,13 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "posix/atomic_file.h"
@@ -108,9 +110,10 @@ class Verification {
       state->cv.notify_all();
     }).detach();  // a CRIU that fails early lets the proxy exit without waiting
   }
-  Status wait() {
+  // The result, unless `timeout` passes first.
+  std::optional<Status> wait_for(std::chrono::milliseconds timeout) {
     std::unique_lock<std::mutex> lock(state_->mu);
-    state_->cv.wait(lock, [&] { return state_->done; });
+    if (!state_->cv.wait_for(lock, timeout, [&] { return state_->done; })) return std::nullopt;
     return state_->result;
   }
 
@@ -260,7 +263,20 @@ int run_criu_proxy(const std::string& real_criu, const std::vector<std::string>&
       auto decoded = criu_rpc::decode(m->bytes);
       if (decoded.ok() && decoded->type == criu_rpc::kNotify &&
           decoded->notify_script == "post-restore") {
-        Status verified = verification.wait();
+        // The verification's end, or runc's: a runtime killed meanwhile (the
+        // shim gave up) must not leave CRIU and its tasks waiting forever.
+        Status verified;
+        for (;;) {
+          if (auto result = verification.wait_for(std::chrono::milliseconds(100))) {
+            verified = *result;
+            break;
+          }
+          pollfd hangup{client, 0, 0};
+          if (::poll(&hangup, 1, 0) > 0 && (hangup.revents & (POLLHUP | POLLERR)) != 0) {
+            verified = Status(Code::kCancelled, "runc went away during the restore");
+            break;
+          }
+        }
         if (!verified.ok()) {
           (void)posix::write_file_atomic(error_file, verified.message() + "\n", 0600);
           close_all(m->fds);

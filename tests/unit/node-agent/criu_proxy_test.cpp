@@ -136,6 +136,24 @@ TEST_F(CriuProxyTest, AFailedVerificationAbortsTheRestoreAndSaysWhy) {
   ::close(runc);
 }
 
+// The shim gave up and killed the runtime while the images were still
+// being verified: CRIU must not wait for an answer that never comes.
+TEST_F(CriuProxyTest, RuncGoneDuringTheVerificationAbortsTheRestore) {
+  int runc = start([] {
+    std::this_thread::sleep_for(3s);  // would pass, after runc left
+    return Status();
+  });
+  ASSERT_GT(::send(runc, "\x08\x02", 2, 0), 0);
+  ASSERT_EQ(criu_rpc::decode(receive(runc))->notify_script, "setup-namespaces");
+  const std::string yes = criu_rpc::encode_notify_answer(true);
+  ASSERT_GT(::send(runc, yes.data(), yes.size(), 0), 0);
+  ::close(runc);
+  EXPECT_EQ(finish(), 1);
+  EXPECT_EQ(read("criu.log"),
+            "request 2\nsetup-namespaces answered ok\npost-restore answered fail\n");
+  EXPECT_EQ(read("verify-error"), "runc went away during the restore\n");
+}
+
 TEST_F(CriuProxyTest, AnythingButARestoreIsTheRealCriuUnchanged) {
   int runc = start([] { return Status(Code::kDataLoss, "never asked", "X"); });
   ASSERT_GT(::send(runc, "\x08\x0a", 2, 0), 0);  // VERSION
