@@ -54,8 +54,9 @@ Result<Message> receive(int fd) {
   do {
     n = ::recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
   } while (n < 0 && errno == EINTR);
-  if (n < 0)
+  if (n < 0) {
     return internal_error(std::string("receive a CRIU RPC message: ") + std::strerror(errno));
+  }
   for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
     if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
     const size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
@@ -92,8 +93,9 @@ Status send(int fd, const std::string& bytes, const std::vector<int>& fds) {
   do {
     n = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
   } while (n < 0 && errno == EINTR);
-  if (n < 0)
+  if (n < 0) {
     return internal_error(std::string("pass on a CRIU RPC message: ") + std::strerror(errno));
+  }
   return {};
 }
 
@@ -131,6 +133,7 @@ int exec_real(const std::string& real_criu, const std::vector<std::string>& args
   std::vector<std::string> argv = {real_criu};
   argv.insert(argv.end(), args.begin(), args.end());
   std::vector<char*> c_argv;
+  c_argv.reserve(argv.size() + 1);
   for (auto& s : argv) c_argv.push_back(s.data());
   c_argv.push_back(nullptr);
   ::execv(c_argv[0], c_argv.data());
@@ -219,6 +222,7 @@ int run_criu_proxy(const std::string& real_criu, const std::vector<std::string>&
   // are the ones runc gave; everything else runc passed stays inherited.
   std::vector<std::string> argv = {real_criu, "swrk", args[1]};
   std::vector<char*> c_argv;
+  c_argv.reserve(argv.size() + 1);
   for (auto& s : argv) c_argv.push_back(s.data());
   c_argv.push_back(nullptr);
   pid_t criu = ::fork();

@@ -45,6 +45,7 @@ int criu_proxy_main(const std::vector<std::string>& args) {
 
 [[noreturn]] void exec_or_die(std::vector<std::string>& argv) {
   std::vector<char*> c_argv;
+  c_argv.reserve(argv.size() + 1);
   for (auto& s : argv) c_argv.push_back(s.data());
   c_argv.push_back(nullptr);
   execvp(c_argv[0], c_argv.data());

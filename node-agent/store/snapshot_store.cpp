@@ -627,8 +627,9 @@ Result<VerifiedSnapshot> SnapshotStore::open(const std::string& migration_uid,
   std::vector<std::string> unverified;
   if (level == Verify::kFull) {
     std::vector<std::string> now;
-    for (const auto& f : manifest->files)
+    for (const auto& f : manifest->files) {
       (defer && defer(f.path) ? unverified : now).push_back(f.path);
+    }
     FERRY_RETURN_IF_ERROR(verify_checksums(dir, *manifest, now, options_.hash_threads, what));
   }
   return VerifiedSnapshot{.dir = dir,

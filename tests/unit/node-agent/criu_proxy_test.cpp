@@ -50,7 +50,7 @@ class CriuProxyTest : public ::testing::Test {
   void TearDown() override { fs::remove_all(dir_); }
 
   // Starts the proxy; returns runc's end of the socket.
-  int start(std::function<Status()> verify) {
+  int start(const std::function<Status()>& verify) {
     int pair[2];
     EXPECT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair), 0);
     child_ = ::fork();
