@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "rootfs/diff.h"
 #include "runtime/pod_logs.h"
@@ -85,7 +86,10 @@ Status verify_snapshot_files(const std::string& dir, const std::vector<std::stri
   std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
   auto manifest = store::manifest_from_json(text);
   if (!manifest.ok()) return manifest.status().with_context(what);
-  return store::verify_checksums(dir, *manifest, files, 0, what);
+  // CRIU restores on one core meanwhile, and it is the critical path: the
+  // verification takes the others (at least one).
+  const unsigned cores = std::thread::hardware_concurrency();
+  return store::verify_checksums(dir, *manifest, files, cores > 1 ? cores - 1 : 1, what);
 }
 
 }  // namespace ferry::runtime
