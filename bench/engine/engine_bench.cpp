@@ -1,9 +1,10 @@
 // bench-engine: one cold migration of a real runc container through Ferry
 // (freeze, dump into the snapshot store, publish with SHA-256 of every file,
-// full verification and rootfs-diff apply in ferry-runc, runc restore into a
-// new bundle, rootfs and network namespace), next to raw `criu dump` and
-// `criu restore` of the same workload (a statekeeper process of the same
-// size) in the same run. Sizes in MiB on the command line (default 256 1024
+// verification and rootfs-diff apply in ferry-runc, runc restore into a new
+// bundle, rootfs and network namespace, the memory images verified during
+// the restore by the CRIU proxy), next to raw `criu dump` and `criu restore`
+// of the same workload (a statekeeper process of the same size) in the same
+// run. Both restores are timed until the restored process answers a probe. Sizes in MiB on the command line (default 256 1024
 // 2048). Then, per size, one PostCopy migration: lazy dump (everything but
 // memory) into the store, restore through ferry-runc with `criu lazy-pages`
 // fetching pages from the source's page server; "PostCopy freeze time" is
@@ -25,6 +26,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <map>
 
 #include "checkpoint/engine.h"
@@ -86,6 +88,21 @@ bool raw_criu(const std::string& dir, int mib, Row& row) {
   auto t1 = Clock::now();
   ok = ok && run_ok({tool("criu"), "restore", "-D", img, "--tcp-established", "--network-lock",
                      "nftables", "-d", "-o", "restore.log"});
+  // Until the restored process answers, probed as Ferry's restore is (one
+  // bash /dev/tcp round trip), so that both restores end at the same point.
+  std::ifstream port_file(dir + "/raw-port");
+  std::string port;
+  port_file >> port;
+  ok = ok && wait_until(
+                 [&] {
+                   auto r = process::run({"bash", "-c",
+                                          "exec 3<>/dev/tcp/127.0.0.1/" + port +
+                                              " && echo COUNT >&3 && IFS= read -r -t 10 line <&3 "
+                                              "&& printf %s \"$line\""},
+                                         20s);
+                   return r.ok() && r->out.rfind("count ", 0) == 0;
+                 },
+                 120s);
   row.raw_restore = since(t1);
   row.raw_total = row.raw_dump + row.raw_restore;
   run_ok({"pkill", "-9", "-s", std::to_string(pid)});
