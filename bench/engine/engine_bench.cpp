@@ -4,10 +4,11 @@
 // bundle, rootfs and network namespace, the memory images verified during
 // the restore by the CRIU proxy), next to raw `criu dump` and `criu restore`
 // of the same workload (a statekeeper process of the same size) in the same
-// run. Both restores are timed until the restored process answers a probe. Sizes in MiB on the command line (default 256 1024
-// 2048). Then, per size, one PostCopy migration: lazy dump (everything but
-// memory) into the store, restore through ferry-runc with `criu lazy-pages`
-// fetching pages from the source's page server; "PostCopy freeze time" is
+// run. Both restores are timed until the restored process answers a probe.
+// Sizes in MiB on the command line (default 256 1024 2048). Then, per
+// size, one PostCopy migration: lazy dump (everything but memory) into the
+// store, restore through ferry-runc with `criu lazy-pages` fetching pages
+// from the source's page server; "PostCopy freeze time" is
 // from the freeze until the restored container answers, "transfer" until
 // the last page arrived. The last line: total-time ratio Ferry / raw CRIU
 // for 1 GiB, and the PostCopy freeze time for 1 GiB.
@@ -318,6 +319,7 @@ int main(int argc, char** argv) {
     }
     auto median = [&](double Row::*field) {
       std::vector<double> v;
+      v.reserve(runs.size());
       for (const auto& r : runs) v.push_back(r.*field);
       std::sort(v.begin(), v.end());
       return v[v.size() / 2];
