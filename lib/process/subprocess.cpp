@@ -32,14 +32,6 @@ std::vector<std::string> child_env(const std::map<std::string, std::string>& ext
   return out;
 }
 
-std::vector<char*> c_strings(std::vector<std::string>& v) {
-  std::vector<char*> out;
-  out.reserve(v.size() + 1);
-  for (auto& s : v) out.push_back(s.data());
-  out.push_back(nullptr);
-  return out;
-}
-
 // In the child after fork: only async-signal-safe calls until exec.
 [[noreturn]] void exec_child(char* const* argv, char* const* envp, const char* dir, int out_fd,
                              int in_fd, int err_fd, bool group, const int* keep_fds = nullptr,
@@ -64,6 +56,14 @@ std::vector<char*> c_strings(std::vector<std::string>& v) {
 }
 
 }  // namespace
+
+std::vector<char*> c_strings(std::vector<std::string>& v) {
+  std::vector<char*> out;
+  out.reserve(v.size() + 1);
+  for (auto& s : v) out.push_back(s.data());
+  out.push_back(nullptr);
+  return out;
+}
 
 int exit_code(int wait_status) {
   if (WIFEXITED(wait_status)) return WEXITSTATUS(wait_status);

@@ -79,4 +79,8 @@ Result<Output> run(const std::vector<std::string>& argv,
 // Decodes a waitpid status: the exit code, or 128+signal.
 int exit_code(int wait_status);
 
+// The NULL-terminated pointers exec*() takes, into `v` (valid while `v`
+// lives and is not resized): for a caller that execs itself.
+std::vector<char*> c_strings(std::vector<std::string>& v);
+
 }  // namespace ferry::process

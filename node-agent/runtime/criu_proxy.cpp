@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "posix/atomic_file.h"
+#include "process/subprocess.h"
 #include "runtime/criu_rpc.h"
 
 namespace ferry::runtime {
@@ -38,13 +39,13 @@ void close_all(std::vector<int>& fds) {
   fds.clear();
 }
 
-// One message (SOCK_SEQPACKET keeps boundaries). 0 bytes and no error: the
-// peer closed.
-Result<Message> receive(int fd) {
+// One message (SOCK_SEQPACKET keeps boundaries), read through `buf` (the
+// caller's, reused). 0 bytes and no error: the peer closed.
+Result<Message> receive(int fd, std::string& buf) {
   Message m;
-  m.bytes.resize(kMaxMessage);
+  buf.resize(kMaxMessage);
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxPassedFds)];
-  iovec iov{m.bytes.data(), m.bytes.size()};
+  iovec iov{buf.data(), buf.size()};
   msghdr msg{};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
@@ -70,7 +71,7 @@ Result<Message> receive(int fd) {
     close_all(m.fds);
     return internal_error("a CRIU RPC message was larger than the proxy can pass on");
   }
-  m.bytes.resize(static_cast<size_t>(n));
+  m.bytes.assign(buf.data(), static_cast<size_t>(n));
   return m;
 }
 
@@ -132,10 +133,7 @@ class Verification {
 int exec_real(const std::string& real_criu, const std::vector<std::string>& args) {
   std::vector<std::string> argv = {real_criu};
   argv.insert(argv.end(), args.begin(), args.end());
-  std::vector<char*> c_argv;
-  c_argv.reserve(argv.size() + 1);
-  for (auto& s : argv) c_argv.push_back(s.data());
-  c_argv.push_back(nullptr);
+  auto c_argv = process::c_strings(argv);
   ::execv(c_argv[0], c_argv.data());
   std::fprintf(stderr, "ferry-runc (criu proxy): cannot run %s: %s\n", real_criu.c_str(),
                std::strerror(errno));
@@ -170,12 +168,6 @@ Status mirror_client_fds(int client_socket, const std::vector<int>& fds) {
     }
   }
   return {};
-}
-
-int exit_code_of(int wait_status) {
-  if (WIFEXITED(wait_status)) return WEXITSTATUS(wait_status);
-  if (WIFSIGNALED(wait_status)) return 128 + WTERMSIG(wait_status);
-  return 1;
 }
 
 }  // namespace
@@ -221,10 +213,7 @@ int run_criu_proxy(const std::string& real_criu, const std::vector<std::string>&
   // The real CRIU gets its end at the client's fd number, so its arguments
   // are the ones runc gave; everything else runc passed stays inherited.
   std::vector<std::string> argv = {real_criu, "swrk", args[1]};
-  std::vector<char*> c_argv;
-  c_argv.reserve(argv.size() + 1);
-  for (auto& s : argv) c_argv.push_back(s.data());
-  c_argv.push_back(nullptr);
+  auto c_argv = process::c_strings(argv);
   pid_t criu = ::fork();
   if (criu < 0) {
     (void)posix::write_file_atomic(
@@ -253,6 +242,7 @@ int run_criu_proxy(const std::string& real_criu, const std::vector<std::string>&
         "the CRIU proxy cannot pass runc's descriptors on: " + mirrored.message() + "\n", 0600);
   }
 
+  std::string buf;  // one receive buffer for every message
   bool client_open = true;
   while (true) {
     pollfd fds[2] = {{server, POLLIN, 0},
@@ -262,7 +252,7 @@ int run_criu_proxy(const std::string& real_criu, const std::vector<std::string>&
       break;
     }
     if (fds[0].revents != 0) {  // CRIU -> runc
-      auto m = receive(server);
+      auto m = receive(server, buf);
       if (!m.ok() || m->bytes.empty()) break;  // CRIU is done (or gone)
       auto decoded = criu_rpc::decode(m->bytes);
       if (decoded.ok() && decoded->type == criu_rpc::kNotify &&
@@ -295,7 +285,7 @@ int run_criu_proxy(const std::string& real_criu, const std::vector<std::string>&
       if (!passed.ok()) break;
     }
     if (client_open && fds[1].revents != 0) {  // runc -> CRIU
-      auto m = receive(client);
+      auto m = receive(client, buf);
       if (!m.ok() || m->bytes.empty()) {
         // runc is gone or done writing: CRIU sees the same.
         ::shutdown(server, SHUT_WR);
@@ -311,7 +301,7 @@ int run_criu_proxy(const std::string& real_criu, const std::vector<std::string>&
   int status = 0;
   while (::waitpid(criu, &status, 0) < 0 && errno == EINTR) {
   }
-  return exit_code_of(status);
+  return process::exit_code(status);
 }
 
 }  // namespace ferry::runtime

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "cli/build_info.h"
+#include "process/subprocess.h"
 #include "runtime/criu_proxy.h"
 #include "runtime/restore_source.h"
 #include "runtime/wrapper.h"
@@ -44,10 +45,7 @@ int criu_proxy_main(const std::vector<std::string>& args) {
 }
 
 [[noreturn]] void exec_or_die(std::vector<std::string>& argv) {
-  std::vector<char*> c_argv;
-  c_argv.reserve(argv.size() + 1);
-  for (auto& s : argv) c_argv.push_back(s.data());
-  c_argv.push_back(nullptr);
+  auto c_argv = ferry::process::c_strings(argv);
   execvp(c_argv[0], c_argv.data());
   std::perror(("ferry-runc: cannot run " + argv[0]).c_str());
   _exit(127);
@@ -73,7 +71,7 @@ int run_and_report(ferry::runtime::Action& action) {
       return 1;
     }
   }
-  const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  const int code = ferry::process::exit_code(status);
   if (code != 0) {
     std::ifstream in(action.failure_reason_file);
     std::string reason;

@@ -14,6 +14,15 @@ namespace ferry::runtime {
 
 namespace {
 
+Status verify_memory_images(const std::string& dir, const store::Manifest& manifest,
+                            const std::vector<std::string>& files) {
+  // CRIU restores on one core meanwhile, and it is the critical path: the
+  // verification takes the others (at least one).
+  const unsigned cores = std::thread::hardware_concurrency();
+  return store::verify_checksums(dir, manifest, files, cores > 1 ? cores - 1 : 1,
+                                 "snapshot " + dir);
+}
+
 // Best effort: a restore never fails for want of old log lines.
 void carry_log(const WrapperConfig& config, const RestoreRequest& request,
                const std::string& carried) {
@@ -52,8 +61,8 @@ Result<PreparedRestore> prepare_from_store(const WrapperConfig& config,
   carry_log(config, request, snapshot->dir + "/" + std::string(kCarriedLogFile));
   auto held = std::make_shared<store::VerifiedSnapshot>(std::move(snapshot).value());
   PreparedRestore prepared{.image_dir = held->dir, .unverified = held->unverified};
-  prepared.verify_unverified = [dir = held->dir, files = held->unverified] {
-    return verify_snapshot_files(dir, files);
+  prepared.verify_unverified = [held] {
+    return verify_memory_images(held->dir, held->manifest, held->unverified);
   };
   prepared.hold = held;
   prepared.inherit_fd = held->lease.fd();
@@ -86,10 +95,7 @@ Status verify_snapshot_files(const std::string& dir, const std::vector<std::stri
   std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
   auto manifest = store::manifest_from_json(text);
   if (!manifest.ok()) return manifest.status().with_context(what);
-  // CRIU restores on one core meanwhile, and it is the critical path: the
-  // verification takes the others (at least one).
-  const unsigned cores = std::thread::hardware_concurrency();
-  return store::verify_checksums(dir, *manifest, files, cores > 1 ? cores - 1 : 1, what);
+  return verify_memory_images(dir, *manifest, files);
 }
 
 }  // namespace ferry::runtime

@@ -114,12 +114,17 @@ void clean_lazy_restore(const WrapperConfig& config, const std::string& id) {
   for (auto it = yards.rbegin(); it != yards.rend(); ++it) umount2(it->c_str(), MNT_DETACH);
 }
 
-// `name` as exec would find it in PATH; a name with a slash as it is.
-std::string find_in_path(const std::string& name) {
-  if (name.find('/') != std::string::npos) return name;
+// PATH, or what exec uses without one.
+std::string search_path() {
   const char* path = std::getenv("PATH");
-  std::istringstream dirs(
-      path != nullptr ? path : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+  return path != nullptr ? path : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+}
+
+// `name` as exec would find it in PATH (a name with a slash as it is), if
+// it is executable; empty otherwise.
+std::string find_in_path(const std::string& name) {
+  if (name.find('/') != std::string::npos) return ::access(name.c_str(), X_OK) == 0 ? name : "";
+  std::istringstream dirs(search_path());
   for (std::string dir; std::getline(dirs, dir, ':');) {
     std::string candidate = (dir.empty() ? "." : dir) + "/" + name;
     if (::access(candidate.c_str(), X_OK) == 0) return candidate;
@@ -153,15 +158,9 @@ Result<std::vector<std::pair<std::string, std::string>>> criu_proxy_env(
   fs::remove(error_file, ec);
   std::string joined;
   for (const auto& f : files) joined += (joined.empty() ? "" : ":") + f;
-  const char* path = std::getenv("PATH");
   return std::vector<std::pair<std::string, std::string>>{
-      {"PATH",
-       dir + ":" +
-           (path != nullptr ? path
-                            : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")},
-      {kProxyRealCriuEnv, real},
-      {kProxyVerifyDirEnv, image_dir},
-      {kProxyVerifyFilesEnv, joined},
+      {"PATH", dir + ":" + search_path()}, {kProxyRealCriuEnv, real},
+      {kProxyVerifyDirEnv, image_dir},     {kProxyVerifyFilesEnv, joined},
       {kProxyErrorFileEnv, error_file},
   };
 }

@@ -5,8 +5,10 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 
+#include "runtime/criu_proxy.h"
 #include "runtime/pod_logs.h"
 #include "runtime/runc_args.h"
 
@@ -173,6 +175,65 @@ TEST_F(WrapperTest, RefusedRestoreFailsWithOneClearLogLine) {
   EXPECT_EQ(entry["msg"],
             "ferry-runc: restore of container c1 refused: snapshot is bound to pod other/x");
   EXPECT_FALSE(fs::exists(config_.state_dir + "/restored/c1"));
+}
+
+// Memory images left unverified by the preparer are verified by the CRIU
+// proxy: runc gets a PATH whose `criu` is ferry-runc, and the proxy's reason
+// is what a failure reports.
+TEST_F(WrapperTest, UnverifiedImagesGoThroughTheCriuProxy) {
+  write_spec({{"ferry.dev/restore-from", "m-1"}, {"io.kubernetes.cri.container-name", "app"}});
+  config_.criu = "/bin/sh";  // any executable: it is only resolved here
+  config_.self_exe = "/usr/local/bin/ferry-runc";
+  bool verified_here = false;
+  auto prepare = [&](const WrapperConfig&, const RestoreRequest&) -> Result<PreparedRestore> {
+    PreparedRestore p{.image_dir = "/snap/m1/app", .unverified = {"pages-1.img", "pages-2.img"}};
+    p.verify_unverified = [&] {
+      verified_here = true;
+      return Status();
+    };
+    return p;
+  };
+  auto action = plan(config_, create_args(), prepare);
+  EXPECT_EQ(action.exit_code, 0);
+  EXPECT_FALSE(verified_here) << "the proxy verifies, during the restore";
+  std::map<std::string, std::string> env(action.env.begin(), action.env.end());
+  const std::string proxy_dir = config_.state_dir + "/criu-proxy";
+  EXPECT_EQ(env["PATH"].rfind(proxy_dir + ":", 0), 0u) << env["PATH"];
+  EXPECT_EQ(fs::read_symlink(proxy_dir + "/criu"), "/usr/local/bin/ferry-runc");
+  EXPECT_EQ(env[kProxyRealCriuEnv], "/bin/sh");
+  EXPECT_EQ(env[kProxyVerifyDirEnv], "/snap/m1/app");
+  EXPECT_EQ(env[kProxyVerifyFilesEnv], "pages-1.img:pages-2.img");
+  EXPECT_EQ(action.failure_reason_file, env[kProxyErrorFileEnv]);
+  EXPECT_EQ(action.failure_context, "restore of container c1 refused: ");
+  EXPECT_EQ(action.report_args.log, (dir_ / "log.json").string());
+}
+
+// Without a usable CRIU to put behind the proxy, ferry-runc verifies the
+// images itself before the restore, and a mismatch refuses it.
+TEST_F(WrapperTest, WithoutTheProxyTheImagesAreVerifiedBeforeTheRestore) {
+  write_spec({{"ferry.dev/restore-from", "m-1"}, {"io.kubernetes.cri.container-name", "app"}});
+  config_.criu = (dir_ / "no-such-criu").string();
+  Status verdict = Status(Code::kDataLoss, "file pages-1.img is corrupted", "X");
+  auto prepare = [&](const WrapperConfig&, const RestoreRequest&) -> Result<PreparedRestore> {
+    PreparedRestore p{.image_dir = "/snap/m1/app", .unverified = {"pages-1.img"}};
+    p.verify_unverified = [&] { return verdict; };
+    return p;
+  };
+  auto refused = plan(config_, create_args(), prepare);
+  EXPECT_TRUE(refused.exec_argv.empty());
+  EXPECT_EQ(refused.exit_code, 1);
+  std::ifstream log(dir_ / "log.json");
+  std::string line;
+  ASSERT_TRUE(std::getline(log, line));
+  EXPECT_EQ(json::parse(line)["msg"],
+            "ferry-runc: restore of container c1 refused: file pages-1.img is corrupted");
+  EXPECT_FALSE(fs::exists(config_.state_dir + "/restored/c1"));
+
+  verdict = Status();
+  auto restored = plan(config_, create_args(), prepare);
+  EXPECT_FALSE(restored.exec_argv.empty());
+  EXPECT_TRUE(restored.env.empty()) << "no proxy";
+  EXPECT_TRUE(restored.failure_reason_file.empty());
 }
 
 TEST_F(WrapperTest, CreateWaitsForASnapshotStillBeingPublished) {
