@@ -34,6 +34,7 @@
 #include "free_port.h"
 #include "rootfs/diff.h"
 #include "runc_harness.h"
+#include "runtime/criu_proxy.h"
 #include "runtime/restore_source.h"
 #include "store/snapshot_store.h"
 
@@ -53,6 +54,30 @@ double since(Clock::time_point t) {
 // here: 1 GiB dumps from 0.7 s to 3.2 s depending on what ran before).
 void settle() {
   ::sync();
+}
+
+// How often a timed restore is probed for its first answer (a refused
+// connect costs microseconds; the probe is a TCP round trip from this
+// process, no process start).
+constexpr auto kProbeEvery = 5ms;
+
+// The CRIU proxy's directory for the whole run, both sides (one node): as
+// on a node, where it lives under /run across migrations, CRIU's answers
+// to runc's version and feature checks are kept after the first ask.
+const std::string kCriuProxyDir = "/run/ferry-bench/criu-proxy";
+
+// The source's runc, with its CRIU calls through the proxy, as the agent
+// runs it (node-agent/main.cpp).
+checkpoint::RuncCli source_runc(const std::string& dir) {
+  checkpoint::RuncCli runc(tool("runc"), dir + "/runc");
+  auto env = runtime::prepare_criu_proxy(kCriuProxyDir, FERRY_RUNC_BIN, tool("criu"));
+  if (env.ok()) {
+    runc.set_criu_environment(std::move(env).value());
+  } else {
+    std::fprintf(stderr, "bench-engine: no CRIU proxy for the source: %s\n",
+                 env.status().to_string().c_str());
+  }
+  return runc;
 }
 
 struct Row {
@@ -90,20 +115,14 @@ bool raw_criu(const std::string& dir, int mib, Row& row) {
   ok = ok && run_ok({tool("criu"), "restore", "-D", img, "--tcp-established", "--network-lock",
                      "nftables", "-d", "-o", "restore.log"});
   // Until the restored process answers, probed as Ferry's restore is (one
-  // bash /dev/tcp round trip), so that both restores end at the same point.
+  // TCP round trip from this process), so that both restores end at the
+  // same point.
   std::ifstream port_file(dir + "/raw-port");
   std::string port;
   port_file >> port;
-  ok = ok && wait_until(
-                 [&] {
-                   auto r = process::run({"bash", "-c",
-                                          "exec 3<>/dev/tcp/127.0.0.1/" + port +
-                                              " && echo COUNT >&3 && IFS= read -r -t 10 line <&3 "
-                                              "&& printf %s \"$line\""},
-                                         20s);
-                   return r.ok() && r->out.rfind("count ", 0) == 0;
-                 },
-                 120s);
+  ok = ok &&
+       wait_until([&] { return ask_port("", std::stoi(port), "COUNT").rfind("count ", 0) == 0; },
+                  120s, kProbeEvery);
   row.raw_restore = since(t1);
   row.raw_total = row.raw_dump + row.raw_restore;
   run_ok({"pkill", "-9", "-s", std::to_string(pid)});
@@ -113,7 +132,7 @@ bool raw_criu(const std::string& dir, int mib, Row& row) {
 
 bool ferry_migration(const std::string& dir, int mib, Row& row) {
   std::string image = dir + "/image";
-  prepare_lab(dir, FERRY_STATEKEEPER_BIN);
+  prepare_lab(dir, FERRY_STATEKEEPER_BIN, kCriuProxyDir);
   PodIdentity src_pod{.name = "src", .uid = "uid-src"}, dst_pod{.name = "dst", .uid = "uid-dst"};
   std::string migration = "bench-" + std::to_string(mib);
 
@@ -126,7 +145,7 @@ bool ferry_migration(const std::string& dir, int mib, Row& row) {
   if (!wait_until([&] { return ask(ns_a.name(), "PID") == "pid 1"; }, 120s)) return false;
   std::string sum = ask(ns_a.name(), "SUM");
 
-  checkpoint::RuncCli runc(tool("runc"), dir + "/runc");
+  checkpoint::RuncCli runc = source_runc(dir);
   checkpoint::CheckpointEngine engine(runc);
   // A live migration's snapshot need not be durable (see StoreOptions).
   store::SnapshotStore snapshots(dir + "/snapshots", {.durable_data = false});
@@ -142,7 +161,8 @@ bool ferry_migration(const std::string& dir, int mib, Row& row) {
   auto dumped = engine.dump({.container_id = a.id(),
                              .image_dir = (*writer)->dir(),
                              .work_dir = dir + "/work-a",
-                             .tcp = checkpoint::TcpMode::kEstablished});
+                             .tcp = checkpoint::TcpMode::kEstablished,
+                             .network_lock = agent_network_lock()});
   if (!dumped.ok()) {
     std::fprintf(stderr, "dump: %s\n", dumped.status().to_string().c_str());
     return false;
@@ -170,7 +190,9 @@ bool ferry_migration(const std::string& dir, int mib, Row& row) {
   auto t_restore = Clock::now();
   ShimContainer b("bench-b", dir + "/bundle-b", dir + "/runc", FERRY_RUNC_BIN);
   if (b.create_and_start() != 0) return false;
-  if (!wait_until([&] { return ask(ns_b.name(), "PID") == "pid 1"; }, 120s)) return false;
+  if (!wait_until([&] { return ask(ns_b.name(), "PID") == "pid 1"; }, 120s, kProbeEvery)) {
+    return false;
+  }
   row.restore = since(t_restore);
   row.total = since(t0) - row.verify;  // the separate verify above is not part of a migration
   bool same = ask(ns_b.name(), "SUM") == sum;
@@ -182,7 +204,7 @@ bool ferry_migration(const std::string& dir, int mib, Row& row) {
 // memory arrived; the checksum is compared after the transfer.
 bool postcopy_migration(const std::string& dir, int mib, Row& row) {
   std::string image = dir + "/image";
-  prepare_lab(dir, FERRY_STATEKEEPER_BIN);
+  prepare_lab(dir, FERRY_STATEKEEPER_BIN, kCriuProxyDir);
   PodIdentity src_pod{.name = "src", .uid = "uid-src"}, dst_pod{.name = "dst", .uid = "uid-dst"};
   std::string migration = "bench-pc-" + std::to_string(mib);
 
@@ -195,7 +217,7 @@ bool postcopy_migration(const std::string& dir, int mib, Row& row) {
   if (!wait_until([&] { return ask(ns_a.name(), "PID") == "pid 1"; }, 120s)) return false;
   std::string sum = ask(ns_a.name(), "SUM");
 
-  checkpoint::RuncCli runc(tool("runc"), dir + "/runc");
+  checkpoint::RuncCli runc = source_runc(dir);
   checkpoint::CheckpointEngine engine(runc);
   store::SnapshotStore snapshots(dir + "/snapshots", {.durable_data = false});
   auto writer = snapshots.begin({.binding = {.namespace_name = "default",
@@ -210,6 +232,7 @@ bool postcopy_migration(const std::string& dir, int mib, Row& row) {
                                   .work_dir = dir + "/work-a",
                                   .page_server = "127.0.0.1:" + std::to_string(*free_port()),
                                   .tcp = checkpoint::TcpMode::kEstablished,
+                                  .network_lock = agent_network_lock(),
                                   .before_publish = [&](store::SnapshotWriter& w) -> ferry::Status {
                                     auto diff = rootfs::capture_upper_dir(ra.upper(),
                                                                           w.dir() + "/rootfs-diff");
@@ -231,7 +254,9 @@ bool postcopy_migration(const std::string& dir, int mib, Row& row) {
                  dumped->transfer->wait(0ms).to_string().c_str());
     return false;
   }
-  if (!wait_until([&] { return ask(ns_b.name(), "COUNT") == "count 0"; }, 120s)) return false;
+  if (!wait_until([&] { return ask(ns_b.name(), "COUNT") == "count 0"; }, 120s, kProbeEvery)) {
+    return false;
+  }
   row.pc_restore = since(t_restore);
   row.pc_freeze = since(t0);
   bool early = !dumped->transfer->finished();

@@ -42,6 +42,7 @@ Result<CriuFeatures> detect_criu_features(const std::string& criu, const Command
   f.mem_dirty_track = feature("mem_dirty_track");
   f.uffd = feature("uffd");
   f.uffd_noncoop = feature("uffd-noncoop");
+  f.network_lock_nftables = feature("network_lock_nftables");
   return f;
 }
 

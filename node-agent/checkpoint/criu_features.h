@@ -23,6 +23,7 @@ struct CriuFeatures {
   bool mem_dirty_track = false;
   bool uffd = false;
   bool uffd_noncoop = false;
+  bool network_lock_nftables = false;  // CRIU built with libnftables, kernel able
 };
 
 // Runs `criu --version`, `criu check` and `criu check --feature X` through

@@ -31,6 +31,9 @@ struct DumpRequest {
   std::string image_dir;  // where CRIU writes (a store staging directory)
   std::string work_dir;   // CRIU logs
   TcpMode tcp = TcpMode::kClose;
+  // CRIU's network lock method for the dump ("nftables"; empty: CRIU's
+  // default, iptables). The restore uses the one the dump recorded.
+  std::string network_lock;
 };
 
 struct DumpResult {
@@ -46,6 +49,9 @@ struct LazyDumpRequest {
   std::string work_dir;
   std::string page_server;  // "address:port" where the source's CRIU serves pages
   TcpMode tcp = TcpMode::kClose;
+  // CRIU's network lock method for the dump ("nftables"; empty: CRIU's
+  // default, iptables). The restore uses the one the dump recorded.
+  std::string network_lock;
   // Called while frozen, after the images are in the writer and before it
   // publishes: adds what else the snapshot carries (the rootfs diff).
   std::function<Status(store::SnapshotWriter&)> before_publish;
@@ -109,7 +115,8 @@ class CheckpointEngine {
                      std::chrono::seconds timeout = std::chrono::seconds(30));
 
  private:
-  Status write_criu_config(const ContainerState& state, TcpMode tcp);
+  Status write_criu_config(const ContainerState& state, TcpMode tcp,
+                           const std::string& network_lock);
   OciRuntime& runtime_;
   NetworkLockReleaser release_network_lock_;
 };

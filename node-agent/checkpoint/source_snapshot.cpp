@@ -55,7 +55,8 @@ Result<SourceSnapshotResult> snapshot_container(OciRuntime& runtime,
   auto dumped = engine.dump({.container_id = req.container_id,
                              .image_dir = (*writer)->dir(),
                              .work_dir = req.work_dir,
-                             .tcp = req.tcp});
+                             .tcp = req.tcp,
+                             .network_lock = req.network_lock});
   if (!dumped.ok()) return dumped.status();
   auto start = Clock::now();
   auto diff = rootfs::capture_upper_dir(*upper, (*writer)->dir() + "/rootfs-diff");

@@ -19,7 +19,8 @@ struct SourceSnapshotRequest {
   std::string snapshot_root;  // shared storage
   store::Binding binding;     // the pod the snapshot may be restored into
   TcpMode tcp = TcpMode::kClose;
-  std::string work_dir;  // CRIU logs (node-local)
+  std::string network_lock;  // DumpRequest::network_lock
+  std::string work_dir;      // CRIU logs (node-local)
   std::string criu_version;
   std::string runtime_version;
   // The container's CRI log file (kubelet's /var/log/pods/...), carried as

@@ -360,6 +360,7 @@ Status AgentController::checkpoint(const api::Migration& m) {
                    .snapshot_root = options_.snapshot_root,
                    .binding = binding_for(m, c.name),
                    .tcp = checkpoint::TcpMode::kClose,  // the target pod has a new IP
+                   .network_lock = options_.criu_network_lock,
                    .work_dir = work_dir,
                    .criu_version = options_.criu_version,
                    .runtime_version = options_.runtime_version,

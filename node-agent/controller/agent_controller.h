@@ -58,6 +58,7 @@ struct AgentOptions {
   std::string pod_log_root = "/var/log/pods";  // kubelet's container logs (carried)
   std::string criu_version;
   std::string runtime_version;
+  std::string criu_network_lock;  // checkpoint::DumpRequest::network_lock
   std::function<void(const CheckpointSample&)> on_checkpoint;  // metrics
   kube::WorkQueueMetrics queue_metrics;
 };

@@ -36,12 +36,14 @@ int criu_proxy_main(const std::vector<std::string>& args) {
   for (std::string f; std::getline(joined, f, ':');) {
     if (!f.empty()) files.push_back(f);
   }
-  std::function<ferry::Status()> verify;
+  ferry::runtime::ProxyOptions options{
+      .real_criu = env_or_empty(ferry::runtime::kProxyRealCriuEnv),
+      .error_file = env_or_empty(ferry::runtime::kProxyErrorFileEnv),
+      .answers_dir = env_or_empty(ferry::runtime::kProxyAnswersDirEnv)};
   if (!dir.empty() && !files.empty()) {
-    verify = [dir, files] { return ferry::runtime::verify_snapshot_files(dir, files); };
+    options.verify = [dir, files] { return ferry::runtime::verify_snapshot_files(dir, files); };
   }
-  return ferry::runtime::run_criu_proxy(env_or_empty(ferry::runtime::kProxyRealCriuEnv), args,
-                                        verify, env_or_empty(ferry::runtime::kProxyErrorFileEnv));
+  return ferry::runtime::run_criu_proxy(options, args);
 }
 
 [[noreturn]] void exec_or_die(std::vector<std::string>& argv) {

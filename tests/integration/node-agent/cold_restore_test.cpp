@@ -71,6 +71,10 @@ class ColdRestoreTest : public ::testing::Test {
     return s;
   }
 
+  // Kills CRIU mid-dump with `method` as its network lock; the rollback must
+  // remove the lock it left.
+  void killed_dump_leaves_a_lock_the_rollback_removes(const std::string& method);
+
   // Checkpoints the frozen source into the store, bound to `target`.
   Status checkpoint(Source& s, const PodIdentity& target, checkpoint::TcpMode tcp,
                     const std::string& snapshot_root) {
@@ -88,7 +92,8 @@ class ColdRestoreTest : public ::testing::Test {
     auto dumped = engine.dump({.container_id = s.container->id(),
                                .image_dir = (*writer)->dir(),
                                .work_dir = dir_ + "/work-a",
-                               .tcp = tcp});
+                               .tcp = tcp,
+                               .network_lock = agent_network_lock()});
     if (!dumped.ok()) return dumped.status();
     std::printf("freeze %.3f s, dump %.3f s, %.1f MiB of images\n", dumped->freeze.count(),
                 dumped->dump.count(), dumped->image_bytes / 1048576.0);
@@ -302,7 +307,7 @@ TEST_F(ColdRestoreTest, CriuFailureLeavesTheSourceFrozenAndNothingPublished) {
 // dumps, and lifts the lock when it ends. Killed in between (SIGKILL, as
 // when the agent's pod is force-deleted), it leaves the lock: the rollback
 // must remove it, or the thawed source runs cut off from every client.
-TEST_F(ColdRestoreTest, ACriuKilledMidDumpLeavesALockThatTheRollbackRemoves) {
+void ColdRestoreTest::killed_dump_leaves_a_lock_the_rollback_removes(const std::string& method) {
   Source src = start_source(1024);
   ask(src.ns->name(), "INCR");
   const std::string sum = ask(src.ns->name(), "SUM");
@@ -311,11 +316,18 @@ TEST_F(ColdRestoreTest, ACriuKilledMidDumpLeavesALockThatTheRollbackRemoves) {
   auto state = runc.state(src.container->id());
   ASSERT_TRUE(state.ok());
   const int pid = state->pid;
+  // iptables: a CRIU chain; nftables: an `inet CRIU-<run id>` table.
   auto locked = [&] {
-    return run_ok({"ip", "netns", "exec", src.ns->name(), "iptables", "-w", "-S", "CRIU"});
+    if (method == "iptables") {
+      return run_ok({"ip", "netns", "exec", src.ns->name(), "iptables", "-w", "-S", "CRIU"});
+    }
+    std::string tables;
+    run_ok({"ip", "netns", "exec", src.ns->name(), "nft", "list", "tables"}, &tables);
+    return tables.find("table inet CRIU-") != std::string::npos;
   };
   ASSERT_FALSE(locked());
-  std::ofstream(dir_ + "/state/criu/" + src.container->id() + ".conf") << "tcp-close\n";
+  std::ofstream(dir_ + "/state/criu/" + src.container->id() + ".conf")
+      << "tcp-close\nnetwork-lock " << method << "\n";
   fs::create_directories(dir_ + "/images-killed");
   fs::create_directories(dir_ + "/work-killed");
   ASSERT_TRUE(engine.freeze(src.container->id()).ok());
@@ -345,7 +357,7 @@ TEST_F(ColdRestoreTest, ACriuKilledMidDumpLeavesALockThatTheRollbackRemoves) {
   EXPECT_EQ(src.container->state_status(), "running");
 
   ASSERT_TRUE(engine.thaw(src.container->id()).ok());
-  EXPECT_FALSE(locked()) << "the rollback removed CRIU's chain";
+  EXPECT_FALSE(locked()) << "the rollback removed CRIU's " << method << " lock";
   EXPECT_FALSE(run_ok(
       {"ip", "netns", "exec", src.ns->name(), "iptables", "-w", "-C", "INPUT", "-j", "CRIU"}));
   EXPECT_EQ(ask(src.ns->name(), "SUM"), sum);
@@ -353,6 +365,15 @@ TEST_F(ColdRestoreTest, ACriuKilledMidDumpLeavesALockThatTheRollbackRemoves) {
   // And a second thaw finds nothing to remove.
   EXPECT_TRUE(checkpoint::release_criu_network_lock(pid).ok());
   EXPECT_EQ(checkpoint::release_criu_network_lock(pid).value_or("?"), "");
+}
+
+TEST_F(ColdRestoreTest, ACriuKilledMidDumpLeavesAnIptablesLockThatTheRollbackRemoves) {
+  killed_dump_leaves_a_lock_the_rollback_removes("iptables");
+}
+
+// The agent's choice where CRIU and the kernel support it (DumpRequest::network_lock).
+TEST_F(ColdRestoreTest, ACriuKilledMidDumpLeavesAnNftablesLockThatTheRollbackRemoves) {
+  killed_dump_leaves_a_lock_the_rollback_removes("nftables");
 }
 
 TEST_F(ColdRestoreTest, FullDiskDuringDumpIsAClearErrorAndNothingIsPublished) {

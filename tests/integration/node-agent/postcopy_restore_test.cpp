@@ -154,6 +154,7 @@ TEST_F(PostCopyRestoreTest, AnswersBeforeItsPagesArrivedAndChecksumsAfter1GiB) {
                                     .work_dir = dir_ + "/work-a",
                                     .page_server = "127.0.0.1:" + std::to_string(port),
                                     .tcp = checkpoint::TcpMode::kEstablished,
+                                    .network_lock = agent_network_lock(),
                                     .before_publish = [&](store::SnapshotWriter& w) -> Status {
                                       auto diff = rootfs::capture_upper_dir(
                                           rootfs_a.upper(),

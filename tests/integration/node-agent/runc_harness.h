@@ -6,10 +6,18 @@
 // shim's argv. Everything is torn down by destructors.
 #pragma once
 
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sched.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
@@ -34,6 +42,14 @@ inline bool run_ok(const std::vector<std::string>& argv, std::string* out = null
   auto r = process::run(argv, std::chrono::seconds(120));
   if (out) *out = r.ok() ? r->out + r->err : r.status().to_string();
   return r.ok() && r->exit_code == 0;
+}
+
+// CRIU's network lock method the node agent chooses here: nftables where
+// CRIU and the kernel support it (node-agent/main.cpp), else CRIU's default.
+inline std::string agent_network_lock() {
+  static const bool nftables =
+      run_ok({tool("criu"), "check", "--feature", "network_lock_nftables"});
+  return nftables ? "nftables" : "";
 }
 
 // A network namespace, like a pod sandbox's (loopback up).
@@ -82,14 +98,18 @@ inline void make_image(const std::string& dir, const std::string& statekeeper) {
 // A working directory for node-agent tests and benchmarks: the statekeeper
 // image, an (empty) snapshot store, and ferry-runc's configuration pointing
 // at the pinned runc and CRIU, the store and a state dir; ferry-runc finds it
-// through FERRY_RUNC_CONFIG.
-inline void prepare_lab(const std::string& dir, const std::string& statekeeper) {
+// through FERRY_RUNC_CONFIG. `criu_proxy_dir`: where ferry-runc's CRIU proxy
+// keeps CRIU's answers (a node keeps them across migrations); empty: in the
+// state dir.
+inline void prepare_lab(const std::string& dir, const std::string& statekeeper,
+                        const std::string& criu_proxy_dir = "") {
   make_image(dir + "/image", statekeeper);
   fs::create_directories(dir + "/snapshots");
   json cfg = {{"runtime", tool("runc")},
               {"criu", tool("criu")},
               {"snapshotRoot", dir + "/snapshots"},
               {"stateDir", dir + "/state"}};
+  if (!criu_proxy_dir.empty()) cfg["criuProxyDir"] = criu_proxy_dir;
   std::ofstream(dir + "/ferry-runc.json") << cfg.dump();
   setenv("FERRY_RUNC_CONFIG", (dir + "/ferry-runc.json").c_str(), 1);
 }
@@ -241,13 +261,61 @@ class ShimContainer {
   PipeReader stdout_;
 };
 
-// One request/response with the statekeeper inside `netns`.
+// One request/response line with the statekeeper listening on `port` of
+// 127.0.0.1 inside `netns` (empty: this process's namespace). The socket is
+// made in the namespace by a thread that joins it (network namespaces are
+// per thread), so a probe costs a round trip, not the start of `ip netns
+// exec` and a shell (tens of ms here), which timed restores would include.
+inline std::string ask_port(const std::string& netns, int port, const std::string& cmd) {
+  std::string answer;
+  std::thread([&] {
+    auto fail = [&](const std::string& what) {
+      answer = "(" + what + ": " + std::strerror(errno) + ")";
+    };
+    if (!netns.empty()) {
+      int ns = ::open(("/run/netns/" + netns).c_str(), O_RDONLY | O_CLOEXEC);
+      if (ns < 0) return fail("open netns " + netns);
+      int joined = ::setns(ns, CLONE_NEWNET);
+      ::close(ns);
+      if (joined != 0) return fail("setns " + netns);
+    }
+    int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (s < 0) return fail("socket");
+    // SO_SNDTIMEO bounds connect(): a SYN dropped by CRIU's network lock (a
+    // restore not finished yet) would be resent only after 1 s, so fail
+    // fast instead and let the caller poll again.
+    timeval connect_timeout{.tv_sec = 0, .tv_usec = 20000};
+    timeval timeout{.tv_sec = 10, .tv_usec = 0};
+    ::setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &connect_timeout, sizeof connect_timeout);
+    ::setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    const std::string line = cmd + "\n";
+    std::string got;
+    char c = 0;
+    ssize_t n = 0;
+    if (::connect(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+      fail("connect");
+    } else if (::send(s, line.data(), line.size(), MSG_NOSIGNAL) !=
+               static_cast<ssize_t>(line.size())) {
+      fail("send");
+    } else {
+      while ((n = ::recv(s, &c, 1, 0)) == 1 && c != '\n') got += c;
+      if (n < 0) {
+        fail("receive");
+      } else {
+        answer = got;
+      }
+    }
+    ::close(s);
+  }).join();
+  return answer;
+}
+
 inline std::string ask(const std::string& netns, const std::string& cmd) {
-  auto r = process::run({"ip", "netns", "exec", netns, "bash", "-c",
-                         "exec 3<>/dev/tcp/127.0.0.1/7777 && echo " + cmd +
-                             " >&3 && IFS= read -r -t 10 line <&3 && printf %s \"$line\""},
-                        std::chrono::seconds(20));
-  return r.ok() ? r->out : "(" + r.status().to_string() + ")";
+  return ask_port(netns, 7777, cmd);
 }
 
 }  // namespace ferry::testing
