@@ -16,7 +16,6 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
-#include <map>
 #include <nlohmann/json.hpp>
 #include <string_view>
 #include <thread>
@@ -35,7 +34,6 @@
 #include "obs/metrics_server.h"
 #include "process/stop_signals.h"
 #include "process/subprocess.h"
-#include "runtime/criu_proxy.h"
 
 namespace {
 
@@ -178,11 +176,6 @@ int main(int argc, char** argv) {
   flags.add_string("records-dir", "/var/lib/ferry/records",
                    "Node-local directory of the agent's records of frozen containers.");
   flags.add_string("criu", "criu", "The CRIU binary the agent checks and the runtime uses.");
-  flags.add_string("criu-proxy", "/opt/ferry/bin/ferry-runc",
-                   "ferry-runc, whose CRIU proxy runc's checkpoints run as `criu` (it keeps "
-                   "CRIU's answers to runc's version and feature checks); empty: CRIU directly.");
-  flags.add_string("criu-proxy-dir", "/run/ferry-agent/criu-proxy",
-                   "The CRIU proxy's directory: its `criu` link and the answers it keeps.");
   flags.add_string("install-host-root", "",
                    "run: the host's / mounted here; ferry-runc and its config are installed "
                    "under it (empty: do not install).");
@@ -202,21 +195,6 @@ int main(int argc, char** argv) {
   const auto& args = flags.positional();
   std::string_view command = args.empty() ? "run" : std::string_view(args[0]);
   ferry::checkpoint::RuncCli runtime(flags.get("runtime"), flags.get("runtime-root"));
-  if (const std::string proxy = flags.get("criu-proxy"); !proxy.empty()) {
-    ferry::Result<std::map<std::string, std::string>> env =
-        ferry::not_found(proxy + " is not an executable");
-    if (::access(proxy.c_str(), X_OK) == 0) {
-      env =
-          ferry::runtime::prepare_criu_proxy(flags.get("criu-proxy-dir"), proxy, flags.get("criu"));
-    }
-    if (env.ok()) {
-      runtime.set_criu_environment(std::move(env).value());
-    } else {
-      std::fprintf(stderr,
-                   "ferry-agent: runc's checkpoints run CRIU directly (no CRIU proxy: %s)\n",
-                   env.status().message().c_str());
-    }
-  }
   const std::string id = flags.get("container-id");
   if (command == "withdraw-reports") {
     // Helm's pre-delete hook: the agents' Node reports go before the

@@ -14,7 +14,8 @@
 // for 1 GiB, and the PostCopy freeze time for 1 GiB.
 // Environment: FERRY_BENCH_ROUNDS (3), FERRY_BENCH_DIR (/var/tmp; `make
 // bench-engine` uses /dev/shm), FERRY_BENCH_KEEP=1 keeps the run's
-// directories (CRIU logs) for a look afterwards.
+// directories (CRIU logs) for a look afterwards, FERRY_BENCH_NETWORK_LOCK
+// (iptables, nftables; default: what the agent picks) for Ferry's dumps.
 #include <arpa/inet.h>
 #include <linux/magic.h>
 #include <netinet/in.h>
@@ -34,7 +35,6 @@
 #include "free_port.h"
 #include "rootfs/diff.h"
 #include "runc_harness.h"
-#include "runtime/criu_proxy.h"
 #include "runtime/restore_source.h"
 #include "store/snapshot_store.h"
 
@@ -61,23 +61,11 @@ void settle() {
 // process, no process start).
 constexpr auto kProbeEvery = 5ms;
 
-// The CRIU proxy's directory for the whole run, both sides (one node): as
-// on a node, where it lives under /run across migrations, CRIU's answers
-// to runc's version and feature checks are kept after the first ask.
-const std::string kCriuProxyDir = "/run/ferry-bench/criu-proxy";
-
-// The source's runc, with its CRIU calls through the proxy, as the agent
-// runs it (node-agent/main.cpp).
-checkpoint::RuncCli source_runc(const std::string& dir) {
-  checkpoint::RuncCli runc(tool("runc"), dir + "/runc");
-  auto env = runtime::prepare_criu_proxy(kCriuProxyDir, FERRY_RUNC_BIN, tool("criu"));
-  if (env.ok()) {
-    runc.set_criu_environment(std::move(env).value());
-  } else {
-    std::fprintf(stderr, "bench-engine: no CRIU proxy for the source: %s\n",
-                 env.status().to_string().c_str());
-  }
-  return runc;
+// CRIU's network lock for Ferry's dumps: the agent's choice on this node,
+// unless FERRY_BENCH_NETWORK_LOCK names one (iptables, nftables) to compare.
+std::string network_lock() {
+  const char* forced = std::getenv("FERRY_BENCH_NETWORK_LOCK");
+  return forced != nullptr ? forced : agent_network_lock();
 }
 
 struct Row {
@@ -132,7 +120,7 @@ bool raw_criu(const std::string& dir, int mib, Row& row) {
 
 bool ferry_migration(const std::string& dir, int mib, Row& row) {
   std::string image = dir + "/image";
-  prepare_lab(dir, FERRY_STATEKEEPER_BIN, kCriuProxyDir);
+  prepare_lab(dir, FERRY_STATEKEEPER_BIN);
   PodIdentity src_pod{.name = "src", .uid = "uid-src"}, dst_pod{.name = "dst", .uid = "uid-dst"};
   std::string migration = "bench-" + std::to_string(mib);
 
@@ -145,7 +133,7 @@ bool ferry_migration(const std::string& dir, int mib, Row& row) {
   if (!wait_until([&] { return ask(ns_a.name(), "PID") == "pid 1"; }, 120s)) return false;
   std::string sum = ask(ns_a.name(), "SUM");
 
-  checkpoint::RuncCli runc = source_runc(dir);
+  checkpoint::RuncCli runc(tool("runc"), dir + "/runc");
   checkpoint::CheckpointEngine engine(runc);
   // A live migration's snapshot need not be durable (see StoreOptions).
   store::SnapshotStore snapshots(dir + "/snapshots", {.durable_data = false});
@@ -162,7 +150,7 @@ bool ferry_migration(const std::string& dir, int mib, Row& row) {
                              .image_dir = (*writer)->dir(),
                              .work_dir = dir + "/work-a",
                              .tcp = checkpoint::TcpMode::kEstablished,
-                             .network_lock = agent_network_lock()});
+                             .network_lock = network_lock()});
   if (!dumped.ok()) {
     std::fprintf(stderr, "dump: %s\n", dumped.status().to_string().c_str());
     return false;
@@ -204,7 +192,7 @@ bool ferry_migration(const std::string& dir, int mib, Row& row) {
 // memory arrived; the checksum is compared after the transfer.
 bool postcopy_migration(const std::string& dir, int mib, Row& row) {
   std::string image = dir + "/image";
-  prepare_lab(dir, FERRY_STATEKEEPER_BIN, kCriuProxyDir);
+  prepare_lab(dir, FERRY_STATEKEEPER_BIN);
   PodIdentity src_pod{.name = "src", .uid = "uid-src"}, dst_pod{.name = "dst", .uid = "uid-dst"};
   std::string migration = "bench-pc-" + std::to_string(mib);
 
@@ -217,7 +205,7 @@ bool postcopy_migration(const std::string& dir, int mib, Row& row) {
   if (!wait_until([&] { return ask(ns_a.name(), "PID") == "pid 1"; }, 120s)) return false;
   std::string sum = ask(ns_a.name(), "SUM");
 
-  checkpoint::RuncCli runc = source_runc(dir);
+  checkpoint::RuncCli runc(tool("runc"), dir + "/runc");
   checkpoint::CheckpointEngine engine(runc);
   store::SnapshotStore snapshots(dir + "/snapshots", {.durable_data = false});
   auto writer = snapshots.begin({.binding = {.namespace_name = "default",
@@ -232,7 +220,7 @@ bool postcopy_migration(const std::string& dir, int mib, Row& row) {
                                   .work_dir = dir + "/work-a",
                                   .page_server = "127.0.0.1:" + std::to_string(*free_port()),
                                   .tcp = checkpoint::TcpMode::kEstablished,
-                                  .network_lock = agent_network_lock(),
+                                  .network_lock = network_lock(),
                                   .before_publish = [&](store::SnapshotWriter& w) -> ferry::Status {
                                     auto diff = rootfs::capture_upper_dir(ra.upper(),
                                                                           w.dir() + "/rootfs-diff");

@@ -170,7 +170,7 @@ void Subprocess::stop(std::chrono::milliseconds grace) {
 }
 
 Result<Output> run(const std::vector<std::string>& argv, std::chrono::milliseconds timeout,
-                   const std::string& stdin_data, const std::map<std::string, std::string>& env) {
+                   const std::string& stdin_data) {
   // exec failures show up as exit code 127 with nothing on stdout.
   if (argv.empty()) return invalid_argument("run: empty argv");
   int out_pipe[2], err_pipe[2], in_pipe[2];
@@ -185,9 +185,9 @@ Result<Output> run(const std::vector<std::string>& argv, std::chrono::millisecon
     return errno_status("pipe");
   }
   std::vector<std::string> args = argv;
-  std::vector<std::string> child_environment = child_env(env);
+  std::vector<std::string> env = child_env({});
   auto c_argv = c_strings(args);
-  auto c_env = c_strings(child_environment);
+  auto c_env = c_strings(env);
   pid_t pid = fork();
   if (pid == 0) {
     exec_child(c_argv.data(), c_env.data(), nullptr, out_pipe[1], in_pipe[0], err_pipe[1], true);

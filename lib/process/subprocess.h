@@ -62,7 +62,7 @@ class Subprocess {
 
  private:
   friend Result<Output> run(const std::vector<std::string>&, std::chrono::milliseconds,
-                            const std::string&, const std::map<std::string, std::string>&);
+                            const std::string&);
   explicit Subprocess(pid_t pid, bool group) : pid_(pid), group_(group) {}
   pid_t pid_ = -1;
   bool group_ = false;
@@ -71,12 +71,10 @@ class Subprocess {
 
 // Runs a command to completion, capturing stdout and stderr. A command that
 // outlives `timeout` is killed and DeadlineExceeded is returned. A non-zero
-// exit is not an error here: callers decide what an exit code means. `env`
-// is added to (and overrides) the parent's environment.
+// exit is not an error here: callers decide what an exit code means.
 Result<Output> run(const std::vector<std::string>& argv,
                    std::chrono::milliseconds timeout = std::chrono::seconds(60),
-                   const std::string& stdin_data = {},
-                   const std::map<std::string, std::string>& env = {});
+                   const std::string& stdin_data = {});
 
 // Decodes a waitpid status: the exit code, or 128+signal.
 int exit_code(int wait_status);

@@ -96,7 +96,7 @@ Status RuncCli::checkpoint(const std::string& id, const CheckpointOptions& optio
     std::filesystem::create_directories(options.work_dir, ec);
   }
   auto argv = checkpoint_argv(id, options);
-  auto r = process::run(argv, timeout_, {}, criu_env_);
+  auto r = process::run(argv, timeout_);
   if (!r.ok()) return r.status().with_context("checkpoint " + id);
   if (r->exit_code != 0) {
     std::string log = (options.work_dir.empty() ? options.image_dir : options.work_dir) +
@@ -159,7 +159,6 @@ Result<std::unique_ptr<RunningCheckpoint>> RuncCli::start_checkpoint(
     const std::string& id, const CheckpointOptions& options) {
   std::string work_dir = options.work_dir.empty() ? options.image_dir : options.work_dir;
   process::SpawnOptions spawn{.argv = checkpoint_argv(id, options),
-                              .env = criu_env_,
                               .output_file = work_dir + "/runc-checkpoint.log"};
   if (options.status_fd >= 0) spawn.keep_fds.push_back(options.status_fd);
   auto child = process::Subprocess::spawn(spawn);

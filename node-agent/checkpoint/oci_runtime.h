@@ -101,12 +101,6 @@ class RuncCli final : public OciRuntime {
       const std::string& id, const CheckpointOptions& options) override;
   Status remove(const std::string& id, bool force) override;
 
-  // Added to runc's environment for checkpoints, which runc passes on to
-  // CRIU: how the node agent routes runc's CRIU calls through ferry-runc's
-  // CRIU proxy (runtime/criu_proxy.h), whose kept answers save runc's
-  // version and feature checks a CRIU start each.
-  void set_criu_environment(std::map<std::string, std::string> env) { criu_env_ = std::move(env); }
-
   // The argv of `runc restore` for these options (ferry-runc execs it).
   std::vector<std::string> restore_argv(const std::string& id, const RestoreOptions& options,
                                         const std::vector<std::string>& global_flags) const;
@@ -119,7 +113,6 @@ class RuncCli final : public OciRuntime {
   std::string binary_;
   std::string root_;
   std::chrono::milliseconds timeout_;
-  std::map<std::string, std::string> criu_env_;
 };
 
 // The last `lines` lines of a CRIU log that say "Error" (or the log's tail

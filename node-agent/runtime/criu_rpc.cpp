@@ -63,10 +63,6 @@ Result<Message> decode(std::string_view bytes) {
     if (field == 1 && wire == 0) {
       m.type = static_cast<int>(value);
       typed = true;
-    } else if (field == 2 && wire == 0) {  // criu_resp.success (criu_req's 2 is opts)
-      m.success = value != 0;
-    } else if (field == 4 && wire == 0) {  // criu_req.keep_open (criu_resp's 4 is restore)
-      m.keep_open = value != 0;
     } else if (field == 5 && wire == 2) {  // criu_resp.notify
       (void)for_each_field(sub, [&](std::uint32_t f, int w, std::uint64_t, std::string_view s2) {
         if (f == 1 && w == 2) m.notify_script = std::string(s2);

@@ -1,7 +1,6 @@
 // The few fields of CRIU's RPC messages (CRIU's images/rpc.proto) that
-// ferry-runc's CRIU proxy reads or writes: a message's type, whether an
-// answer says success, a request's keep_open, the script name of a
-// notification, and the answer to one. Protobuf's wire format
+// ferry-runc's CRIU proxy reads or writes: a message's type, the script
+// name of a notification, and the answer to one. Protobuf's wire format
 // decoded by hand, because those three fields are all the proxy needs and
 // it must pass every message on byte for byte.
 #pragma once
@@ -18,13 +17,9 @@ namespace ferry::runtime::criu_rpc {
 // criu_req_type values.
 inline constexpr int kRestore = 2;
 inline constexpr int kNotify = 6;
-inline constexpr int kFeatureCheck = 9;
-inline constexpr int kVersion = 10;
 
 struct Message {
   int type = 0;               // field 1 of criu_req and criu_resp
-  bool success = false;       // criu_resp.success (field 2, varint)
-  bool keep_open = false;     // criu_req.keep_open (field 4, varint)
   std::string notify_script;  // criu_resp.notify.script (field 5, then 1)
 };
 

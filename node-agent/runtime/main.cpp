@@ -36,14 +36,12 @@ int criu_proxy_main(const std::vector<std::string>& args) {
   for (std::string f; std::getline(joined, f, ':');) {
     if (!f.empty()) files.push_back(f);
   }
-  ferry::runtime::ProxyOptions options{
-      .real_criu = env_or_empty(ferry::runtime::kProxyRealCriuEnv),
-      .error_file = env_or_empty(ferry::runtime::kProxyErrorFileEnv),
-      .answers_dir = env_or_empty(ferry::runtime::kProxyAnswersDirEnv)};
+  std::function<ferry::Status()> verify;
   if (!dir.empty() && !files.empty()) {
-    options.verify = [dir, files] { return ferry::runtime::verify_snapshot_files(dir, files); };
+    verify = [dir, files] { return ferry::runtime::verify_snapshot_files(dir, files); };
   }
-  return ferry::runtime::run_criu_proxy(options, args);
+  return ferry::runtime::run_criu_proxy(env_or_empty(ferry::runtime::kProxyRealCriuEnv), args,
+                                        verify, env_or_empty(ferry::runtime::kProxyErrorFileEnv));
 }
 
 [[noreturn]] void exec_or_die(std::vector<std::string>& argv) {

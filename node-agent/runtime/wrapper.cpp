@@ -114,29 +114,55 @@ void clean_lazy_restore(const WrapperConfig& config, const std::string& id) {
   for (auto it = yards.rbegin(); it != yards.rend(); ++it) umount2(it->c_str(), MNT_DETACH);
 }
 
-// Sets up the CRIU proxy (criu_proxy.h) for the restore of `id` and returns
-// what runc's environment needs: always the kept answers to CRIU's version
-// check; and, when `files` of `image_dir` are not verified yet, their
-// verification during the restore.
+// PATH, or what exec uses without one.
+std::string search_path() {
+  const char* path = std::getenv("PATH");
+  return path != nullptr ? path : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+}
+
+// `name` as exec would find it in PATH (a name with a slash as it is), if
+// it is executable; empty otherwise.
+std::string find_in_path(const std::string& name) {
+  if (name.find('/') != std::string::npos) return ::access(name.c_str(), X_OK) == 0 ? name : "";
+  std::istringstream dirs(search_path());
+  for (std::string dir; std::getline(dirs, dir, ':');) {
+    std::string candidate = (dir.empty() ? "." : dir) + "/" + name;
+    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  return {};
+}
+
+// Points `criu` in the proxy directory at ferry-runc (once per node; an
+// existing correct link is kept) and returns what runc's environment needs
+// for the proxy to verify `files` of `image_dir` during the restore of `id`.
 Result<std::vector<std::pair<std::string, std::string>>> criu_proxy_env(
     const WrapperConfig& config, const std::string& id, const std::string& image_dir,
     const std::vector<std::string>& files) {
+  const std::string real = find_in_path(config.criu);
+  if (real.empty()) return not_found("criu (" + config.criu + ") is not in PATH");
   std::error_code ec;
   const std::string self =
       config.self_exe.empty() ? fs::read_symlink("/proc/self/exe", ec).string() : config.self_exe;
   if (ec || self.empty()) return internal_error("cannot find ferry-runc's own binary");
-  auto prepared = prepare_criu_proxy(criu_proxy_dir(config), self, config.criu);
-  if (!prepared.ok()) return prepared.status();
-  std::vector<std::pair<std::string, std::string>> env(prepared->begin(), prepared->end());
-  if (files.empty()) return env;
+  const std::string dir = criu_proxy_dir(config);
+  const std::string link = dir + "/criu";
+  if (fs::read_symlink(link, ec) != fs::path(self)) {
+    fs::create_directories(dir, ec);
+    const std::string tmp = link + ".tmp." + std::to_string(::getpid());
+    fs::remove(tmp, ec);
+    fs::create_symlink(self, tmp, ec);
+    if (!ec) fs::rename(tmp, link, ec);
+    if (ec) return internal_error("cannot link " + link + " to " + self + ": " + ec.message());
+  }
   const std::string error_file = criu_proxy_error_file(config, id);
   fs::remove(error_file, ec);
   std::string joined;
   for (const auto& f : files) joined += (joined.empty() ? "" : ":") + f;
-  env.insert(env.end(), {{kProxyVerifyDirEnv, image_dir},
-                         {kProxyVerifyFilesEnv, joined},
-                         {kProxyErrorFileEnv, error_file}});
-  return env;
+  return std::vector<std::pair<std::string, std::string>>{
+      {"PATH", dir + ":" + search_path()}, {kProxyRealCriuEnv, real},
+      {kProxyVerifyDirEnv, image_dir},     {kProxyVerifyFilesEnv, joined},
+      {kProxyErrorFileEnv, error_file},
+  };
 }
 
 std::string bundle_abs(const std::string& bundle) {
@@ -165,7 +191,6 @@ Result<WrapperConfig> WrapperConfig::load() {
   c.snapshot_root = j.value("snapshotRoot", c.snapshot_root);
   c.state_dir = j.value("stateDir", c.state_dir);
   c.criu = j.value("criu", c.criu);
-  c.criu_proxy_dir = j.value("criuProxyDir", c.criu_proxy_dir);
   c.pod_log_root = j.value("podLogRoot", c.pod_log_root);
   c.snapshot_wait_seconds = j.value("snapshotWaitSeconds", c.snapshot_wait_seconds);
   return c;
@@ -227,7 +252,7 @@ Status start_lazy_pages_daemon(const std::vector<std::string>& argv, const std::
 }
 
 std::string criu_proxy_dir(const WrapperConfig& config) {
-  return config.criu_proxy_dir.empty() ? config.state_dir + "/criu-proxy" : config.criu_proxy_dir;
+  return config.state_dir + "/criu-proxy";
 }
 std::string criu_proxy_error_file(const WrapperConfig& config, const std::string& id) {
   return work_path(config, id) + "/verify-error";
@@ -358,25 +383,25 @@ Action plan(const WrapperConfig& config, const std::vector<std::string>& args,
   }
   argv.push_back(id);
   Action action{argv, 0, prepared->hold, prepared->inherit_fd};
-  auto env = criu_proxy_env(config, id, prepared->image_dir, prepared->unverified);
-  if (env.ok()) {
-    action.env = std::move(env).value();
-    if (!prepared->unverified.empty()) {
+  if (!prepared->unverified.empty()) {
+    auto env = criu_proxy_env(config, id, prepared->image_dir, prepared->unverified);
+    if (env.ok()) {
+      action.env = std::move(env).value();
       action.failure_reason_file = criu_proxy_error_file(config, id);
       action.failure_context = "restore of container " + id + " refused: ";
       action.report_args = a;
-    }
-  } else if (!prepared->unverified.empty()) {
-    // No proxy: verify here, before CRIU reads anything, as slower but safe.
-    std::fprintf(stderr, "ferry-runc: verifying before the restore (%s)\n",
-                 env.status().message().c_str());
-    Status verified = prepared->verify_unverified
-                          ? prepared->verify_unverified()
-                          : internal_error("no verification for the memory images");
-    if (!verified.ok()) {
-      fs::remove(marker_path(config, id), ec);
-      report_error(a, "restore of container " + id + " refused: " + verified.message());
-      return {{}, 1};
+    } else {
+      // No proxy: verify here, before CRIU reads anything, as slower but safe.
+      std::fprintf(stderr, "ferry-runc: verifying before the restore (%s)\n",
+                   env.status().message().c_str());
+      Status verified = prepared->verify_unverified
+                            ? prepared->verify_unverified()
+                            : internal_error("no verification for the memory images");
+      if (!verified.ok()) {
+        fs::remove(marker_path(config, id), ec);
+        report_error(a, "restore of container " + id + " refused: " + verified.message());
+        return {{}, 1};
+      }
     }
   }
   return action;

@@ -49,9 +49,6 @@ struct WrapperConfig {
   // ferry-runc's own binary, which the CRIU proxy's `criu` links to; empty:
   // /proc/self/exe.
   std::string self_exe;
-  // The CRIU proxy's directory (its `criu` link and the answers it keeps,
-  // criu_proxy.h); empty: <state_dir>/criu-proxy.
-  std::string criu_proxy_dir;
   // Loads $FERRY_RUNC_CONFIG, else /etc/ferry/ferry-runc.json, else defaults.
   static Result<WrapperConfig> load();
 };

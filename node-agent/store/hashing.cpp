@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -62,12 +63,17 @@ Result<UniqueFd> open_regular(const std::string& full, struct stat* st) {
 }
 
 // Runs fn(worker, i) for i in 0..n-1 on up to `threads` workers (the
-// caller's thread is worker 0); `worker` < the returned count lets fn keep
-// per-worker state such as a read buffer. fn must not throw.
-void parallel_for(std::size_t n, unsigned threads,
+// caller's thread is worker 0), the last `idle` of them at nice 19
+// (HashOptions::idle_threads); `worker` < `threads` lets fn keep per-worker
+// state such as a read buffer. fn must not throw.
+void parallel_for(std::size_t n, unsigned threads, unsigned idle,
                   const std::function<void(unsigned, std::size_t)>& fn) {
   std::atomic<std::size_t> next{0};
   auto worker = [&](unsigned w) {
+    if (w >= threads - std::min(idle, threads - 1)) {
+      // This thread only (Linux: a thread's nice value is its own).
+      (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 19);
+    }
     for (std::size_t i; (i = next.fetch_add(1)) < n;) fn(w, i);
   };
   std::vector<std::thread> pool;
@@ -159,9 +165,10 @@ Result<std::vector<FileDigest>> hash_files(const std::string& dir,
 
   std::vector<std::optional<Status>> piece_failed(pieces.size());
   const unsigned threads =
-      options.threads != 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency());
+      (options.threads != 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency())) +
+      options.idle_threads;
   std::vector<std::vector<char>> buffers(threads);  // one read buffer per worker, made on first use
-  parallel_for(pieces.size(), threads, [&](unsigned worker, std::size_t p) {
+  parallel_for(pieces.size(), threads, options.idle_threads, [&](unsigned worker, std::size_t p) {
     const Piece& piece = pieces[p];
     const HashTarget& t = targets[piece.target];
     const std::string full = dir + "/" + t.path;
@@ -216,7 +223,7 @@ Result<std::vector<FileDigest>> hash_files(const std::string& dir,
   }
 
   if (options.make_private || options.fsync) {
-    parallel_for(targets.size(), threads, [&](unsigned, std::size_t i) {
+    parallel_for(targets.size(), threads, options.idle_threads, [&](unsigned, std::size_t i) {
       if (failed[i]) return;
       const std::string full = dir + "/" + targets[i].path;
       struct stat st {};

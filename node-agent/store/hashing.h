@@ -53,6 +53,11 @@ struct FileDigest {
 
 struct HashOptions {
   unsigned threads = 0;  // 0: one per CPU
+  // More workers, each at the lowest CPU priority (nice 19): they use only
+  // CPU time no one else wants. A restore's verification runs beside CRIU,
+  // which restores on one core; an idle worker on that core waits while
+  // CRIU works and takes the core once CRIU waits for the verdict.
+  unsigned idle_threads = 0;
   // Also fsync each file (publish makes the data durable in the same run).
   bool fsync = false;
   // Also chmod each file to 0600 (publish makes every file root-only).

@@ -500,7 +500,7 @@ Result<std::unique_ptr<SnapshotWriter>> SnapshotStore::begin(const SnapshotMeta&
 
 Status verify_checksums(const std::string& dir, const Manifest& manifest,
                         const std::vector<std::string>& paths, unsigned threads,
-                        const std::string& what) {
+                        const std::string& what, unsigned idle_threads) {
   std::vector<const ManifestFile*> listed;
   std::vector<HashTarget> targets;
   for (const auto& path : paths) {
@@ -515,7 +515,7 @@ Status verify_checksums(const std::string& dir, const Manifest& manifest,
         {.path = path, .chunk_bytes = it->sha256_chunks.empty() ? 0 : manifest.chunk_bytes});
   }
   if (targets.empty()) return {};
-  auto digests = hash_files(dir, targets, {.threads = threads});
+  auto digests = hash_files(dir, targets, {.threads = threads, .idle_threads = idle_threads});
   if (!digests.ok()) return digests.status().with_context(what);
   for (size_t i = 0; i < targets.size(); ++i) {
     const ManifestFile& want_file = *listed[i];

@@ -98,18 +98,14 @@ inline void make_image(const std::string& dir, const std::string& statekeeper) {
 // A working directory for node-agent tests and benchmarks: the statekeeper
 // image, an (empty) snapshot store, and ferry-runc's configuration pointing
 // at the pinned runc and CRIU, the store and a state dir; ferry-runc finds it
-// through FERRY_RUNC_CONFIG. `criu_proxy_dir`: where ferry-runc's CRIU proxy
-// keeps CRIU's answers (a node keeps them across migrations); empty: in the
-// state dir.
-inline void prepare_lab(const std::string& dir, const std::string& statekeeper,
-                        const std::string& criu_proxy_dir = "") {
+// through FERRY_RUNC_CONFIG.
+inline void prepare_lab(const std::string& dir, const std::string& statekeeper) {
   make_image(dir + "/image", statekeeper);
   fs::create_directories(dir + "/snapshots");
   json cfg = {{"runtime", tool("runc")},
               {"criu", tool("criu")},
               {"snapshotRoot", dir + "/snapshots"},
               {"stateDir", dir + "/state"}};
-  if (!criu_proxy_dir.empty()) cfg["criuProxyDir"] = criu_proxy_dir;
   std::ofstream(dir + "/ferry-runc.json") << cfg.dump();
   setenv("FERRY_RUNC_CONFIG", (dir + "/ferry-runc.json").c_str(), 1);
 }

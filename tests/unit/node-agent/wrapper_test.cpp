@@ -206,27 +206,6 @@ TEST_F(WrapperTest, UnverifiedImagesGoThroughTheCriuProxy) {
   EXPECT_EQ(action.failure_reason_file, env[kProxyErrorFileEnv]);
   EXPECT_EQ(action.failure_context, "restore of container c1 refused: ");
   EXPECT_EQ(action.report_args.log, (dir_ / "log.json").string());
-  EXPECT_EQ(env[kProxyAnswersDirEnv], proxy_dir + "/answers");
-  EXPECT_TRUE(fs::is_directory(proxy_dir + "/answers"));
-}
-
-// A restore with nothing left to verify (PostCopy: no memory images) still
-// runs runc through the proxy, for CRIU's kept answers to runc's checks.
-TEST_F(WrapperTest, EveryRestoreGoesThroughTheProxyForCriusKeptAnswers) {
-  write_spec({{"ferry.dev/restore-from", "m-1"}, {"io.kubernetes.cri.container-name", "app"}});
-  config_.criu = "/bin/sh";
-  config_.self_exe = "/usr/local/bin/ferry-runc";
-  config_.criu_proxy_dir = (dir_ / "node-proxy").string();
-  auto prepare = [&](const WrapperConfig&, const RestoreRequest&) -> Result<PreparedRestore> {
-    return PreparedRestore{.image_dir = "/snap/m1/app"};
-  };
-  auto action = plan(config_, create_args(), prepare);
-  ASSERT_FALSE(action.exec_argv.empty());
-  std::map<std::string, std::string> env(action.env.begin(), action.env.end());
-  EXPECT_EQ(env["PATH"].rfind(config_.criu_proxy_dir + ":", 0), 0u) << env["PATH"];
-  EXPECT_EQ(env[kProxyAnswersDirEnv], config_.criu_proxy_dir + "/answers");
-  EXPECT_EQ(env.count(kProxyVerifyFilesEnv), 0u);
-  EXPECT_TRUE(action.failure_reason_file.empty()) << "nothing for the proxy to refuse";
 }
 
 // Without a usable CRIU to put behind the proxy, ferry-runc verifies the
