@@ -194,7 +194,8 @@ std::optional<AgentReport> agent_report(const json& node) {
   if (r.is_discarded() || !r.is_object() || !r.contains("criuVersion")) return std::nullopt;
   return AgentReport{.criu_version = r.value("criuVersion", ""),
                      .lazy_pages = r.value("lazyPages", false),
-                     .mem_dirty_track = r.value("memDirtyTrack", false)};
+                     .mem_dirty_track = r.value("memDirtyTrack", false),
+                     .network_lock = r.value("networkLock", "iptables")};
 }
 
 std::vector<std::string> Placement::reasons() const {
@@ -292,6 +293,8 @@ Result<Placement> choose_target(const json& pod, const std::vector<const json*>&
     } else if (compare_versions(report->criu_version, source_report->criu_version) < 0) {
       v.reason = "CRIU " + report->criu_version + " is older than the source's " +
                  source_report->criu_version;
+    } else if (source_report->network_lock == "nftables" && report->network_lock != "nftables") {
+      v.reason = "its CRIU cannot restore the nftables network lock the source's dump uses";
     } else if (mode == "PostCopy" && !report->lazy_pages) {
       v.reason = "no userfaultfd lazy pages for PostCopy";
     } else if (v.free_millicpu < want_cpu) {

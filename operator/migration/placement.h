@@ -78,6 +78,10 @@ struct AgentReport {
   std::string criu_version;  // "4.2.1"
   bool lazy_pages = false;
   bool mem_dirty_track = false;
+  // CRIU's network lock for the agent's dumps ("nftables" or "iptables";
+  // reports from before it was reported: "iptables"). A restore locks the
+  // way the dump recorded, so a target must support the source's.
+  std::string network_lock = "iptables";
 };
 // nullopt when the node carries no (parseable) report: no agent runs there.
 std::optional<AgentReport> agent_report(const json& node);

@@ -174,6 +174,24 @@ TEST(ChooseTargetTest, NodesNeedACompatibleAgentReport) {
   // PostCopy needs lazy pages on the target too; n4 did not report them.
   EXPECT_EQ(choose_target(p, {&nodes[0], &nodes[3]}, {&p}, "", "PostCopy").status().reason(),
             kNoEligibleNode);
+  // A source that dumps with CRIU's nftables network lock needs a target
+  // whose CRIU can restore it (CRIU restores with the dump's lock method).
+  nodes[0]["metadata"]["annotations"]["ferry.dev/agent"] =
+      R"({"criuVersion":"4.2.1","networkLock":"nftables"})";
+  nodes[3]["metadata"]["annotations"]["ferry.dev/agent"] =
+      R"({"criuVersion":"4.10","networkLock":"iptables"})";
+  r = choose(p, nodes, {p}, "");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().reason(), kNoEligibleNode);
+  EXPECT_NE(r.status().message().find(
+                "n4: its CRIU cannot restore the nftables network lock the source's dump uses"),
+            std::string::npos)
+      << r.status().message();
+  nodes[3]["metadata"]["annotations"]["ferry.dev/agent"] =
+      R"({"criuVersion":"4.10","networkLock":"nftables"})";
+  r = choose(p, nodes, {p}, "");
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_EQ(r->target, "n4");
   // No report from the source: nothing can be said about compatibility.
   nodes[0]["metadata"]["annotations"].erase("ferry.dev/agent");
   EXPECT_EQ(choose(p, nodes, {p}, "").status().reason(), kNoEligibleNode);
