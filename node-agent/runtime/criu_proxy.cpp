@@ -12,6 +12,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -171,6 +172,23 @@ Status mirror_client_fds(int client_socket, const std::vector<int>& fds) {
 }
 
 }  // namespace
+
+Status write_verdict(const std::string& file, const Status& verdict) {
+  return posix::write_file_atomic(file, verdict.ok() ? "ok\n" : verdict.message() + "\n", 0600);
+}
+
+Status wait_for_verdict(const std::string& file) {
+  for (;;) {
+    std::ifstream in(file);
+    if (in) {
+      std::string line;
+      std::getline(in, line);
+      if (line == "ok") return {};
+      return Status(Code::kDataLoss, line.empty() ? "the verification gave no verdict" : line);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+}
 
 int run_criu_proxy(const std::string& real_criu, const std::vector<std::string>& args,
                    const std::function<Status()>& verify, const std::string& error_file) {

@@ -6,11 +6,13 @@
 // verified yet, ferry-runc runs runc with a directory first in PATH whose
 // `criu` is ferry-runc itself; started under that name, ferry-runc is this
 // proxy. It starts the real CRIU on a socket of its own and relays every
-// message both ways unchanged (passed descriptors included), while another
-// thread verifies the images. CRIU's `post-restore` notification comes when
-// every page is in place and before any restored task runs again
+// message both ways unchanged (passed descriptors included). Meanwhile
+// ferry-runc, which runs runc as its child, verifies the images: it starts
+// before runc does, so the verification has a head start on CRIU, and
+// writes its verdict to a file. CRIU's `post-restore` notification comes
+// when every page is in place and before any restored task runs again
 // (criu/cr-restore.c: restore_root_task); the proxy holds it until the
-// verification ends. A mismatch answers CRIU with failure instead, so CRIU
+// verdict is in. A mismatch answers CRIU with failure instead, so CRIU
 // kills the restored tasks and runc reports a failed restore; the mismatch
 // itself goes to a file ferry-runc reports as the reason. Any other use of
 // `criu` (version and feature checks, dumps) is the real CRIU, exec'd.
@@ -27,9 +29,7 @@ namespace ferry::runtime {
 // The environment through which ferry-runc configures the proxy (runc
 // passes its environment on to CRIU).
 inline constexpr const char* kProxyRealCriuEnv = "FERRY_CRIU_PROXY_REAL";
-inline constexpr const char* kProxyVerifyDirEnv = "FERRY_CRIU_PROXY_VERIFY_DIR";
-inline constexpr const char* kProxyVerifyFilesEnv =
-    "FERRY_CRIU_PROXY_VERIFY_FILES";  // ':'-separated
+inline constexpr const char* kProxyVerdictFileEnv = "FERRY_CRIU_PROXY_VERDICT_FILE";
 inline constexpr const char* kProxyErrorFileEnv = "FERRY_CRIU_PROXY_ERROR_FILE";
 
 // Runs the proxy for `args` (the arguments after argv[0]) and returns the
@@ -37,5 +37,12 @@ inline constexpr const char* kProxyErrorFileEnv = "FERRY_CRIU_PROXY_ERROR_FILE";
 // restore; its error is written to `error_file` and fails the restore.
 int run_criu_proxy(const std::string& real_criu, const std::vector<std::string>& args,
                    const std::function<Status()>& verify, const std::string& error_file);
+
+// The verification's verdict, passed from ferry-runc to the proxy (its
+// grandchild, through runc) in a file written atomically once: "ok", or
+// the mismatch. write_verdict writes it; wait_for_verdict waits for it to
+// appear (polling every 2 ms) and returns it, DataLoss for a mismatch.
+Status write_verdict(const std::string& file, const Status& verdict);
+Status wait_for_verdict(const std::string& file);
 
 }  // namespace ferry::runtime

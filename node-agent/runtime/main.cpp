@@ -12,6 +12,7 @@
 #include <fstream>
 #include <sstream>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "cli/build_info.h"
@@ -30,16 +31,10 @@ std::string env_or_empty(const char* name) {
 // Started as `criu` (by runc, from the proxy directory ferry-runc put first
 // in its PATH): the CRIU proxy, configured through the environment.
 int criu_proxy_main(const std::vector<std::string>& args) {
-  const std::string dir = env_or_empty(ferry::runtime::kProxyVerifyDirEnv);
-  std::vector<std::string> files;
-  std::istringstream joined(env_or_empty(ferry::runtime::kProxyVerifyFilesEnv));
-  for (std::string f; std::getline(joined, f, ':');) {
-    if (!f.empty()) files.push_back(f);
-  }
+  // ferry-runc, which started runc, verifies; the proxy waits for its verdict.
+  const std::string verdict = env_or_empty(ferry::runtime::kProxyVerdictFileEnv);
   std::function<ferry::Status()> verify;
-  if (!dir.empty() && !files.empty()) {
-    verify = [dir, files] { return ferry::runtime::verify_snapshot_files(dir, files); };
-  }
+  if (!verdict.empty()) verify = [verdict] { return ferry::runtime::wait_for_verdict(verdict); };
   return ferry::runtime::run_criu_proxy(env_or_empty(ferry::runtime::kProxyRealCriuEnv), args,
                                         verify, env_or_empty(ferry::runtime::kProxyErrorFileEnv));
 }
@@ -52,8 +47,15 @@ int criu_proxy_main(const std::vector<std::string>& args) {
 }
 
 // Runs the restore as a child and, when it fails, reports the proxy's
-// reason last (wrapper.h, Action::failure_reason_file).
+// reason last (wrapper.h, Action::failure_reason_file). The verification the
+// proxy waits for starts first, beside runc and CRIU.
 int run_and_report(ferry::runtime::Action& action) {
+  auto c_argv = ferry::process::c_strings(action.exec_argv);  // no allocation after fork
+  if (action.verify) {
+    std::thread([verify = action.verify, file = action.verdict_file] {
+      (void)ferry::runtime::write_verdict(file, verify());
+    }).detach();  // a restore that fails first ends the process without waiting
+  }
   pid_t child = fork();
   if (child < 0) {
     std::perror("ferry-runc: fork");
@@ -61,8 +63,10 @@ int run_and_report(ferry::runtime::Action& action) {
   }
   if (child == 0) {
     // The shim kills the runtime it waits for on a timeout: take runc along.
+    // Only async-signal-safe calls here: the verification thread runs.
     prctl(PR_SET_PDEATHSIG, SIGKILL);
-    exec_or_die(action.exec_argv);
+    execvp(c_argv[0], c_argv.data());
+    _exit(127);
   }
   int status = 0;
   while (waitpid(child, &status, 0) < 0) {

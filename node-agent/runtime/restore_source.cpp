@@ -54,7 +54,8 @@ Result<PreparedRestore> prepare_from_store(const WrapperConfig& config,
                           .migration_uid = request.migration_uid};
   // Every byte is checked: a corrupted image restores a process with wrong
   // memory, which is worse than no restore at all. The memory images are
-  // checked while CRIU reads them, before the process runs (criu_proxy.h).
+  // checked while CRIU reads them, before the process runs (criu_proxy.h):
+  // ferry-runc runs verify_unverified beside runc.
   auto snapshot = snapshots.open(request.migration_uid, request.container_name, expected,
                                  store::Verify::kFull, is_criu_memory_image);
   if (!snapshot.ok()) return snapshot.status();
@@ -89,16 +90,6 @@ bool is_criu_memory_image(const std::string& rel_path) {
   }
   p = p.substr(kPrefix.size(), p.size() - kPrefix.size() - kSuffix.size());
   return p.find_first_not_of("0123456789") == std::string_view::npos;
-}
-
-Status verify_snapshot_files(const std::string& dir, const std::vector<std::string>& files) {
-  const std::string what = "snapshot " + dir;
-  std::ifstream in(dir + "/" + store::kManifestFile);
-  if (!in) return not_found(what + ": " + store::kManifestFile + " cannot be read");
-  std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-  auto manifest = store::manifest_from_json(text);
-  if (!manifest.ok()) return manifest.status().with_context(what);
-  return verify_memory_images(dir, *manifest, files);
 }
 
 }  // namespace ferry::runtime

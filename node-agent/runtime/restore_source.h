@@ -28,8 +28,4 @@ Result<PreparedRestore> prepare_from_store(const WrapperConfig& config,
 // CRIU alone.
 bool is_criu_memory_image(const std::string& rel_path);
 
-// Verifies `files` of the published snapshot in `dir` against its manifest
-// (the CRIU proxy's verification, PreparedRestore::unverified).
-Status verify_snapshot_files(const std::string& dir, const std::vector<std::string>& files);
-
 }  // namespace ferry::runtime

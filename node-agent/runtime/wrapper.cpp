@@ -134,10 +134,9 @@ std::string find_in_path(const std::string& name) {
 
 // Points `criu` in the proxy directory at ferry-runc (once per node; an
 // existing correct link is kept) and returns what runc's environment needs
-// for the proxy to verify `files` of `image_dir` during the restore of `id`.
-Result<std::vector<std::pair<std::string, std::string>>> criu_proxy_env(
-    const WrapperConfig& config, const std::string& id, const std::string& image_dir,
-    const std::vector<std::string>& files) {
+// for the proxy to hold the restore of `id` until the verification's verdict.
+Result<std::vector<std::pair<std::string, std::string>>> criu_proxy_env(const WrapperConfig& config,
+                                                                        const std::string& id) {
   const std::string real = find_in_path(config.criu);
   if (real.empty()) return not_found("criu (" + config.criu + ") is not in PATH");
   std::error_code ec;
@@ -154,13 +153,15 @@ Result<std::vector<std::pair<std::string, std::string>>> criu_proxy_env(
     if (!ec) fs::rename(tmp, link, ec);
     if (ec) return internal_error("cannot link " + link + " to " + self + ": " + ec.message());
   }
+  // A previous attempt's files must not speak for this one.
   const std::string error_file = criu_proxy_error_file(config, id);
+  const std::string verdict_file = criu_proxy_verdict_file(config, id);
   fs::remove(error_file, ec);
-  std::string joined;
-  for (const auto& f : files) joined += (joined.empty() ? "" : ":") + f;
+  fs::remove(verdict_file, ec);
   return std::vector<std::pair<std::string, std::string>>{
-      {"PATH", dir + ":" + search_path()}, {kProxyRealCriuEnv, real},
-      {kProxyVerifyDirEnv, image_dir},     {kProxyVerifyFilesEnv, joined},
+      {"PATH", dir + ":" + search_path()},
+      {kProxyRealCriuEnv, real},
+      {kProxyVerdictFileEnv, verdict_file},
       {kProxyErrorFileEnv, error_file},
   };
 }
@@ -253,6 +254,9 @@ Status start_lazy_pages_daemon(const std::vector<std::string>& argv, const std::
 
 std::string criu_proxy_dir(const WrapperConfig& config) {
   return config.state_dir + "/criu-proxy";
+}
+std::string criu_proxy_verdict_file(const WrapperConfig& config, const std::string& id) {
+  return work_path(config, id) + "/verify-verdict";
 }
 std::string criu_proxy_error_file(const WrapperConfig& config, const std::string& id) {
   return work_path(config, id) + "/verify-error";
@@ -384,9 +388,11 @@ Action plan(const WrapperConfig& config, const std::vector<std::string>& args,
   argv.push_back(id);
   Action action{argv, 0, prepared->hold, prepared->inherit_fd};
   if (!prepared->unverified.empty()) {
-    auto env = criu_proxy_env(config, id, prepared->image_dir, prepared->unverified);
-    if (env.ok()) {
+    auto env = criu_proxy_env(config, id);
+    if (env.ok() && prepared->verify_unverified) {
       action.env = std::move(env).value();
+      action.verify = prepared->verify_unverified;
+      action.verdict_file = criu_proxy_verdict_file(config, id);
       action.failure_reason_file = criu_proxy_error_file(config, id);
       action.failure_context = "restore of container " + id + " refused: ";
       action.report_args = a;

@@ -118,12 +118,19 @@ struct Action {
   std::string failure_reason_file;
   std::string failure_context;  // put before the reason
   RuncArgs report_args;
+  // The memory images' verification, which ferry-runc runs on a thread of
+  // its own while runc restores, writing its verdict to `verdict_file` for
+  // the proxy (criu_proxy.h, write_verdict). Empty: none.
+  std::function<Status()> verify;
+  std::string verdict_file;
 };
 
-// The directory whose `criu` is the proxy, and the file the proxy writes a
-// failed verification to, for container `id`.
+// The directory whose `criu` is the proxy, the file the proxy writes a
+// failed verification to, and the verification's verdict file, for
+// container `id`.
 std::string criu_proxy_dir(const WrapperConfig& config);
 std::string criu_proxy_error_file(const WrapperConfig& config, const std::string& id);
+std::string criu_proxy_verdict_file(const WrapperConfig& config, const std::string& id);
 
 // Decides, performing the side effects a decision needs (markers, CRIU
 // config files, spec annotations, snapshot preparation).

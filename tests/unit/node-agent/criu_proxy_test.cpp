@@ -171,5 +171,25 @@ TEST_F(CriuProxyTest, AnythingButARestoreIsTheRealCriuUnchanged) {
   EXPECT_EQ(read("criu.log"), "request 10\nargs check --all\n");
 }
 
+// ferry-runc verifies and the proxy waits: the verdict passes through a
+// file written once, atomically.
+TEST_F(CriuProxyTest, TheProxyWaitsForFerryRuncsVerdict) {
+  const std::string ok_file = (dir_ / "verdict-ok").string();
+  std::thread writer([&] {
+    std::this_thread::sleep_for(200ms);
+    ASSERT_TRUE(write_verdict(ok_file, Status()).ok());
+  });
+  EXPECT_TRUE(wait_for_verdict(ok_file).ok());
+  EXPECT_TRUE(fs::exists(ok_file)) << "returned before the verdict was written";
+  writer.join();
+  const std::string bad_file = (dir_ / "verdict-bad").string();
+  ASSERT_TRUE(
+      write_verdict(bad_file, Status(Code::kDataLoss, "file pages-1.img: bytes 0-64 differ", "X"))
+          .ok());
+  Status bad = wait_for_verdict(bad_file);
+  EXPECT_EQ(bad.code(), Code::kDataLoss);
+  EXPECT_EQ(bad.message(), "file pages-1.img: bytes 0-64 differ");
+}
+
 }  // namespace
 }  // namespace ferry::runtime
