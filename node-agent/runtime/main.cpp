@@ -52,8 +52,18 @@ int criu_proxy_main(const std::vector<std::string>& args) {
 int run_and_report(ferry::runtime::Action& action) {
   auto c_argv = ferry::process::c_strings(action.exec_argv);  // no allocation after fork
   if (action.verify) {
-    std::thread([verify = action.verify, file = action.verdict_file] {
-      (void)ferry::runtime::write_verdict(file, verify());
+    // Copies: the thread may outlive main's locals.
+    std::thread([verify = action.verify, file = action.verdict_file, args = action.report_args,
+                 context = action.failure_context] {
+      ferry::Status written = ferry::runtime::write_verdict(file, verify());
+      if (!written.ok()) {
+        // The proxy would hold CRIU until the shim's deadline: fail now.
+        // Exiting takes runc along (PR_SET_PDEATHSIG), and with runc gone
+        // the proxy aborts the restore, so no restored task runs.
+        ferry::runtime::report_error(
+            args, context + "cannot pass the verification's verdict on: " + written.message());
+        _exit(1);
+      }
     }).detach();  // a restore that fails first ends the process without waiting
   }
   pid_t child = fork();
@@ -92,7 +102,11 @@ int run_and_report(ferry::runtime::Action& action) {
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   if (argc > 0 && std::filesystem::path(argv[0]).filename() == "criu") {
-    return criu_proxy_main(args);
+    // _exit: a verification thread may still run (a restore that failed
+    // first), and atexit handlers (OpenSSL's among them) must not run under it.
+    const int code = criu_proxy_main(args);
+    std::fflush(nullptr);
+    _exit(code);
   }
   if (args.size() == 1 && (args[0] == "--help" || args[0] == "-h" || args[0] == "--version")) {
     if (args[0] == "--version") {
@@ -123,6 +137,10 @@ int main(int argc, char** argv) {
     if (flags >= 0) fcntl(action.inherit_fd, F_SETFD, flags & ~FD_CLOEXEC);
   }
   for (const auto& [name, value] : action.env) setenv(name.c_str(), value.c_str(), 1);
-  if (!action.failure_reason_file.empty()) return run_and_report(action);
+  if (!action.failure_reason_file.empty()) {
+    const int code = run_and_report(action);
+    std::fflush(nullptr);
+    _exit(code);  // as for the proxy: the verification thread may still run
+  }
   exec_or_die(action.exec_argv);
 }
