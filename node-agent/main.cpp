@@ -129,7 +129,7 @@ int run_agent(const ferry::cli::FlagSet& flags, ferry::checkpoint::OciRuntime& r
        .records_dir = flags.get("records-dir"),
        .criu_version = features->criu_version,
        .runtime_version = runtime_version,
-       .criu_network_lock = features->network_lock_nftables ? "nftables" : "",
+       .criu_network_lock = ferry::checkpoint::network_lock_method(*features),
        .on_checkpoint =
            [&](const ferry::agent::CheckpointSample& s) {
              checkpoints.Add({{"result", s.ok ? "success" : "failure"}}).Increment();
@@ -239,7 +239,7 @@ int main(int argc, char** argv) {
                      .migration_uid = flags.get("migration-uid")},
          .tcp = flags.get("tcp") == "established" ? ferry::checkpoint::TcpMode::kEstablished
                                                   : ferry::checkpoint::TcpMode::kClose,
-         .network_lock = features.ok() && features->network_lock_nftables ? "nftables" : "",
+         .network_lock = features.ok() ? ferry::checkpoint::network_lock_method(*features) : "",
          .work_dir = flags.get("work-dir") + "/" + id,
          .criu_version = features.ok() ? features->criu_version : ""});
     if (!r.ok()) return report(r.status());

@@ -26,6 +26,13 @@ struct CriuFeatures {
   bool network_lock_nftables = false;  // CRIU built with libnftables, kernel able
 };
 
+// CRIU's network lock method the agent dumps with here: "nftables" where
+// CRIU and the kernel support it (CRIU locks in its own process), else
+// "iptables" (CRIU's default; a dozen iptables processes per migration).
+inline std::string network_lock_method(const CriuFeatures& f) {
+  return f.network_lock_nftables ? "nftables" : "iptables";
+}
+
 // Runs `criu --version`, `criu check` and `criu check --feature X` through
 // `run` (argv -> exit code and stdout), so tests can fake the binary.
 using CommandRunner =

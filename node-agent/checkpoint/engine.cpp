@@ -62,8 +62,8 @@ Status CheckpointEngine::write_criu_config(const ContainerState& state, TcpMode 
   // Service, to the restored copy).
   // network-lock nftables: CRIU locks and unlocks the container's network
   // through libnftables in its own process; with iptables it runs
-  // iptables-restore and friends, a dozen processes per migration (~70 ms
-  // for each unlock on the 2026-11-30 machine, inside the freeze window).
+  // iptables-restore and friends, a dozen processes per migration, inside
+  // the freeze window (bench/results/engine.md: 0.08-0.13 s per migration).
   std::string contents =
       tcp == TcpMode::kClose ? "tcp-close\nskip-in-flight\n" : "skip-in-flight\n";
   if (!network_lock.empty()) contents += "network-lock " + network_lock + "\n";

@@ -77,7 +77,7 @@ json agent_report(const checkpoint::CriuFeatures& f, const std::string& runtime_
           {"criuCheck", f.check_passed},
           {"lazyPages", f.uffd && f.uffd_noncoop},
           {"memDirtyTrack", f.mem_dirty_track},
-          {"networkLock", f.network_lock_nftables ? "nftables" : "iptables"},
+          {"networkLock", checkpoint::network_lock_method(f)},
           {"kernel", u.release},
           {"arch", u.machine},
           {"runtime", runtime_version}};

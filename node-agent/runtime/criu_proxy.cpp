@@ -8,15 +8,10 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <chrono>
-#include <condition_variable>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
-#include <memory>
-#include <mutex>
 #include <optional>
-#include <thread>
 
 #include "posix/atomic_file.h"
 #include "process/subprocess.h"
@@ -101,36 +96,6 @@ Status send(int fd, const std::string& bytes, const std::vector<int>& fds) {
   return {};
 }
 
-// The verification's outcome, waited for at post-restore.
-class Verification {
- public:
-  explicit Verification(std::function<Status()> verify) {
-    auto state = state_;
-    std::thread([state, verify = std::move(verify)] {
-      Status result = verify();
-      std::lock_guard<std::mutex> lock(state->mu);
-      state->result = std::move(result);
-      state->done = true;
-      state->cv.notify_all();
-    }).detach();  // a CRIU that fails early lets the proxy exit without waiting
-  }
-  // The result, unless `timeout` passes first.
-  std::optional<Status> wait_for(std::chrono::milliseconds timeout) {
-    std::unique_lock<std::mutex> lock(state_->mu);
-    if (!state_->cv.wait_for(lock, timeout, [&] { return state_->done; })) return std::nullopt;
-    return state_->result;
-  }
-
- private:
-  struct State {
-    std::mutex mu;
-    std::condition_variable cv;
-    bool done = false;
-    Status result;
-  };
-  std::shared_ptr<State> state_ = std::make_shared<State>();
-};
-
 int exec_real(const std::string& real_criu, const std::vector<std::string>& args) {
   std::vector<std::string> argv = {real_criu};
   argv.insert(argv.end(), args.begin(), args.end());
@@ -177,21 +142,18 @@ Status write_verdict(const std::string& file, const Status& verdict) {
   return posix::write_file_atomic(file, verdict.ok() ? "ok\n" : verdict.message() + "\n", 0600);
 }
 
-Status wait_for_verdict(const std::string& file) {
-  for (;;) {
-    std::ifstream in(file);
-    if (in) {
-      std::string line;
-      std::getline(in, line);
-      if (line == "ok") return {};
-      return Status(Code::kDataLoss, line.empty() ? "the verification gave no verdict" : line);
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
+std::optional<Status> read_verdict(const std::string& file) {
+  std::ifstream in(file);
+  if (!in) return std::nullopt;
+  std::string line;
+  std::getline(in, line);
+  if (line == "ok") return Status();
+  return Status(Code::kDataLoss, line.empty() ? "the verification gave no verdict" : line);
 }
 
 int run_criu_proxy(const std::string& real_criu, const std::vector<std::string>& args,
-                   const std::function<Status()>& verify, const std::string& error_file) {
+                   const std::function<std::optional<Status>()>& verdict,
+                   const std::string& error_file) {
   if (real_criu.empty()) {
     std::fprintf(stderr, "ferry-runc (criu proxy): %s is not set\n", kProxyRealCriuEnv);
     return 127;
@@ -204,7 +166,7 @@ int run_criu_proxy(const std::string& real_criu, const std::vector<std::string>&
       client = -1;
     }
   }
-  if (client < 0 || !verify) return exec_real(real_criu, args);
+  if (client < 0 || !verdict) return exec_real(real_criu, args);
 
   // The client's first request says what this is; peeked, so that anything
   // but a restore is the real CRIU's from its first byte.
@@ -218,8 +180,6 @@ int run_criu_proxy(const std::string& real_criu, const std::vector<std::string>&
   if (!request.ok() || request->type != criu_rpc::kRestore) return exec_real(real_criu, args);
   auto named_fds = criu_rpc::client_fds(peeked);
   if (!named_fds.ok()) return exec_real(real_criu, args);
-
-  Verification verification(verify);
 
   int pair[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) {
@@ -239,7 +199,6 @@ int run_criu_proxy(const std::string& real_criu, const std::vector<std::string>&
     return 1;
   }
   if (criu == 0) {
-    // Only async-signal-safe calls here: the verification thread runs.
     if (::dup2(pair[1], client) < 0) ::_exit(127);
     ::execv(c_argv[0], c_argv.data());
     ::_exit(127);
@@ -275,16 +234,17 @@ int run_criu_proxy(const std::string& real_criu, const std::vector<std::string>&
       auto decoded = criu_rpc::decode(m->bytes);
       if (decoded.ok() && decoded->type == criu_rpc::kNotify &&
           decoded->notify_script == "post-restore") {
-        // The verification's end, or runc's: a runtime killed meanwhile (the
-        // shim gave up) must not leave CRIU and its tasks waiting forever.
+        // The verdict, or runc's end: a runtime killed meanwhile (the shim
+        // gave up) must not leave CRIU and its tasks waiting forever. Asked
+        // only now, every 2 ms: CRIU has every page in place and waits.
         Status verified;
         for (;;) {
-          if (auto result = verification.wait_for(std::chrono::milliseconds(100))) {
+          if (auto result = verdict()) {
             verified = *result;
             break;
           }
           pollfd hangup{client, 0, 0};
-          if (::poll(&hangup, 1, 0) > 0 && (hangup.revents & (POLLHUP | POLLERR)) != 0) {
+          if (::poll(&hangup, 1, 2) > 0 && (hangup.revents & (POLLHUP | POLLERR)) != 0) {
             verified = Status(Code::kCancelled, "runc went away during the restore");
             break;
           }

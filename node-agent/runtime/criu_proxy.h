@@ -19,6 +19,7 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -33,16 +34,18 @@ inline constexpr const char* kProxyVerdictFileEnv = "FERRY_CRIU_PROXY_VERDICT_FI
 inline constexpr const char* kProxyErrorFileEnv = "FERRY_CRIU_PROXY_ERROR_FILE";
 
 // Runs the proxy for `args` (the arguments after argv[0]) and returns the
-// exit code (the real CRIU's). `verify` runs on its own thread during a
-// restore; its error is written to `error_file` and fails the restore.
+// exit code (the real CRIU's). `verdict` is asked at post-restore until it
+// has one (nullopt: not yet); an error is written to `error_file` and fails
+// the restore. Empty: every call is the real CRIU's.
 int run_criu_proxy(const std::string& real_criu, const std::vector<std::string>& args,
-                   const std::function<Status()>& verify, const std::string& error_file);
+                   const std::function<std::optional<Status>()>& verdict,
+                   const std::string& error_file);
 
 // The verification's verdict, passed from ferry-runc to the proxy (its
 // grandchild, through runc) in a file written atomically once: "ok", or
-// the mismatch. write_verdict writes it; wait_for_verdict waits for it to
-// appear (polling every 2 ms) and returns it, DataLoss for a mismatch.
+// the mismatch. write_verdict writes it; read_verdict returns it once it is
+// there (DataLoss for a mismatch), nullopt before.
 Status write_verdict(const std::string& file, const Status& verdict);
-Status wait_for_verdict(const std::string& file);
+std::optional<Status> read_verdict(const std::string& file);
 
 }  // namespace ferry::runtime

@@ -33,10 +33,10 @@ std::string env_or_empty(const char* name) {
 int criu_proxy_main(const std::vector<std::string>& args) {
   // ferry-runc, which started runc, verifies; the proxy waits for its verdict.
   const std::string verdict = env_or_empty(ferry::runtime::kProxyVerdictFileEnv);
-  std::function<ferry::Status()> verify;
-  if (!verdict.empty()) verify = [verdict] { return ferry::runtime::wait_for_verdict(verdict); };
-  return ferry::runtime::run_criu_proxy(env_or_empty(ferry::runtime::kProxyRealCriuEnv), args,
-                                        verify, env_or_empty(ferry::runtime::kProxyErrorFileEnv));
+  std::function<std::optional<ferry::Status>()> read;
+  if (!verdict.empty()) read = [verdict] { return ferry::runtime::read_verdict(verdict); };
+  return ferry::runtime::run_criu_proxy(env_or_empty(ferry::runtime::kProxyRealCriuEnv), args, read,
+                                        env_or_empty(ferry::runtime::kProxyErrorFileEnv));
 }
 
 [[noreturn]] void exec_or_die(std::vector<std::string>& argv) {
@@ -102,11 +102,7 @@ int run_and_report(ferry::runtime::Action& action) {
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   if (argc > 0 && std::filesystem::path(argv[0]).filename() == "criu") {
-    // _exit: a verification thread may still run (a restore that failed
-    // first), and atexit handlers (OpenSSL's among them) must not run under it.
-    const int code = criu_proxy_main(args);
-    std::fflush(nullptr);
-    _exit(code);
+    return criu_proxy_main(args);
   }
   if (args.size() == 1 && (args[0] == "--help" || args[0] == "-h" || args[0] == "--version")) {
     if (args[0] == "--version") {
@@ -140,7 +136,9 @@ int main(int argc, char** argv) {
   if (!action.failure_reason_file.empty()) {
     const int code = run_and_report(action);
     std::fflush(nullptr);
-    _exit(code);  // as for the proxy: the verification thread may still run
+    // _exit: the verification thread may still run (a restore that failed
+    // first), and atexit handlers (OpenSSL's among them) must not run under it.
+    _exit(code);
   }
   exec_or_die(action.exec_argv);
 }

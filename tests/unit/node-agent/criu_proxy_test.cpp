@@ -50,14 +50,15 @@ class CriuProxyTest : public ::testing::Test {
   void TearDown() override { fs::remove_all(dir_); }
 
   // Starts the proxy; returns runc's end of the socket.
-  int start(const std::function<Status()>& verify) {
+  using Verdict = std::function<std::optional<Status>()>;
+  int start(const Verdict& verdict) {
     int pair[2];
     EXPECT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair), 0);
     child_ = ::fork();
     if (child_ == 0) {
       ::close(pair[0]);
       int fd = ::dup(pair[1]);  // without CLOEXEC, as runc passes it
-      int code = run_criu_proxy(FERRY_FAKE_CRIU, {"swrk", std::to_string(fd)}, verify,
+      int code = run_criu_proxy(FERRY_FAKE_CRIU, {"swrk", std::to_string(fd)}, verdict,
                                 (dir_ / "verify-error").string());
       ::_exit(code);
     }
@@ -85,13 +86,15 @@ class CriuProxyTest : public ::testing::Test {
 };
 
 TEST_F(CriuProxyTest, HoldsPostRestoreUntilTheVerificationPasses) {
-  // The verification ends well after CRIU asks, and leaves a mark when it
-  // does: post-restore must not reach runc before the mark.
+  // ferry-runc's verdict comes well after CRIU asks, and a mark is left just
+  // before it: post-restore must not reach runc before the mark.
   const fs::path mark = dir_ / "verified";
-  int runc = start([mark] {
+  const std::string verdict = (dir_ / "verdict").string();
+  int runc = start([verdict] { return read_verdict(verdict); });
+  std::jthread ferry_runc([&] {  // joined however the test ends
     std::this_thread::sleep_for(500ms);
     std::ofstream(mark) << "done";
-    return Status();
+    ASSERT_TRUE(write_verdict(verdict, Status()).ok());
   });
   ASSERT_GT(::send(runc, "\x08\x02", 2, 0), 0);  // a RESTORE request
   std::string restore_done;
@@ -139,9 +142,10 @@ TEST_F(CriuProxyTest, AFailedVerificationAbortsTheRestoreAndSaysWhy) {
 // The shim gave up and killed the runtime while the images were still
 // being verified: CRIU must not wait for an answer that never comes.
 TEST_F(CriuProxyTest, RuncGoneDuringTheVerificationAbortsTheRestore) {
-  int runc = start([] {
-    std::this_thread::sleep_for(3s);  // would pass, after runc left
-    return Status();
+  const auto t0 = std::chrono::steady_clock::now();
+  int runc = start([t0]() -> std::optional<Status> {
+    if (std::chrono::steady_clock::now() - t0 < 3s) return std::nullopt;
+    return Status();  // would pass, after runc left
   });
   ASSERT_GT(::send(runc, "\x08\x02", 2, 0), 0);
   ASSERT_EQ(criu_rpc::decode(receive(runc))->notify_script, "setup-namespaces");
@@ -171,24 +175,23 @@ TEST_F(CriuProxyTest, AnythingButARestoreIsTheRealCriuUnchanged) {
   EXPECT_EQ(read("criu.log"), "request 10\nargs check --all\n");
 }
 
-// ferry-runc verifies and the proxy waits: the verdict passes through a
+// ferry-runc verifies and the proxy asks: the verdict passes through a
 // file written once, atomically.
-TEST_F(CriuProxyTest, TheProxyWaitsForFerryRuncsVerdict) {
+TEST_F(CriuProxyTest, TheVerdictPassesThroughAFileWrittenOnce) {
   const std::string ok_file = (dir_ / "verdict-ok").string();
-  std::thread writer([&] {
-    std::this_thread::sleep_for(200ms);
-    ASSERT_TRUE(write_verdict(ok_file, Status()).ok());
-  });
-  EXPECT_TRUE(wait_for_verdict(ok_file).ok());
-  EXPECT_TRUE(fs::exists(ok_file)) << "returned before the verdict was written";
-  writer.join();
+  EXPECT_FALSE(read_verdict(ok_file).has_value()) << "no verdict before it is written";
+  ASSERT_TRUE(write_verdict(ok_file, Status()).ok());
+  auto ok = read_verdict(ok_file);
+  ASSERT_TRUE(ok.has_value());
+  EXPECT_TRUE(ok->ok());
   const std::string bad_file = (dir_ / "verdict-bad").string();
   ASSERT_TRUE(
       write_verdict(bad_file, Status(Code::kDataLoss, "file pages-1.img: bytes 0-64 differ", "X"))
           .ok());
-  Status bad = wait_for_verdict(bad_file);
-  EXPECT_EQ(bad.code(), Code::kDataLoss);
-  EXPECT_EQ(bad.message(), "file pages-1.img: bytes 0-64 differ");
+  auto bad = read_verdict(bad_file);
+  ASSERT_TRUE(bad.has_value());
+  EXPECT_EQ(bad->code(), Code::kDataLoss);
+  EXPECT_EQ(bad->message(), "file pages-1.img: bytes 0-64 differ");
 }
 
 }  // namespace
