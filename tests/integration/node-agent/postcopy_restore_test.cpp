@@ -66,12 +66,15 @@ std::vector<std::string> mounts_under(const std::string& dir) {
 
 // True when no task of a process in `netns` can run user code: each is
 // frozen by its cgroup or stopped under ptrace (CRIU's page server holds
-// them so during a lazy transfer).
+// them so during a lazy transfer). A cgroup the kernel reports frozen
+// covers all its tasks; that is the only sign on cgroup v2, whose frozen
+// tasks sleep in state S.
 bool all_tasks_stopped(const std::string& netns) {
   auto r = process::run({"ip", "netns", "pids", netns});
   if (!r.ok() || r->out.empty()) return false;
   std::istringstream pids(r->out);
   for (std::string pid; pids >> pid;) {
+    if (cgroup_freezer(std::stoi(pid)) == "frozen") continue;
     for (const auto& task : fs::directory_iterator("/proc/" + pid + "/task")) {
       std::ifstream in(task.path() / "status");
       std::string line;
@@ -92,6 +95,10 @@ class PostCopyRestoreTest : public ::testing::Test {
     ASSERT_NE(mkdtemp(tmpl), nullptr);
     dir_ = tmpl;
     prepare_lab(dir_, FERRY_STATEKEEPER_BIN);
+    if (expected_cgroup_version() != 0) {
+      ASSERT_EQ(cgroup_version(), expected_cgroup_version()) << "/sys/fs/cgroup is not the "
+                                                                "hierarchy this run is for";
+    }
     tag_ = "pc" + std::to_string(getpid());
   }
   // Whatever a failed run left: CRIU helpers and daemons first (a task
@@ -200,6 +207,7 @@ TEST_F(PostCopyRestoreTest, AnswersBeforeItsPagesArrivedAndChecksumsAfter1GiB) {
                                   << read(work_b + "/lazy-pages.log");
     std::printf("page transfer finished %.3f s after the lazy dump returned\n", total);
     EXPECT_EQ(src.state_status(), "paused") << "CRIU froze the source's cgroup again";
+    EXPECT_EQ(src.freezer(), "frozen") << "cgroup v" << cgroup_version();
     EXPECT_TRUE(all_tasks_stopped(ns_a.name()));
     EXPECT_EQ(ask(ns_b.name(), "SUM"), sum_before);
     EXPECT_EQ(ask(ns_b.name(), "CHECK"), "check ok");
@@ -261,6 +269,7 @@ TEST_F(PostCopyRestoreTest, AbandonedTransferLeavesTheSourceFrozenAndNothingRunn
   }  // the handle goes
   EXPECT_EQ(pids_mentioning(dir_ + "/work-a"), std::vector<int>{}) << "runc/CRIU left running";
   EXPECT_EQ(src.state_status(), "paused");
+  EXPECT_EQ(src.freezer(), "frozen") << "cgroup v" << cgroup_version();
   EXPECT_TRUE(all_tasks_stopped(ns_a.name()));
   ASSERT_TRUE(engine.thaw(src.id()).ok());
   EXPECT_EQ(ask(ns_a.name(), "SUM"), sum_before);

@@ -8,10 +8,12 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <netinet/in.h>
 #include <sched.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
+#include <sys/statfs.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -50,6 +52,50 @@ inline std::string agent_network_lock() {
   static const bool nftables =
       run_ok({tool("criu"), "check", "--feature", "network_lock_nftables"});
   return nftables ? "nftables" : "";
+}
+
+// The cgroup version the runtime sees: 2 where /sys/fs/cgroup is the unified
+// hierarchy (CTest's *_cgroup2 variants mount one in a private mount
+// namespace, tests/integration/node-agent/in_cgroup2.sh), else 1.
+inline int cgroup_version() {
+  struct statfs st {};
+  return ::statfs("/sys/fs/cgroup", &st) == 0 && st.f_type == CGROUP2_SUPER_MAGIC ? 2 : 1;
+}
+
+// The cgroup version a test run was started for (FERRY_TEST_CGROUP, set by
+// in_cgroup2.sh), or 0 when any will do.
+inline int expected_cgroup_version() {
+  const char* v = std::getenv("FERRY_TEST_CGROUP");
+  return v ? std::atoi(v) : 0;
+}
+
+// The kernel's freezer state of `pid`'s cgroup, read from the cgroup itself
+// rather than from the runtime: "frozen", "thawed", or what was unreadable.
+// cgroup v2: cgroup.events "frozen 0|1" of the 0:: path; v1: freezer.state.
+inline std::string cgroup_freezer(int pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/cgroup");
+  const std::string wanted = cgroup_version() == 2 ? "0::" : ":freezer:";
+  std::string line, path;
+  while (std::getline(in, line)) {
+    auto at = line.find(wanted);
+    if (at != std::string::npos && (wanted == "0::" ? at == 0 : true)) {
+      path = line.substr(at + wanted.size());
+    }
+  }
+  if (path.empty()) return "(no " + wanted + " line for pid " + std::to_string(pid) + ")";
+  if (cgroup_version() == 2) {
+    if (path == "/") return "(pid " + std::to_string(pid) + " is in the root cgroup)";
+    std::ifstream events("/sys/fs/cgroup" + path + "/cgroup.events");
+    std::string key, value;
+    while (events >> key >> value) {
+      if (key == "frozen") return value == "1" ? "frozen" : "thawed";
+    }
+    return "(no cgroup.events in " + path + ")";
+  }
+  std::ifstream state("/sys/fs/cgroup/freezer" + path + "/freezer.state");
+  std::string value;
+  if (!(state >> value)) return "(no freezer.state in " + path + ")";
+  return value == "FROZEN" ? "frozen" : value == "THAWED" ? "thawed" : value;
 }
 
 // A network namespace, like a pod sandbox's (loopback up).
@@ -241,6 +287,8 @@ class ShimContainer {
     if (!r.ok() || r->exit_code != 0) return -1;
     return json::parse(r->out, nullptr, false).value("pid", -1);
   }
+  // The kernel's freezer state of the container's cgroup (cgroup_freezer).
+  std::string freezer() { return cgroup_freezer(state_pid()); }
   int pid_file_pid() {
     std::ifstream in(pid_path());
     int pid = -1;
@@ -312,6 +360,15 @@ inline std::string ask_port(const std::string& netns, int port, const std::strin
 
 inline std::string ask(const std::string& netns, const std::string& cmd) {
   return ask_port(netns, 7777, cmd);
+}
+
+// The TCP sockets of `netns` with their kernel state (ss: timers, rto,
+// windows, queues), for the failure message of a connection that stopped
+// carrying data.
+inline std::string tcp_sockets(const std::string& netns) {
+  std::string out;
+  run_ok({"ip", "netns", "exec", netns, "ss", "-tanoiem"}, &out);
+  return out;
 }
 
 }  // namespace ferry::testing
