@@ -19,6 +19,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -73,14 +74,14 @@ inline int expected_cgroup_version() {
 // rather than from the runtime: "frozen", "thawed", or what was unreadable.
 // cgroup v2: cgroup.events "frozen 0|1" of the 0:: path; v1: freezer.state.
 inline std::string cgroup_freezer(int pid) {
+  // /proc/<pid>/cgroup lines are "<id>:<controllers>:<path>"; v2's is "0::<path>".
   std::ifstream in("/proc/" + std::to_string(pid) + "/cgroup");
   const std::string wanted = cgroup_version() == 2 ? "0::" : ":freezer:";
   std::string line, path;
   while (std::getline(in, line)) {
-    auto at = line.find(wanted);
-    if (at != std::string::npos && (wanted == "0::" ? at == 0 : true)) {
-      path = line.substr(at + wanted.size());
-    }
+    const auto at = line.find(wanted);
+    const bool match = wanted == "0::" ? at == 0 : at != std::string::npos;
+    if (match) path = line.substr(at + wanted.size());
   }
   if (path.empty()) return "(no " + wanted + " line for pid " + std::to_string(pid) + ")";
   if (cgroup_version() == 2) {
