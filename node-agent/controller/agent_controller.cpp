@@ -275,6 +275,12 @@ Status AgentController::source_side(const api::Migration& m, std::optional<Recor
       return records_.save(*record);
     }
     case Phase::kCheckpointing:
+      if (record->state == Record::State::kPreparing) {
+        // The last attempt stopped before freezing anything (taking the
+        // pod out of its Services failed: the API was unavailable, say):
+        // nothing to roll back, so carry on.
+        return checkpoint(m);
+      }
       if (record->state == Record::State::kCheckpointing) {
         // A previous run of this agent died mid-dump: the snapshot may be
         // half-written. Report it; the operator rolls back, we thaw.
@@ -332,15 +338,23 @@ Status AgentController::checkpoint(const api::Migration& m) {
   }
   // Hold the Migration so deleting it cannot strand a frozen container or
   // a snapshot. Refused once it is being deleted: then we do nothing.
-  json finalizers = json(m.finalizers);
-  finalizers.push_back(api::kSnapshotFinalizer);
-  auto held = client_.patch(
-      kMigrations, m.ns, m.name, kube::PatchType::kMerge,
-      {{"metadata", {{"resourceVersion", m.resource_version}, {"finalizers", finalizers}}}});
-  if (!held.ok()) {
-    return held.status().code() == Code::kConflict ? Status()  // a newer version comes
-                                                   : held.status().with_context("add finalizer");
+  if (std::find(m.finalizers.begin(), m.finalizers.end(), api::kSnapshotFinalizer) ==
+      m.finalizers.end()) {
+    json finalizers = json(m.finalizers);
+    finalizers.push_back(api::kSnapshotFinalizer);
+    auto held = client_.patch(
+        kMigrations, m.ns, m.name, kube::PatchType::kMerge,
+        {{"metadata", {{"resourceVersion", m.resource_version}, {"finalizers", finalizers}}}});
+    if (!held.ok()) {
+      return held.status().code() == Code::kConflict ? Status()  // a newer version comes
+                                                     : held.status().with_context("add finalizer");
+    }
   }
+  // Recorded before the pod leaves its Services, so that a crash from here
+  // on puts it back (a rollback thaws and serves again); Preparing while
+  // nothing is frozen, so that a failed API call here is retried rather
+  // than taken for a dump cut short.
+  record.state = Record::State::kPreparing;
   FERRY_RETURN_IF_ERROR(records_.save(record));
   if (has_serving_gate(*pod)) {
     // Out of the Services first: no new connection reaches a frozen process.
@@ -348,6 +362,8 @@ Status AgentController::checkpoint(const api::Migration& m) {
         set_serving(*pod, false, "Migrating",
                     "frozen for Migration " + m.name + " to " + m.status.target_node));
   }
+  record.state = Record::State::kCheckpointing;
+  FERRY_RETURN_IF_ERROR(records_.save(record));
 
   CheckpointSample sample;
   std::string excerpt;

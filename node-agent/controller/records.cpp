@@ -14,6 +14,8 @@ namespace fs = std::filesystem;
 
 const char* state_name(Record::State s) {
   switch (s) {
+    case Record::State::kPreparing:
+      return "Preparing";
     case Record::State::kCheckpointing:
       return "Checkpointing";
     case Record::State::kFrozen:
@@ -25,6 +27,7 @@ const char* state_name(Record::State s) {
 }
 
 Record::State parse_state(const std::string& s) {
+  if (s == "Preparing") return Record::State::kPreparing;
   if (s == "Frozen") return Record::State::kFrozen;
   if (s == "Killed") return Record::State::kKilled;
   return Record::State::kCheckpointing;

@@ -24,6 +24,7 @@ struct FrozenContainer {
 
 struct Record {
   enum class State {
+    kPreparing,      // the pod leaving its Services; nothing frozen yet (a retry continues)
     kCheckpointing,  // freeze and dump under way (a restart here means: roll back)
     kFrozen,         // every container frozen and its snapshot published
     kKilled,         // killed while frozen (switch done); cleanup left

@@ -51,6 +51,20 @@ TEST_F(RecordStoreTest, SavedRecordsComeBackAfterARestartAndErase) {
   EXPECT_TRUE(restarted.erase("uid-1").ok()) << "erasing twice is fine";
 }
 
+// Every state comes back as written: a restarted agent tells "nothing frozen
+// yet" (Preparing: carry on) from "a dump was cut short" (Checkpointing:
+// roll back).
+TEST_F(RecordStoreTest, EveryStateSurvivesARestart) {
+  for (auto state : {Record::State::kPreparing, Record::State::kCheckpointing,
+                     Record::State::kFrozen, Record::State::kKilled}) {
+    Record r{.migration_uid = "uid-s", .ns = "shop", .migration = "m", .state = state};
+    ASSERT_TRUE(RecordStore(dir_).save(r).ok());
+    auto found = RecordStore(dir_).find("shop", "m");
+    ASSERT_TRUE(found.has_value());
+    EXPECT_EQ(found->state, state) << static_cast<int>(state);
+  }
+}
+
 TEST_F(RecordStoreTest, NoDirectoryMeansNoRecords) {
   auto all = RecordStore(dir_ + "/missing").load_all();
   ASSERT_TRUE(all.ok());
