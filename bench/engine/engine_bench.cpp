@@ -34,7 +34,6 @@
 #include <cstring>
 #include <fstream>
 #include <map>
-#include <thread>
 #include <tuple>
 
 #include "checkpoint/engine.h"
@@ -177,35 +176,15 @@ bool runc_baseline(const std::string& dir, int mib, Row& row) {
       !rootfs::apply_diff(dir + "/diff", rb.merged()).ok()) {
     return false;
   }
-  PipeReader output;
+  ShimContainer b("base-b", dir + "/bundle-b", root, runc);  // its destructor kills and deletes
   auto t1 = Clock::now();
-  auto restored = process::Subprocess::spawn(
-      {.argv = {runc, "--root", root, "restore", "--detach", "--bundle", dir + "/bundle-b",
-                "--image-path", dir + "/img", "--work-path", dir + "/work-b",
-                "--manage-cgroups-mode", "ignore", "--tcp-established", "base-b"},
-       .stdin_fd = -1,
-       .stdout_fd = output.write_fd(),
-       .stderr_fd = output.write_fd()});
-  int code = -1;
-  if (restored.ok()) {
-    auto status = restored->wait(std::chrono::minutes(5));
-    if (status.ok()) code = process::exit_code(*status);
-  }
-  ok = code == 0 &&
+  ok = b.restore(dir + "/img", dir + "/work-b",
+                 {"--manage-cgroups-mode", "ignore", "--tcp-established"}) == 0 &&
        wait_until([&] { return ask(ns_b.name(), "PID") == "pid 1"; }, 120s, kProbeEvery);
   row.runc_restore = since(t1);
   row.runc_total = row.runc_dump + row.runc_restore;
   if (!ok) std::fprintf(stderr, "runc restore failed (%s/work-b/restore.log)\n", dir.c_str());
   const bool same = ok && ask(ns_b.name(), "SUM") == sum;
-  run_ok({runc, "--root", root, "kill", "--all", "base-b", "KILL"});
-  wait_until(
-      [&] {
-        std::string pids;
-        return run_ok({"ip", "netns", "pids", ns_b.name()}, &pids) && pids.empty();
-      },
-      10s);
-  run_ok({runc, "--root", root, "delete", "--force", "base-b"});
-  output.close_write_end();
   return same;
 }
 

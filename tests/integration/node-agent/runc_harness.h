@@ -278,6 +278,25 @@ class ShimContainer {
     return r.ok() ? r->exit_code : -1;
   }
 
+  // `<runtime> restore --detach` of the checkpoint in `image_dir` as this
+  // container, with the shim's stdio; `flags` go before the id. Returns the
+  // exit code. (For plain runc; ferry-runc restores through create.)
+  int restore(const std::string& image_dir, const std::string& work_dir,
+              const std::vector<std::string>& flags) {
+    std::vector<std::string> argv = {ferry_runc_, "--root",      root_,   "restore",
+                                     "--detach",  "--bundle",    bundle_, "--image-path",
+                                     image_dir,   "--work-path", work_dir};
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    argv.push_back(id_);
+    auto p = process::Subprocess::spawn({.argv = argv,
+                                         .stdin_fd = -1,
+                                         .stdout_fd = stdout_.write_fd(),
+                                         .stderr_fd = stdout_.write_fd()});
+    if (!p.ok()) return -1;
+    auto status = p->wait(std::chrono::minutes(5));
+    return status.ok() ? process::exit_code(*status) : -1;
+  }
+
   std::string state_status() {
     auto r = process::run({ferry_runc_, "--root", root_, "state", id_});
     if (!r.ok() || r->exit_code != 0) return "absent";
