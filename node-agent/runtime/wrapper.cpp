@@ -399,7 +399,7 @@ Action plan(const WrapperConfig& config, const std::vector<std::string>& args,
     } else {
       // No proxy: verify here, before CRIU reads anything, as slower but safe.
       std::fprintf(stderr, "ferry-runc: verifying before the restore (%s)\n",
-                   env.status().message().c_str());
+                   env.ok() ? "no verification to run beside it" : env.status().message().c_str());
       Status verified = prepared->verify_unverified
                             ? prepared->verify_unverified()
                             : internal_error("no verification for the memory images");

@@ -75,8 +75,9 @@ inline int expected_cgroup_version() {
 // cgroup v2: cgroup.events "frozen 0|1" of the 0:: path; v1: freezer.state.
 inline std::string cgroup_freezer(int pid) {
   // /proc/<pid>/cgroup lines are "<id>:<controllers>:<path>"; v2's is "0::<path>".
+  const int version = cgroup_version();
   std::ifstream in("/proc/" + std::to_string(pid) + "/cgroup");
-  const std::string wanted = cgroup_version() == 2 ? "0::" : ":freezer:";
+  const std::string wanted = version == 2 ? "0::" : ":freezer:";
   std::string line, path;
   while (std::getline(in, line)) {
     const auto at = line.find(wanted);
@@ -84,7 +85,7 @@ inline std::string cgroup_freezer(int pid) {
     if (match) path = line.substr(at + wanted.size());
   }
   if (path.empty()) return "(no " + wanted + " line for pid " + std::to_string(pid) + ")";
-  if (cgroup_version() == 2) {
+  if (version == 2) {
     if (path == "/") return "(pid " + std::to_string(pid) + " is in the root cgroup)";
     std::ifstream events("/sys/fs/cgroup" + path + "/cgroup.events");
     std::string key, value;
