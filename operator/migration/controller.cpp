@@ -112,7 +112,6 @@ MigrationController::MigrationController(kube::Client& client, ControllerOptions
       migrations_(client, kMigrations),
       pods_(client, kube::resources::kPods),
       nodes_(client, kube::resources::kNodes),
-      policies_(client, kMigrationPolicies),
       queue_(RealClock::instance(), {}, options_.queue_metrics),
       events_(client, {.reporting_controller = "ferry.dev/operator",
                        .reporting_instance = options_.instance}) {
@@ -177,8 +176,7 @@ void MigrationController::run(std::stop_token stop, int workers) {
   std::jthread m([this](std::stop_token s) { migrations_.run(s); });
   std::jthread p([this](std::stop_token s) { pods_.run(s); });
   std::jthread n([this](std::stop_token s) { nodes_.run(s); });
-  std::jthread pol([this](std::stop_token s) { policies_.run(s); });
-  for (auto* inf : {&migrations_, &pods_, &nodes_, &policies_}) {
+  for (auto* inf : {&migrations_, &pods_, &nodes_}) {
     while (!inf->wait_for_sync(stop, std::chrono::seconds(1))) {
       if (stop.stop_requested()) {
         queue_.shut_down();
@@ -384,9 +382,15 @@ Status MigrationController::admit(const api::Migration& m, api::MigrationStatus 
   const auto nodes = nodes_.store().list();
   const auto pods = pods_.store().list();
 
-  // Effective settings: the spec, else the first matching policy, else defaults.
-  const auto policy_objects = policies_.store().list();
-  const auto policies = views(policy_objects);
+  // Effective settings: the spec, else the first matching policy, else
+  // defaults. Policies are read from the API server, not from a watch
+  // cache: the settings are fixed here for the Migration's life, so a
+  // policy applied just before it must count (a cache may not have it yet).
+  auto policy_list = client_.list_all(kMigrationPolicies, "", {});
+  if (!policy_list.ok()) return policy_list.status().with_context("list MigrationPolicies");
+  const json policy_items = policy_list->value("items", json::array());
+  std::vector<const json*> policies;
+  for (const auto& item : policy_items) policies.push_back(&item);
   json ns_labels = json::object();
   if (needs_namespace_labels(policies)) {
     auto ns = client_.get(kube::resources::kNamespaces, "", m.ns);

@@ -1,7 +1,9 @@
 // The Migration controller (DESIGN.md §3), level-triggered in the
 // controller-runtime way: informers on Migrations, Pods and Nodes feed a
-// work queue of Migration keys, and reconcile(key) reads only the caches,
-// decides, and writes only what changed.
+// work queue of Migration keys, and reconcile(key) reads the caches,
+// decides, and writes only what changed. One exception: admission lists the
+// MigrationPolicies from the API server, since the settings it fixes there
+// must see a policy applied just before the Migration.
 //
 // The operator owns the phases around the agents' work:
 //   Pending/Scheduling  admission (check_pod), effective settings (spec,
@@ -106,7 +108,6 @@ class MigrationController {
   kube::Informer migrations_;
   kube::Informer pods_;
   kube::Informer nodes_;
-  kube::Informer policies_;
   kube::WorkQueue queue_;
   kube::EventRecorder events_;
   std::atomic<bool> synced_{false};
