@@ -146,20 +146,26 @@ Result<std::vector<FileDigest>> hash_files(const std::string& dir,
     }
     out[i].size = static_cast<std::uint64_t>(st.st_size);
     const std::uint64_t count = chunk_count(out[i].size, t.chunk_bytes);
-    if (t.known_chunks.size() > count) {
+    bool shrank = false;
+    for (std::uint64_t c = count; c < t.progress.size(); ++c) {
+      shrank = shrank || !t.progress[c].digest.empty() || t.progress[c].partial;
+    }
+    if (shrank) {
       failed[i] =
           Status(Code::kDataLoss, full + " shrank while it was hashed", "SnapshotFileSizeMismatch");
       continue;
     }
     out[i].sha256.resize(count);
-    std::copy(t.known_chunks.begin(), t.known_chunks.end(), out[i].sha256.begin());
+    for (std::uint64_t c = 0; c < count && c < t.progress.size(); ++c) {
+      out[i].sha256[c] = t.progress[c].digest;
+    }
   }
   std::stable_sort(order.begin(), order.end(),
                    [&](std::size_t a, std::size_t b) { return out[a].size > out[b].size; });
   for (std::size_t i : order) {
     if (failed[i]) continue;
-    for (std::uint64_t c = targets[i].known_chunks.size(); c < out[i].sha256.size(); ++c) {
-      pieces.push_back({i, c});
+    for (std::uint64_t c = 0; c < out[i].sha256.size(); ++c) {
+      if (out[i].sha256[c].empty()) pieces.push_back({i, c});
     }
   }
 
@@ -181,10 +187,13 @@ Result<std::vector<FileDigest>> hash_files(const std::string& dir,
       }
       std::vector<char>& buf = buffers[worker];
       if (buf.empty()) buf.resize(kReadBytes);
-      // The chunk right after the known ones may be partly hashed already.
-      const bool resumed = t.resume && piece.chunk == t.known_chunks.size();
-      std::shared_ptr<Sha256> sha = resumed ? t.resume : std::make_shared<Sha256>();
-      const std::uint64_t skip = resumed ? t.resume_bytes : 0;
+      // The chunk may be partly hashed already.
+      const ChunkProgress* known =
+          piece.chunk < t.progress.size() && t.progress[piece.chunk].partial
+              ? &t.progress[piece.chunk]
+              : nullptr;
+      std::shared_ptr<Sha256> sha = known ? known->partial : std::make_shared<Sha256>();
+      const std::uint64_t skip = known ? known->bytes : 0;
       if (t.chunk_bytes == 0) {
         auto n = hash_range(fd->get(), skip, UINT64_MAX, *sha, buf, full);
         if (!n.ok()) {
@@ -246,13 +255,21 @@ Result<std::vector<FileDigest>> hash_files(const std::string& dir,
 
 // ---- BackgroundHasher -----------------------------------------------------
 
-BackgroundHasher::BackgroundHasher(std::string dir, std::uint64_t chunk_bytes)
+BackgroundHasher::BackgroundHasher(std::string dir, std::uint64_t chunk_bytes, unsigned threads)
     : dir_(std::move(dir)), chunk_bytes_(std::max<std::uint64_t>(1, chunk_bytes)) {
-  thread_ = std::thread([this] { run(); });
+  if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
+  for (unsigned t = 0; t < threads; ++t) {
+    try {
+      threads_.emplace_back([this] { run(); });
+    } catch (const std::system_error&) {
+      if (t == 0) throw;  // none at all is a failure; fewer is only slower
+      break;
+    }
+  }
 }
 
 BackgroundHasher::~BackgroundHasher() {
-  if (thread_.joinable()) (void)finish();
+  if (!threads_.empty()) (void)finish();
 }
 
 std::map<std::string, BackgroundHasher::Digested> BackgroundHasher::finish() {
@@ -261,84 +278,125 @@ std::map<std::string, BackgroundHasher::Digested> BackgroundHasher::finish() {
     stop_ = true;
   }
   wake_.notify_all();
-  if (thread_.joinable()) thread_.join();
+  for (auto& t : threads_) t.join();  // each releases its claim first
+  threads_.clear();
   std::map<std::string, Digested> done;
-  for (auto& [name, progress] : progress_) {
-    if (!progress.digested.chunks.empty() || progress.digested.partial) {
-      done.emplace(name, std::move(progress.digested));
+  for (auto& [name, file] : files_) {
+    Digested& chunks = file.chunks;
+    while (!chunks.empty() && chunks.back().digest.empty() && !chunks.back().partial) {
+      chunks.pop_back();
     }
+    if (!chunks.empty()) done.emplace(name, std::move(chunks));
   }
-  progress_.clear();
+  files_.clear();
   return done;
 }
 
 void BackgroundHasher::run() {
+  std::vector<char> buf;
   for (;;) {
     bool busy = false;
     try {
-      busy = hash_ready_chunks();
+      busy = hash_ready_chunks(buf);
     } catch (const std::exception&) {
-      // Out of memory here only loses the head start: publish hashes all.
-      std::lock_guard lock(mu_);
-      progress_.clear();
+      // Out of memory here only loses this reader: publish reads what is left.
       return;
     }
     std::unique_lock lock(mu_);
     if (stop_) return;
     // Poll: a file grows by a chunk in tens of milliseconds at CRIU's speed.
-    if (!busy) wake_.wait_for(lock, std::chrono::milliseconds(10), [this] { return stop_; });
+    if (!busy) wake_.wait_for(lock, std::chrono::milliseconds(10), [this] { return stop_.load(); });
     if (stop_) return;
   }
 }
 
-bool BackgroundHasher::hash_ready_chunks() {
+bool BackgroundHasher::hash_ready_chunks(std::vector<char>& buf) {
   std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(dir_.c_str()), ::closedir);
   if (!d) return false;
   bool hashed = false;
-  std::vector<char> buf;
   while (dirent* e = ::readdir(d.get())) {
     const std::string name = e->d_name;
     if (name == "." || name == "..") continue;
     struct stat st {};
-    const std::string full = dir_ + "/" + name;
-    if (::lstat(full.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
-    Progress& p = progress_[name];
-    if (p.inode != st.st_ino) p = Progress{.inode = st.st_ino, .digested = {}};
-    Digested& g = p.digested;
-    const auto size = static_cast<std::uint64_t>(st.st_size);
-    auto done = [&] { return g.chunks.size() * chunk_bytes_ + g.partial_bytes; };
-    if (size <= done()) continue;  // nothing new
-    UniqueFd fd(::open(full.c_str(), O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC));
-    if (!fd.valid()) continue;
-    if (buf.empty()) buf.resize(kReadBytes);
-    // Bytes below the size seen are written (CRIU writes each file once,
-    // front to back); each read goes at most to the end of the chunk.
-    while (size > done()) {
-      {
-        std::lock_guard lock(mu_);
-        if (stop_) return hashed;
-      }
-      if (!g.partial) g.partial = std::make_shared<Sha256>();
-      const std::uint64_t want = std::min(size - done(), chunk_bytes_ - g.partial_bytes);
-      auto n = hash_range(fd.get(), done(), std::min<std::uint64_t>(want, kReadBytes), *g.partial,
-                          buf, full);
-      if (!n.ok() || *n == 0) {  // publish reads it all again
-        g = Digested{};
-        p.inode = 0;
-        break;
-      }
-      g.partial_bytes += *n;
-      bytes_hashed_.fetch_add(*n);
-      hashed = true;
-      if (g.partial_bytes == chunk_bytes_) {
-        g.chunks.push_back(g.partial->hex_digest());
-        g.partial.reset();
-        g.partial_bytes = 0;
-        chunks_hashed_.fetch_add(1);
-      }
+    if (::lstat((dir_ + "/" + name).c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    while (auto c = claim(name, st.st_ino, static_cast<std::uint64_t>(st.st_size))) {
+      const std::uint64_t before = c->progress.bytes;
+      hash_claim(*c, buf);
+      const bool progressed = c->progress.bytes > before;
+      hashed = hashed || progressed;
+      release(std::move(*c));
+      if (stop_) return hashed;
+      if (!progressed) break;  // unreadable or replaced: the next pass sees
     }
   }
   return hashed;
+}
+
+std::optional<BackgroundHasher::Claim> BackgroundHasher::claim(const std::string& name,
+                                                               std::uint64_t inode,
+                                                               std::uint64_t size) {
+  std::lock_guard lock(mu_);
+  if (stop_) return std::nullopt;
+  FileProgress& f = files_[name];
+  if (f.inode != inode) {
+    // A new file under this name (or the first sight of it). Its old
+    // progress goes; readers still holding a chunk of it discard theirs.
+    f = FileProgress{.inode = inode, .generation = ++generations_, .chunks = {}, .held = {}};
+  }
+  for (std::uint64_t c = 0; c * chunk_bytes_ < size; ++c) {
+    if (c >= f.chunks.size()) {
+      f.chunks.resize(c + 1);
+      f.held.resize(c + 1);
+    }
+    const std::uint64_t end = std::min(size, (c + 1) * chunk_bytes_);
+    if (f.held[c] || !f.chunks[c].digest.empty() || end - c * chunk_bytes_ <= f.chunks[c].bytes) {
+      continue;
+    }
+    f.held[c] = true;
+    return Claim{.name = name,
+                 .inode = inode,
+                 .generation = f.generation,
+                 .chunk = c,
+                 .end = end,
+                 .progress = std::move(f.chunks[c])};
+  }
+  return std::nullopt;
+}
+
+void BackgroundHasher::hash_claim(Claim& c, std::vector<char>& buf) {
+  const std::string full = dir_ + "/" + c.name;
+  UniqueFd fd(::open(full.c_str(), O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC));
+  struct stat st {};
+  if (!fd.valid() || ::fstat(fd.get(), &st) != 0 || st.st_ino != c.inode) return;
+  if (buf.empty()) buf.resize(kReadBytes);
+  if (!c.progress.partial) c.progress.partial = std::make_shared<Sha256>();
+  const std::uint64_t start = c.chunk * chunk_bytes_;
+  // Bytes below the size seen are written (CRIU writes each file once,
+  // front to back).
+  while (start + c.progress.bytes < c.end && !stop_) {
+    const std::uint64_t want =
+        std::min<std::uint64_t>(c.end - start - c.progress.bytes, kReadBytes);
+    auto n = hash_range(fd.get(), start + c.progress.bytes, want, *c.progress.partial, buf, full);
+    if (!n.ok() || *n == 0) {  // publish reads this chunk again
+      c.progress = ChunkProgress{};
+      return;
+    }
+    c.progress.bytes += *n;
+    bytes_hashed_.fetch_add(*n);
+  }
+  if (c.progress.bytes == chunk_bytes_) {
+    c.progress.digest = c.progress.partial->hex_digest();
+    c.progress.partial.reset();
+    chunks_hashed_.fetch_add(1);
+  }
+}
+
+void BackgroundHasher::release(Claim c) {
+  std::lock_guard lock(mu_);
+  auto it = files_.find(c.name);
+  if (it == files_.end() || it->second.generation != c.generation) return;  // replaced meanwhile
+  it->second.chunks[c.chunk] = std::move(c.progress);
+  it->second.held[c.chunk] = false;
 }
 
 }  // namespace ferry::store

@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -30,18 +31,25 @@ inline constexpr std::uint64_t kDigestChunkBytes = 64u << 20;
 // least one (an empty file has the digest of nothing).
 std::uint64_t chunk_count(std::uint64_t size, std::uint64_t chunk_bytes);
 
+class Sha256;
+
+// What is already known of one chunk of a file before hash_files reads
+// it: its digest, or a digest under way over its first `bytes` bytes.
+struct ChunkProgress {
+  std::string digest;               // set: the chunk is done
+  std::shared_ptr<Sha256> partial;  // else, when set: hashed over `bytes`
+  std::uint64_t bytes = 0;
+};
+
 struct HashTarget {
   std::string path;  // relative to the directory
   // 0: one digest of the whole file, as long as it turns out to be.
   // Otherwise one digest per chunk of this many bytes.
   std::uint64_t chunk_bytes = 0;
-  // Digests of the file's first chunks, already computed (BackgroundHasher);
-  // only the rest is read.
-  std::vector<std::string> known_chunks;
-  // The chunk after those, hashed up to `resume_bytes` of it: reading goes
-  // on from there. Consumed (finished) by hash_files.
-  std::shared_ptr<class Sha256> resume;
-  std::uint64_t resume_bytes = 0;
+  // What was digested already (BackgroundHasher), by chunk from the first;
+  // chunks past its end, and empty entries, are read whole. Reading goes on
+  // from a partial, which hash_files finishes (consumes).
+  std::vector<ChunkProgress> progress;
 };
 
 struct FileDigest {
@@ -88,27 +96,28 @@ class Sha256 {
 };
 
 // Digests the regular files directly in `dir` while a producer appends to
-// them, on one background thread, from construction until finish(): every
-// byte once it is written, so that at the end only the last few
-// milliseconds' writes are left to read. It relies on what CRIU does with its image files: each is
-// written once, front to back, under its final name. A file rewritten in
-// place would be listed with a wrong digest, which the reader's
-// verification refuses: a failed restore, never a wrong one.
+// them, from construction until finish(): every byte once it is written, so
+// that at the end only the last few milliseconds' writes are left to read.
+// It relies on what CRIU does with its image files: each is written once,
+// front to back, under its final name. A file rewritten in place would be
+// listed with a wrong digest, which the reader's verification refuses: a
+// failed restore, never a wrong one.
+//
+// Up to `threads` readers share the work a chunk at a time, each taking the
+// first chunk that has unread bytes and that no other reader holds. So one
+// reader follows the producer, and the others only work when it falls
+// behind: on a dump of a large image, SHA-256 on one core is slower than
+// CRIU's writes (bench/results/engine.md).
 class BackgroundHasher {
  public:
-  BackgroundHasher(std::string dir, std::uint64_t chunk_bytes);
+  BackgroundHasher(std::string dir, std::uint64_t chunk_bytes, unsigned threads = 1);
   ~BackgroundHasher();  // stops, discarding the digests
   BackgroundHasher(const BackgroundHasher&) = delete;
   BackgroundHasher& operator=(const BackgroundHasher&) = delete;
 
-  // What was digested of one file: its leading complete chunks, and the
-  // chunk after them as far as it had been written.
-  struct Digested {
-    std::vector<std::string> chunks;
-    std::shared_ptr<Sha256> partial;  // null when no byte of it was read
-    std::uint64_t partial_bytes = 0;
-  };
-  // Stops (after the read in progress) and returns, per file name, what was
+  // What was digested of one file, by chunk (HashTarget::progress).
+  using Digested = std::vector<ChunkProgress>;
+  // Stops (after the reads in progress) and returns, per file name, what was
   // digested. Once only.
   std::map<std::string, Digested> finish();
   // Chunks digested so far, and bytes read, over all files.
@@ -116,22 +125,37 @@ class BackgroundHasher {
   std::uint64_t bytes_hashed() const { return bytes_hashed_.load(); }
 
  private:
-  void run();
-  bool hash_ready_chunks();  // one pass over the directory; true when it hashed something
-
-  struct Progress {
+  struct FileProgress {
     std::uint64_t inode = 0;
-    Digested digested;
+    std::uint64_t generation = 0;  // a new inode under the same name starts over
+    std::vector<ChunkProgress> chunks;
+    std::vector<bool> held;  // by a reader, which has moved its progress out
   };
+  struct Claim {
+    std::string name;
+    std::uint64_t inode = 0;
+    std::uint64_t generation = 0;
+    std::uint64_t chunk = 0;
+    std::uint64_t end = 0;  // file offset up to which the chunk was written
+    ChunkProgress progress;
+  };
+
+  void run();
+  bool hash_ready_chunks(std::vector<char>& buf);  // one pass; true when it hashed something
+  std::optional<Claim> claim(const std::string& name, std::uint64_t inode, std::uint64_t size);
+  void hash_claim(Claim& claim, std::vector<char>& buf);
+  void release(Claim claim);
+
   std::string dir_;
   std::uint64_t chunk_bytes_;
-  std::map<std::string, Progress> progress_;  // by file name; the thread's until finish()
   std::mutex mu_;
   std::condition_variable wake_;
-  bool stop_ = false;  // guarded by mu_
+  std::atomic<bool> stop_{false};
+  std::map<std::string, FileProgress> files_;  // guarded by mu_
+  std::uint64_t generations_ = 0;              // guarded by mu_
   std::atomic<std::uint64_t> chunks_hashed_{0};
   std::atomic<std::uint64_t> bytes_hashed_{0};
-  std::thread thread_;
+  std::vector<std::thread> threads_;
 };
 
 }  // namespace ferry::store

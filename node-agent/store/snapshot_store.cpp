@@ -313,7 +313,8 @@ Status SnapshotWriter::add_file_impl(const std::string& rel_path, int source_fd,
 
 void SnapshotWriter::hash_while_written() {
   if (!hasher_ && !done_) {
-    hasher_ = std::make_unique<BackgroundHasher>(dir_, options_.digest_chunk_bytes);
+    hasher_ = std::make_unique<BackgroundHasher>(dir_, options_.digest_chunk_bytes,
+                                                 options_.hash_threads);
   }
 }
 
@@ -374,9 +375,7 @@ Result<Manifest> SnapshotWriter::publish_steps(bool* created_parent) {
   for (auto& path : to_hash) {
     HashTarget target{.path = std::move(path), .chunk_bytes = chunk};
     if (auto it = known.find(target.path); it != known.end()) {
-      target.known_chunks = std::move(it->second.chunks);
-      target.resume = std::move(it->second.partial);
-      target.resume_bytes = it->second.partial_bytes;
+      target.progress = std::move(it->second);
     }
     targets.push_back(std::move(target));
   }

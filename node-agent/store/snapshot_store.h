@@ -136,8 +136,9 @@ class SnapshotWriter {
   Status add_file_from(const std::string& rel_path, const std::string& source);
 
   // From now until publish(), digests the files a producer writes directly
-  // into dir() (not its subdirectories) on a background thread, chunk by
-  // chunk as they grow, so publish() reads only their last chunks. For a
+  // into dir() (not its subdirectories) on up to hash_threads background
+  // threads, chunk by chunk as they grow, so publish() reads only their last
+  // chunks. For a
   // producer that writes each file once, front to back, like CRIU; call it
   // before the producer starts. Idempotent.
   void hash_while_written();

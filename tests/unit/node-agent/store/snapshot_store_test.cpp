@@ -854,18 +854,80 @@ TEST(BackgroundHasherTest, DigestsEveryByteAsItIsWrittenAndHashFilesGoesOnFromTh
   std::vector<std::string> want;
   for (std::uint64_t c = 0; c < 3; ++c) want.push_back(chunk_digest(c * kChunk, kChunk));
   BackgroundHasher::Digested& got = done["pages-1.img"];
-  EXPECT_EQ(got.chunks, want);
-  EXPECT_EQ(got.partial_bytes, 10u) << "the 10 bytes of the last chunk were read too";
-  ASSERT_NE(got.partial, nullptr);
-  auto digests = hash_files(tmp.path(), {{.path = "pages-1.img",
-                                          .chunk_bytes = kChunk,
-                                          .known_chunks = got.chunks,
-                                          .resume = got.partial,
-                                          .resume_bytes = got.partial_bytes}});
+  ASSERT_EQ(got.size(), 4u);
+  for (std::uint64_t c = 0; c < 3; ++c) {
+    EXPECT_EQ(got[c].digest, want[c]) << "chunk " << c;
+    EXPECT_EQ(got[c].partial, nullptr);
+  }
+  EXPECT_EQ(got[3].bytes, 10u) << "the 10 bytes of the last chunk were read too";
+  ASSERT_NE(got[3].partial, nullptr);
+  auto digests = hash_files(
+      tmp.path(), {{.path = "pages-1.img", .chunk_bytes = kChunk, .progress = std::move(got)}});
   ASSERT_TRUE(digests.ok()) << digests.status().to_string();
   want.push_back(chunk_digest(3 * kChunk, 110));
   EXPECT_EQ((*digests)[0].sha256, want);
   EXPECT_EQ((*digests)[0].size, data.size());
+}
+
+TEST(BackgroundHasherTest, SeveralReadersShareTheChunksAndEveryDigestIsRight) {
+  TempDir tmp;
+  constexpr std::uint64_t kChunk = 4096;
+  const std::vector<std::string> data = {pattern(9 * kChunk + 7, 5), pattern(6 * kChunk, 6)};
+  write_file(tmp.path() + "/pages-1.img", data[0]);
+  write_file(tmp.path() + "/pages-2.img", data[1]);
+  BackgroundHasher hasher(tmp.path(), kChunk, 3);
+  const std::uint64_t total = data[0].size() + data[1].size();
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (hasher.bytes_hashed() < total && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(5ms);
+  }
+  EXPECT_EQ(hasher.bytes_hashed(), total) << "every byte is read exactly once";
+  auto done = hasher.finish();
+  ASSERT_EQ(done.size(), 2u);
+  for (std::size_t f = 0; f < data.size(); ++f) {
+    const std::string name = "pages-" + std::to_string(f + 1) + ".img";
+    const BackgroundHasher::Digested& got = done[name];
+    const std::uint64_t chunks = chunk_count(data[f].size(), kChunk);
+    ASSERT_EQ(got.size(), chunks) << name;
+    for (std::uint64_t c = 0; c < chunks; ++c) {
+      const std::uint64_t length = std::min<std::uint64_t>(kChunk, data[f].size() - c * kChunk);
+      Sha256 sha;
+      sha.update(data[f].data() + c * kChunk, length);
+      const std::string want = sha.hex_digest();
+      if (length == kChunk) {
+        EXPECT_EQ(got[c].digest, want) << name << " chunk " << c;
+      } else {  // a short last chunk stays open: the file may grow
+        ASSERT_NE(got[c].partial, nullptr) << name;
+        EXPECT_EQ(got[c].bytes, length);
+        EXPECT_EQ(got[c].partial->hex_digest(), want);
+      }
+    }
+  }
+}
+
+TEST(HashFilesTest, GoesOnFromWhicheverChunksWereDigestedOrBegun) {
+  TempDir tmp;
+  constexpr std::uint64_t kChunk = 4096;
+  const std::string data = pattern(4 * kChunk, 7);
+  write_file(tmp.path() + "/pages-1.img", data);
+  auto chunk_digest = [&](std::uint64_t c) {
+    Sha256 sha;
+    sha.update(data.data() + c * kChunk, kChunk);
+    return sha.hex_digest();
+  };
+  // Chunk 0 not started, 1 done, 2 begun over 100 bytes, 3 not listed: a
+  // second reader took chunk 1 while the first was still on chunk 0.
+  std::vector<ChunkProgress> progress(3);
+  progress[1].digest = chunk_digest(1);
+  progress[2].partial = std::make_shared<Sha256>();
+  progress[2].partial->update(data.data() + 2 * kChunk, 100);
+  progress[2].bytes = 100;
+  auto digests =
+      hash_files(tmp.path(),
+                 {{.path = "pages-1.img", .chunk_bytes = kChunk, .progress = std::move(progress)}});
+  ASSERT_TRUE(digests.ok()) << digests.status().to_string();
+  EXPECT_EQ((*digests)[0].sha256, (std::vector<std::string>{chunk_digest(0), chunk_digest(1),
+                                                            chunk_digest(2), chunk_digest(3)}));
 }
 
 // The hasher's one assumption is that a file is written once, front to
