@@ -3,6 +3,9 @@
 # (a statekeeper pod whose checksum and counter are checked afterwards):
 #   1. the operator leader killed         -> the other replica finishes it
 #   2. the kube-apiserver restarted       -> the migration completes
+#  2b. the API refuses the source pod's   -> the agent retries; the migration
+#      status update as it leaves its        completes, never rolled back
+#      Services
 #   3. the webhook certificate rotated    -> no migration or pod create fails
 #   4. the source node's agent restarted  -> it completes or rolls back,
 #                                            with the state in one place
@@ -76,6 +79,53 @@ sleep 2
 "$CLUSTER_DIR/controlplane.sh" start >/dev/null 2>&1 || fail "kube-apiserver did not come back"
 ok "kube-apiserver restarted"
 succeeded m2 "$sum"
+
+check "2b. the API refuses the source pod's status update as it leaves its Services: the agent retries, the migration completes"
+# Check 2 hits this window only by chance. Here a ValidatingAdmissionPolicy
+# refuses exactly that update (ferry.dev/serving False on f2b) until the
+# source agent has been refused. The agent saved its record as Preparing
+# before the call, so its retry carries on; a retry that took the record for
+# a dump cut short would roll the Migration back (session 7's bug).
+policy=ferry-e2e-refuse-unserving
+kubectl delete validatingadmissionpolicybinding,validatingadmissionpolicy "$policy" --ignore-not-found >/dev/null
+kubectl apply -f - >/dev/null <<EOF
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: $policy}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: $E2E_NS}}
+    resourceRules:
+    - {apiGroups: [""], apiVersions: [v1], operations: [UPDATE], resources: [pods/status]}
+  validations:
+  - expression: >-
+      !(object.metadata.name == 'f2b' && has(object.status.conditions) &&
+      object.status.conditions.exists(c, c.type == 'ferry.dev/serving' && c.status == 'False'))
+    message: ferry e2e refuses this update on purpose
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: $policy}
+spec: {policyName: $policy, validationActions: [Deny]}
+EOF
+keeper f2b $w3 64
+sum="$(prime f2b)"
+unserving_refused() {
+  ! k patch pod f2b --subresource=status --type=strategic --dry-run=server \
+    -p '{"status":{"conditions":[{"type":"ferry.dev/serving","status":"False"}]}}' >/dev/null 2>&1
+}
+wait_until 60 "the policy refuses f2b's update (server-side dry run)" unserving_refused
+agent="$(kubectl -n ferry-system get pods -l app.kubernetes.io/name=ferry-agent --field-selector spec.nodeName=$w3 -o jsonpath='{.items[0].metadata.name}')"
+migrate m2b f2b $w1
+refusals() { kubectl -n ferry-system logs "$agent" | grep -c "m/$E2E_NS/m2b.*refuses this update on purpose"; }
+wait_until 60 "the agent on $w3 refused" bash -c "[[ \$(kubectl -n ferry-system logs $agent | grep -c 'm/$E2E_NS/m2b.*refuses this update on purpose') -gt 0 ]]"
+[[ "$(phase m2b)" == Checkpointing ]] || fail "m2b is $(phase m2b) after the refusal, expected Checkpointing"
+[[ "$(k get pod f2b -o jsonpath='{.status.conditions[?(@.type=="ferry.dev/serving")].status}')" == True ]] ||
+  fail "f2b left its Services although the update was refused"
+ok "the agent was refused $(refusals) time(s); m2b is still Checkpointing and f2b still serves"
+kubectl delete validatingadmissionpolicybinding,validatingadmissionpolicy "$policy" >/dev/null
+succeeded m2b "$sum"
 
 check "3. the webhook certificate rotated while a Deployment pod migrates: nothing fails"
 k apply -f - >/dev/null <<EOF
