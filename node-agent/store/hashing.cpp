@@ -326,7 +326,7 @@ bool BackgroundHasher::hash_ready_chunks(std::vector<char>& buf) {
       hashed = hashed || progressed;
       release(std::move(*c));
       if (stop_) return hashed;
-      if (!progressed) break;  // unreadable or replaced: the next pass sees
+      if (!progressed) break;  // unreadable or replaced: the next pass tries again
     }
   }
   return hashed;

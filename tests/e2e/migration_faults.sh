@@ -119,7 +119,7 @@ wait_until 60 "the policy refuses f2b's update (server-side dry run)" unserving_
 agent="$(kubectl -n ferry-system get pods -l app.kubernetes.io/name=ferry-agent --field-selector spec.nodeName=$w3 -o jsonpath='{.items[0].metadata.name}')"
 migrate m2b f2b $w1
 refusals() { kubectl -n ferry-system logs "$agent" | grep -c "m/$E2E_NS/m2b.*refuses this update on purpose"; }
-wait_until 60 "the agent on $w3 refused" bash -c "[[ \$(kubectl -n ferry-system logs $agent | grep -c 'm/$E2E_NS/m2b.*refuses this update on purpose') -gt 0 ]]"
+wait_until 60 "the agent on $w3 refused" refusals  # grep -c fails while the count is 0
 [[ "$(phase m2b)" == Checkpointing ]] || fail "m2b is $(phase m2b) after the refusal, expected Checkpointing"
 [[ "$(k get pod f2b -o jsonpath='{.status.conditions[?(@.type=="ferry.dev/serving")].status}')" == True ]] ||
   fail "f2b left its Services although the update was refused"

@@ -265,14 +265,7 @@ class ShimContainer {
                                        log_path(),  "--log-format", "json"};
     auto create = global;
     create.insert(create.end(), {"create", "--bundle", bundle_, "--pid-file", pid_path(), id_});
-    auto p = process::Subprocess::spawn({.argv = create,
-                                         .stdin_fd = -1,
-                                         .stdout_fd = stdout_.write_fd(),
-                                         .stderr_fd = stdout_.write_fd()});
-    if (!p.ok()) return -1;
-    auto status = p->wait(std::chrono::minutes(5));
-    int code = status.ok() ? process::exit_code(*status) : -1;
-    if (code != 0) return code;
+    if (int code = run_with_shim_stdio(create); code != 0) return code;
     auto start = global;
     start.insert(start.end(), {"start", id_});
     auto r = process::run(start, std::chrono::minutes(1));
@@ -289,6 +282,14 @@ class ShimContainer {
                                      image_dir,   "--work-path", work_dir};
     argv.insert(argv.end(), flags.begin(), flags.end());
     argv.push_back(id_);
+    return run_with_shim_stdio(argv);
+  }
+
+  // Runs `argv` with the shim's stdio (the container's output pipe as
+  // stdout and stderr, no stdin), as the shim runs a runtime command that
+  // starts the container's process, which inherits them. Returns its exit
+  // code, -1 when it could not run or did not end within 5 minutes.
+  int run_with_shim_stdio(const std::vector<std::string>& argv) {
     auto p = process::Subprocess::spawn({.argv = argv,
                                          .stdin_fd = -1,
                                          .stdout_fd = stdout_.write_fd(),
