@@ -210,6 +210,9 @@ bool ferry_migration(const std::string& dir, int mib, Row& row) {
   checkpoint::CheckpointEngine engine(runc);
   // A live migration's snapshot need not be durable (see StoreOptions).
   store::SnapshotStore snapshots(dir + "/snapshots", {.durable_data = false});
+  // The agent picks its network lock once at start (node-agent/main.cpp),
+  // not per migration: outside the timing.
+  const std::string lock = network_lock();
   settle();
   auto t0 = Clock::now();
   auto writer = snapshots.begin({.binding = {.namespace_name = "default",
@@ -223,7 +226,7 @@ bool ferry_migration(const std::string& dir, int mib, Row& row) {
                              .image_dir = (*writer)->dir(),
                              .work_dir = dir + "/work-a",
                              .tcp = checkpoint::TcpMode::kEstablished,
-                             .network_lock = network_lock()});
+                             .network_lock = lock});
   if (!dumped.ok()) {
     std::fprintf(stderr, "dump: %s\n", dumped.status().to_string().c_str());
     return false;
@@ -287,13 +290,15 @@ bool postcopy_migration(const std::string& dir, int mib, Row& row) {
                                              .container_name = "app",
                                              .migration_uid = migration}});
   if (!writer.ok()) return false;
+  const std::string lock = network_lock();  // once per agent, as above
+  const std::string page_server = "127.0.0.1:" + std::to_string(*free_port());
   settle();
   auto t0 = Clock::now();
   auto dumped = engine.dump_lazy({.container_id = a.id(),
                                   .work_dir = dir + "/work-a",
-                                  .page_server = "127.0.0.1:" + std::to_string(*free_port()),
+                                  .page_server = page_server,
                                   .tcp = checkpoint::TcpMode::kEstablished,
-                                  .network_lock = network_lock(),
+                                  .network_lock = lock,
                                   .before_publish = [&](store::SnapshotWriter& w) -> ferry::Status {
                                     auto diff = rootfs::capture_upper_dir(ra.upper(),
                                                                           w.dir() + "/rootfs-diff");

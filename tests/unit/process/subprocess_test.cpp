@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -115,6 +116,30 @@ TEST(SubprocessTest, WaitTimesOut) {
   auto r = p->wait(50ms);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), Code::kDeadlineExceeded);
+}
+
+TEST(SubprocessTest, WaitReturnsTheExitOfAChildThatEndsMeanwhile) {
+  auto p = Subprocess::spawn({.argv = {"sh", "-c", "sleep 0.2; exit 3"}});
+  ASSERT_TRUE(p.ok());
+  auto r = p->wait(30s);
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_EQ(exit_code(*r), 3);
+  // Reaped once; asked again, the same answer.
+  auto again = p->wait(0ms);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(exit_code(*again), 3);
+}
+
+TEST(SubprocessTest, WaitForAChildReapedElsewhereIsAnErrorNotACrash) {
+  auto p = Subprocess::spawn({.argv = {"true"}});
+  ASSERT_TRUE(p.ok());
+  int status = 0;
+  ASSERT_EQ(waitpid(p->pid(), &status, 0), p->pid());
+  auto r = p->wait(5s);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kInternal);
+  EXPECT_NE(r.status().message().find("reaped by someone else"), std::string::npos)
+      << r.status().message();
 }
 
 }  // namespace
