@@ -60,6 +60,19 @@ bool all_containers_running(const json& pod) {
   });
 }
 
+// Reports a published checkpoint: its figures, and the target's turn.
+bool enter_restoring(api::MigrationStatus& s, const CheckpointFigures& f) {
+  if (s.phase != Phase::kCheckpointing) return false;
+  s.freeze = api::format_seconds(f.freeze_seconds);
+  s.checkpoint = api::format_seconds(f.dump_seconds);
+  s.transfer = api::format_seconds(f.publish_seconds);
+  s.bytes_checkpointed = static_cast<int64_t>(f.bytes);
+  s.bytes_transferred = static_cast<int64_t>(f.bytes);
+  api::enter_phase(s, Phase::kTransferring);
+  api::enter_phase(s, Phase::kRestoring);  // published: the target's turn
+  return true;
+}
+
 }  // namespace
 
 store::Binding binding_for(const api::Migration& m, const std::string& container) {
@@ -292,15 +305,12 @@ Status AgentController::source_side(const api::Migration& m, std::optional<Recor
                               "");
       }
       // Frozen, but the status write that follows did not land (the API
-      // was unavailable): write it now.
+      // was unavailable): write it now, with what the checkpoint measured.
       if (!record->failure.empty()) {
         return report_failure(m, Status(Code::kInternal, record->failure, "CheckpointFailed"), "");
       }
-      return update_status(m.ns, m.name, [](api::MigrationStatus& s) {
-        if (s.phase != Phase::kCheckpointing) return false;
-        api::enter_phase(s, Phase::kTransferring);
-        api::enter_phase(s, Phase::kRestoring);
-        return true;
+      return update_status(m.ns, m.name, [&](api::MigrationStatus& s) {
+        return enter_restoring(s, record->figures);
       });
     default:
       return {};
@@ -395,22 +405,17 @@ Status AgentController::checkpoint(const api::Migration& m) {
   // Frozen either way (or partly): only a rollback or a kill releases it.
   record.state = Record::State::kFrozen;
   record.failure = failed.ok() ? "" : failed.message();
+  record.figures = {.freeze_seconds = sample.freeze_seconds,
+                    .dump_seconds = sample.dump_seconds,
+                    .publish_seconds = sample.publish_seconds,
+                    .bytes = sample.bytes};
   FERRY_RETURN_IF_ERROR(records_.save(record));
   sample.ok = failed.ok();
   if (options_.on_checkpoint) options_.on_checkpoint(sample);
   if (!failed.ok()) return report_failure(m, failed, excerpt);
 
-  return update_status(m.ns, m.name, [&](api::MigrationStatus& s) {
-    if (s.phase != Phase::kCheckpointing) return false;
-    s.freeze = api::format_seconds(sample.freeze_seconds);
-    s.checkpoint = api::format_seconds(sample.dump_seconds);
-    s.transfer = api::format_seconds(sample.publish_seconds);
-    s.bytes_checkpointed = static_cast<int64_t>(sample.bytes);
-    s.bytes_transferred = static_cast<int64_t>(sample.bytes);
-    api::enter_phase(s, Phase::kTransferring);
-    api::enter_phase(s, Phase::kRestoring);  // published: the target's turn
-    return true;
-  });
+  return update_status(m.ns, m.name,
+                       [&](api::MigrationStatus& s) { return enter_restoring(s, record.figures); });
 }
 
 Status AgentController::release(const Record& record, bool thaw) {

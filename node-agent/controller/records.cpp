@@ -45,7 +45,12 @@ Status RecordStore::save(const Record& r) {
             {"podUid", r.pod_uid},
             {"containers", containers},
             {"state", state_name(r.state)},
-            {"failure", r.failure}};
+            {"failure", r.failure},
+            {"checkpoint",
+             {{"freezeSeconds", r.figures.freeze_seconds},
+              {"dumpSeconds", r.figures.dump_seconds},
+              {"publishSeconds", r.figures.publish_seconds},
+              {"bytes", r.figures.bytes}}}};
   std::error_code ec;
   fs::create_directories(dir_, ec);
   if (ec) return internal_error("create " + dir_ + ": " + ec.message());
@@ -97,6 +102,12 @@ Status RecordStore::load_locked() {
     for (const auto& c : j.value("containers", json::array())) {
       r.containers.push_back({c.value("name", ""), c.value("id", "")});
     }
+    // Absent in records of older agents: no figures to report.
+    const json figures = j.value("checkpoint", json::object());
+    r.figures = {.freeze_seconds = figures.value("freezeSeconds", 0.0),
+                 .dump_seconds = figures.value("dumpSeconds", 0.0),
+                 .publish_seconds = figures.value("publishSeconds", 0.0),
+                 .bytes = figures.value("bytes", std::uint64_t{0})};
     cache_[r.migration_uid] = std::move(r);
   }
   if (ec) return internal_error("read records in " + dir_ + ": " + ec.message());

@@ -7,6 +7,7 @@
 // of the node) are served from memory, which every write keeps in step.
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -20,6 +21,14 @@ namespace ferry::agent {
 struct FrozenContainer {
   std::string name;
   std::string id;
+};
+
+// What the checkpoint measured. Kept with the record so that the status
+// write reporting it, when it is retried (the API was unavailable) or done
+// by a restarted agent, still carries the sizes and times.
+struct CheckpointFigures {
+  double freeze_seconds = 0, dump_seconds = 0, publish_seconds = 0;
+  std::uint64_t bytes = 0;
 };
 
 struct Record {
@@ -36,7 +45,8 @@ struct Record {
   std::string pod_uid;
   std::vector<FrozenContainer> containers;
   State state = State::kCheckpointing;
-  std::string failure;  // why the checkpoint failed, if it did (still frozen)
+  std::string failure;        // why the checkpoint failed, if it did (still frozen)
+  CheckpointFigures figures;  // set once frozen
 };
 
 class RecordStore {

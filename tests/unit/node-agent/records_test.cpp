@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include <filesystem>
+#include <fstream>
 
 namespace ferry::agent {
 namespace {
@@ -28,7 +29,11 @@ TEST_F(RecordStoreTest, SavedRecordsComeBackAfterARestartAndErase) {
            .pod_uid = "pod-1",
            .containers = {{"app", "c1"}, {"sidecar", "c2"}},
            .state = Record::State::kFrozen,
-           .failure = "criu said no"};
+           .failure = "criu said no",
+           .figures = {.freeze_seconds = 0.004,
+                       .dump_seconds = 0.5,
+                       .publish_seconds = 0.02,
+                       .bytes = 1082130432}};
   ASSERT_TRUE(RecordStore(dir_).save(r).ok());
   struct stat st {};
   ASSERT_EQ(stat((dir_ + "/uid-1.json").c_str(), &st), 0);
@@ -43,6 +48,11 @@ TEST_F(RecordStoreTest, SavedRecordsComeBackAfterARestartAndErase) {
   EXPECT_EQ(found->containers[1].id, "c2");
   EXPECT_EQ(found->state, Record::State::kFrozen);
   EXPECT_EQ(found->failure, "criu said no");
+  // What a retried status write reports (agent_controller.cpp).
+  EXPECT_DOUBLE_EQ(found->figures.freeze_seconds, 0.004);
+  EXPECT_DOUBLE_EQ(found->figures.dump_seconds, 0.5);
+  EXPECT_DOUBLE_EQ(found->figures.publish_seconds, 0.02);
+  EXPECT_EQ(found->figures.bytes, 1082130432u);
   EXPECT_FALSE(restarted.find("shop", "other").has_value());
   EXPECT_FALSE(restarted.find("other", "move-cart").has_value());
 
@@ -63,6 +73,24 @@ TEST_F(RecordStoreTest, EveryStateSurvivesARestart) {
     ASSERT_TRUE(found.has_value());
     EXPECT_EQ(found->state, state) << static_cast<int>(state);
   }
+}
+
+// A record written by an agent from before the figures were kept reads as
+// having none, not as unreadable.
+TEST_F(RecordStoreTest, ARecordWithoutFiguresReadsWithZeros) {
+  std::filesystem::create_directories(dir_);
+  {
+    std::ofstream out(dir_ + "/uid-old.json");
+    out << R"({"migrationUid":"uid-old","namespace":"shop","migration":"m","pod":"p",)"
+        << R"("podUid":"u","containers":[{"name":"app","id":"c1"}],"state":"Frozen",)"
+        << R"("failure":""})"
+        << "\n";
+  }
+  auto found = RecordStore(dir_).find("shop", "m");
+  ASSERT_TRUE(found.has_value());
+  EXPECT_EQ(found->state, Record::State::kFrozen);
+  EXPECT_EQ(found->figures.bytes, 0u);
+  EXPECT_DOUBLE_EQ(found->figures.dump_seconds, 0.0);
 }
 
 TEST_F(RecordStoreTest, NoDirectoryMeansNoRecords) {

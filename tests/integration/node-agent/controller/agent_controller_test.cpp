@@ -412,11 +412,10 @@ TEST_F(AgentControllerTest, StatusWriteAfterTheDumpFailsKeepsTheSourceFrozenAndD
   EXPECT_EQ(source_.container->state_status(), "paused");
 }
 
-// The same failure; what the status must say once the write lands.
-// Disabled: the retry writes only the phase, so bytes and timings of the
-// dump are lost (agent_controller.cpp, the kFrozen branch of source_side;
-// the record does not keep the CheckpointSample). Enable with the fix.
-TEST_F(AgentControllerTest, DISABLED_StatusWriteAfterTheDumpFailsStillReportsBytesAndTimings) {
+// The same failure; what the status must say once the write lands: the
+// bytes and times of the dump, which the retry takes from the record (it
+// wrote only the phase before the record kept them).
+TEST_F(AgentControllerTest, StatusWriteAfterTheDumpFailsStillReportsBytesAndTimings) {
   ASSERT_NO_FATAL_FAILURE(start_source("src-timings", /*gate=*/true));
   ASSERT_NO_FATAL_FAILURE(start_agent());
   const int fault = faults_->add(
