@@ -33,13 +33,17 @@ uint64_t directory_bytes(const std::string& dir) {
 Result<std::chrono::duration<double>> CheckpointEngine::freeze(const std::string& id) {
   auto state = runtime_.state(id);
   if (!state.ok()) return state.status();
+  return freeze(*state);
+}
+
+Result<std::chrono::duration<double>> CheckpointEngine::freeze(const ContainerState& state) {
   auto start = Clock::now();
-  if (state->status == "paused") return std::chrono::duration<double>(0);
-  if (state->status != "running") {
+  if (state.status == "paused") return std::chrono::duration<double>(0);
+  if (state.status != "running") {
     return Status(Code::kFailedPrecondition,
-                  "container " + id + " is " + state->status + ", not running", "NotRunning");
+                  "container " + state.id + " is " + state.status + ", not running", "NotRunning");
   }
-  FERRY_RETURN_IF_ERROR(runtime_.pause(id));
+  FERRY_RETURN_IF_ERROR(runtime_.pause(state.id));
   return std::chrono::duration<double>(Clock::now() - start);
 }
 
@@ -75,7 +79,7 @@ Result<DumpResult> CheckpointEngine::dump(const DumpRequest& request) {
   auto state = runtime_.state(request.container_id);
   if (!state.ok()) return state.status();
   FERRY_RETURN_IF_ERROR(write_criu_config(*state, request.tcp, request.network_lock));
-  auto frozen = freeze(request.container_id);
+  auto frozen = freeze(*state);
   if (!frozen.ok()) return frozen.status();
   result.freeze = *frozen;
   auto start = Clock::now();
@@ -192,7 +196,7 @@ Result<LazyDumpResult> CheckpointEngine::dump_lazy(const LazyDumpRequest& reques
     return Status(Code::kFailedPrecondition,
                   "lazy dump work directory " + images + " cannot be created or is not empty");
   }
-  auto frozen = freeze(request.container_id);
+  auto frozen = freeze(*state);
   if (!frozen.ok()) return frozen.status();
   result.freeze = *frozen;
 
