@@ -107,7 +107,8 @@ class Sha256 {
 // first chunk that has unread bytes and that no other reader holds. So one
 // reader follows the producer, and the others only work when it falls
 // behind: on a dump of a large image, SHA-256 on one core is slower than
-// CRIU's writes (bench/results/engine.md).
+// CRIU's writes (bench/results/engine.md). 0 readers: one per core but
+// one, which is left to the producer (CRIU dumps on one core).
 class BackgroundHasher {
  public:
   BackgroundHasher(std::string dir, std::uint64_t chunk_bytes, unsigned threads = 1);

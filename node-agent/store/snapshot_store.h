@@ -37,7 +37,9 @@
 namespace ferry::store {
 
 struct StoreOptions {
-  unsigned hash_threads = 0;  // 0: one per CPU
+  // 0: one per CPU, but one CPU is left to CRIU while it writes
+  // (hash_while_written).
+  unsigned hash_threads = 0;
   // Files larger than this are listed with one SHA-256 per chunk, hashed
   // and verified in parallel (hashing.h). Tests make it small.
   std::uint64_t digest_chunk_bytes = kDigestChunkBytes;
