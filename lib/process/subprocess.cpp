@@ -149,9 +149,10 @@ Result<int> Subprocess::wait(std::chrono::milliseconds timeout) {
   if (pid_ < 0) return failed_precondition("no process");
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   // A pidfd turns readable the moment the child exits (Linux 5.3+), so the
-  // caller learns of it at once; polling waitpid would add up to its sleep
-  // to every runtime call the agent and ferry-runc wait for. It also works
-  // for a child that has exited and is not reaped yet. Older kernels: poll.
+  // caller learns of it at once; polling waitpid added up to its sleep (50
+  // ms) to every wait for a child that ran longer than a few ms, such as
+  // ferry-runc's for `criu lazy-pages` to listen. It also works for a child
+  // that has exited and is not reaped yet. Older kernels: poll.
   int pidfd = exit_status_ ? -1 : static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0));
   auto pause = std::chrono::milliseconds(1);
   while (running()) {

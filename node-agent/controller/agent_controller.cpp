@@ -422,12 +422,13 @@ Status AgentController::release(const Record& record, bool thaw) {
   checkpoint::CheckpointEngine engine(runtime_);
   // Killed while frozen already (the switch): nothing is left to kill, and
   // kill_frozen would refuse the stopped containers for as long as they exist.
-  const bool killed = !thaw && record.state == Record::State::kKilled;
-  for (const auto& c : record.containers) {
-    if (killed) break;
-    Status st = thaw ? engine.thaw(c.id) : engine.kill_frozen(c.id);
-    if (!st.ok() && st.code() != Code::kNotFound) {
-      return st.with_context((thaw ? "thaw " : "kill ") + c.name);
+  const bool killed_already = !thaw && record.state == Record::State::kKilled;
+  if (!killed_already) {
+    for (const auto& c : record.containers) {
+      Status st = thaw ? engine.thaw(c.id) : engine.kill_frozen(c.id);
+      if (!st.ok() && st.code() != Code::kNotFound) {
+        return st.with_context((thaw ? "thaw " : "kill ") + c.name);
+      }
     }
   }
   if (thaw) {
