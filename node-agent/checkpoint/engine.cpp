@@ -270,6 +270,9 @@ Status CheckpointEngine::thaw(const std::string& id) {
 Status CheckpointEngine::kill_frozen(const std::string& id, std::chrono::seconds timeout) {
   auto state = runtime_.state(id);
   if (!state.ok()) return state.status();
+  // Killed already (a retry, or the agent's cleanup after the switch):
+  // nothing of it runs, which is all this promises.
+  if (state->status == "stopped") return {};
   if (state->status != "paused") {
     // Killing a running source would let it run user code after the dump.
     return Status(Code::kFailedPrecondition,

@@ -110,7 +110,8 @@ class CheckpointEngine {
   // Rollback: the frozen source runs again, reachable: a network lock left
   // by a CRIU that died mid-dump is removed first.
   Status thaw(const std::string& id);
-  // Success: no task of the frozen source ever runs user code again.
+  // Success: no task of the frozen source ever runs user code again (a
+  // container already stopped is a success too; a running one is refused).
   Status kill_frozen(const std::string& id,
                      std::chrono::seconds timeout = std::chrono::seconds(30));
 

@@ -420,15 +420,11 @@ Status AgentController::checkpoint(const api::Migration& m) {
 
 Status AgentController::release(const Record& record, bool thaw) {
   checkpoint::CheckpointEngine engine(runtime_);
-  // Killed while frozen already (the switch): nothing is left to kill, and
-  // kill_frozen would refuse the stopped containers for as long as they exist.
-  const bool killed_already = !thaw && record.state == Record::State::kKilled;
-  if (!killed_already) {
-    for (const auto& c : record.containers) {
-      Status st = thaw ? engine.thaw(c.id) : engine.kill_frozen(c.id);
-      if (!st.ok() && st.code() != Code::kNotFound) {
-        return st.with_context((thaw ? "thaw " : "kill ") + c.name);
-      }
+  for (const auto& c : record.containers) {
+    // A container killed already in the switch is a success of kill_frozen.
+    Status st = thaw ? engine.thaw(c.id) : engine.kill_frozen(c.id);
+    if (!st.ok() && st.code() != Code::kNotFound) {
+      return st.with_context((thaw ? "thaw " : "kill ") + c.name);
     }
   }
   if (thaw) {

@@ -4,10 +4,10 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <thread>
 
 #include "rootfs/diff.h"
 #include "runtime/pod_logs.h"
+#include "store/hashing.h"
 #include "store/snapshot_store.h"
 
 namespace ferry::runtime {
@@ -21,8 +21,7 @@ Status verify_memory_images(const std::string& dir, const store::Manifest& manif
   // worker that gets CRIU's core once CRIU waits at post-restore for the
   // verdict (measured on 2 cores, 1 GiB: without it the verdict came
   // 0.34 s after CRIU had every page in place).
-  const unsigned cores = std::thread::hardware_concurrency();
-  return store::verify_checksums(dir, manifest, files, cores > 1 ? cores - 1 : 1, "snapshot " + dir,
+  return store::verify_checksums(dir, manifest, files, store::cpus_beside_criu(), "snapshot " + dir,
                                  /*idle_threads=*/1);
 }
 

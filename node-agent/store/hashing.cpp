@@ -253,18 +253,16 @@ Result<std::vector<FileDigest>> hash_files(const std::string& dir,
   return out;
 }
 
+unsigned cpus_beside_criu() {
+  const unsigned cpus = std::thread::hardware_concurrency();  // 0: unknown
+  return cpus > 1 ? cpus - 1 : 1;
+}
+
 // ---- BackgroundHasher -----------------------------------------------------
 
 BackgroundHasher::BackgroundHasher(std::string dir, std::uint64_t chunk_bytes, unsigned threads)
     : dir_(std::move(dir)), chunk_bytes_(std::max<std::uint64_t>(1, chunk_bytes)) {
-  if (threads == 0) {
-    // Every core but the producer's: CRIU writes its pages on one core, and
-    // a reader that takes it from CRIU makes the dump longer by what it
-    // saves at publish (1 GiB on 2 cores: 1.51-1.52 s in all with one
-    // reader, 1.55-1.60 s with two; bench/results/engine.md, session 9).
-    const unsigned cpus = std::thread::hardware_concurrency();
-    threads = cpus > 1 ? cpus - 1 : 1;
-  }
+  if (threads == 0) threads = cpus_beside_criu();
   for (unsigned t = 0; t < threads; ++t) {
     try {
       threads_.emplace_back([this] { run(); });

@@ -33,6 +33,12 @@ std::uint64_t chunk_count(std::uint64_t size, std::uint64_t chunk_bytes);
 
 class Sha256;
 
+// How many hashing threads to run beside CRIU, which dumps and restores on
+// one core: one per CPU but that one, at least one (bench/results/engine.md,
+// session 9: a reader that takes CRIU's core lengthens the dump by more
+// than it saves at publish).
+unsigned cpus_beside_criu();
+
 // What is already known of one chunk of a file before hash_files reads
 // it: its digest, or a digest under way over its first `bytes` bytes.
 struct ChunkProgress {
@@ -107,8 +113,7 @@ class Sha256 {
 // first chunk that has unread bytes and that no other reader holds. So one
 // reader follows the producer, and the others only work when it falls
 // behind: on a dump of a large image, SHA-256 on one core is slower than
-// CRIU's writes (bench/results/engine.md). 0 readers: one per core but
-// one, which is left to the producer (CRIU dumps on one core).
+// CRIU's writes (bench/results/engine.md). 0 readers: cpus_beside_criu().
 class BackgroundHasher {
  public:
   BackgroundHasher(std::string dir, std::uint64_t chunk_bytes, unsigned threads = 1);

@@ -165,6 +165,14 @@ TEST_F(EngineTest, RefusesToKillARunningSource) {
   EXPECT_TRUE(rt_.calls.empty());
 }
 
+// The agent's cleanup after the switch kills again what the switch killed:
+// done, with no call to the runtime but the state.
+TEST_F(EngineTest, KillingAStoppedSourceAgainIsDone) {
+  rt_.containers["c"].status = "stopped";
+  EXPECT_TRUE(engine_.kill_frozen("c").ok());
+  EXPECT_TRUE(rt_.calls.empty());
+}
+
 TEST_F(EngineTest, FreezeOfAStoppedContainerIsRefused) {
   rt_.containers["c"].status = "stopped";
   auto r = engine_.freeze("c");
