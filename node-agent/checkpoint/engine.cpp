@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -140,19 +141,24 @@ Status wait_status_byte(int fd, std::chrono::milliseconds timeout) {
 }
 
 // The page transfer of a lazy dump. While it runs, CRIU holds the source's
-// tasks stopped with ptrace and has thawed their cgroup (criu/seize.c:
-// freeze_processes seizes the frozen tasks, then thaws the freezer; it
-// writes FROZEN back when it lets go, because the cgroup was frozen
-// before). So if the transfer is abandoned, the cgroup is frozen again
-// first: CRIU's death then detaches tasks that stay frozen, and the source
-// never runs user code next to the restored copy.
+// tasks stopped with ptrace. It thawed their cgroup once it held them
+// (criu/seize.c: freeze_processes seizes the frozen tasks, then thaws the
+// freezer; it writes FROZEN back when it lets go, because the cgroup was
+// frozen before), and dump_lazy freezes it again as soon as CRIU serves
+// pages: CRIU's death, alone or with its agent, then detaches tasks that
+// stay frozen, and the source never runs user code next to the restored
+// copy. Abandoning the transfer checks that once more before it stops CRIU.
 class LazyTransfer final : public RunningCheckpoint {
  public:
   LazyTransfer(OciRuntime& runtime, std::string id, std::unique_ptr<RunningCheckpoint> inner)
       : runtime_(runtime), id_(std::move(id)), inner_(std::move(inner)) {}
   ~LazyTransfer() override {
     if (!inner_->finished()) {
-      if (Status s = runtime_.pause(id_); !s.ok()) {
+      auto state = runtime_.state(id_);
+      Status s = !state.ok()                  ? state.status()
+                 : state->status == "running" ? runtime_.pause(id_)
+                                              : Status();
+      if (!s.ok()) {
         std::fprintf(stderr, "ferry: cannot re-freeze %s before stopping its page server: %s\n",
                      id_.c_str(), s.to_string().c_str());
       }
@@ -224,6 +230,14 @@ Result<LazyDumpResult> CheckpointEngine::dump_lazy(const LazyDumpRequest& reques
     return ready.with_context("lazy checkpoint of " + request.container_id);
   }
   result.dump = Clock::now() - start;
+  // CRIU thawed the cgroup when it seized the tasks (LazyTransfer): freeze
+  // it again before the snapshot is published, which is when a target may
+  // restore. From then on a CRIU that dies, alone or with this agent, lets
+  // its tasks go into a frozen cgroup instead of running them beside the
+  // restored copy. The runtime call runs beside the publish, both inside
+  // the freeze window; std::async's future waits for it on every return.
+  auto refrozen = std::async(std::launch::async,
+                             [this, &request] { return runtime_.pause(request.container_id); });
 
   // The images are small (no memory): copy them into the store, with how
   // the target must restore.
@@ -240,6 +254,9 @@ Result<LazyDumpResult> CheckpointEngine::dump_lazy(const LazyDumpRequest& reques
   // runtime::kRestoreOptionsFile, read by ferry-runc on the target.
   FERRY_RETURN_IF_ERROR(writer.add_file("restore-options.json", options.dump()));
   if (request.before_publish) FERRY_RETURN_IF_ERROR(request.before_publish(writer));
+  if (Status s = refrozen.get(); !s.ok()) {
+    return s.with_context("freeze " + request.container_id + " again while CRIU serves its pages");
+  }
   auto published = writer.publish();
   if (!published.ok()) return published.status();
   result.publish = Clock::now() - t_publish;

@@ -67,10 +67,10 @@ struct LazyDumpResult {
   std::chrono::duration<double> publish{};  // copy into the store and publish
   uint64_t image_bytes = 0;                 // the published (non-memory) images
   // The page server. Keep it until the restored container has every page
-  // (transfer->wait()); destroying it earlier re-freezes the source and
-  // stops the transfer. Meanwhile the runtime reports the source "running":
-  // CRIU holds its tasks stopped with ptrace and has thawed the cgroup; it
-  // freezes the cgroup again when the transfer ends.
+  // (transfer->wait()); destroying it earlier stops the transfer. Meanwhile
+  // CRIU holds the source's tasks stopped with ptrace, and their cgroup is
+  // frozen as well (dump_lazy froze it again after CRIU had thawed it), so
+  // they stay frozen if CRIU dies.
   std::unique_ptr<RunningCheckpoint> transfer;
 };
 
@@ -104,8 +104,9 @@ class CheckpointEngine {
   // PostCopy: freezes (if needed), dumps everything but memory into
   // request.work_dir, copies those images with restore-options.json into
   // `writer` and publishes it; returns with the page server running. The
-  // container stays frozen either way; on failure nothing is published and
-  // no runc or CRIU process is left.
+  // container stays frozen either way (its cgroup frozen again before the
+  // publish); on failure nothing is published and no runc or CRIU process
+  // is left.
   Result<LazyDumpResult> dump_lazy(const LazyDumpRequest& request, store::SnapshotWriter& writer);
   // Rollback: the frozen source runs again, reachable: a network lock left
   // by a CRIU that died mid-dump is removed first.

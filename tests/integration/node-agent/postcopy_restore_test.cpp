@@ -12,6 +12,7 @@
 #include <sys/mount.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <sstream>
@@ -271,6 +272,63 @@ TEST_F(PostCopyRestoreTest, AbandonedTransferLeavesTheSourceFrozenAndNothingRunn
   EXPECT_EQ(src.state_status(), "paused");
   EXPECT_EQ(src.freezer(), "frozen") << "cgroup v" << cgroup_version();
   EXPECT_TRUE(all_tasks_stopped(ns_a.name()));
+  ASSERT_TRUE(engine.thaw(src.id()).ok());
+  EXPECT_EQ(ask(ns_a.name(), "SUM"), sum_before);
+  EXPECT_EQ(ask(ns_a.name(), "COUNT"), "count 1");
+  EXPECT_EQ(ask(ns_a.name(), "CHECK"), "check ok");
+}
+
+// The source's CRIU killed while it serves pages, as when the agent's pod
+// is restarted and every process in its cgroup dies with it: the tasks CRIU
+// held with ptrace are let go, and they must stay frozen, because a target
+// may already run the restored copy. A rollback then thaws the source
+// intact (removing the network lock the dead CRIU left).
+TEST_F(PostCopyRestoreTest, KilledPageServerLeavesTheSourceFrozen) {
+  checkpoint::RuncCli runc(tool("runc"), dir_ + "/runc");
+  checkpoint::CheckpointEngine engine(runc);
+  NetNs ns_a("pk-" + tag_);
+  OverlayRootfs rootfs_a(dir_ + "/image", dir_ + "/rootfs-a");
+  ASSERT_TRUE(rootfs_a.mounted());
+  write_bundle(dir_ + "/bundle-a", rootfs_a.merged(), ns_a, 64, source_pod_);
+  ShimContainer src("k-" + tag_, dir_ + "/bundle-a", dir_ + "/runc", FERRY_RUNC_BIN);
+  ASSERT_EQ(src.create_and_start(), 0) << read(src.log_path());
+  ASSERT_TRUE(wait_until([&] { return ask(ns_a.name(), "PID") == "pid 1"; }, 60s));
+  ask(ns_a.name(), "INCR");
+  std::string sum_before = ask(ns_a.name(), "SUM");
+  store::SnapshotStore snapshots(dir_ + "/snapshots", {.durable_data = false});
+  auto writer = snapshots.begin({.binding = {.namespace_name = target_pod_.ns,
+                                             .pod_name = target_pod_.name,
+                                             .pod_uid = target_pod_.uid,
+                                             .container_name = target_pod_.container,
+                                             .migration_uid = migration_}});
+  ASSERT_TRUE(writer.ok());
+  auto dumped = engine.dump_lazy({.container_id = src.id(),
+                                  .work_dir = dir_ + "/work-a",
+                                  .page_server = "127.0.0.1:" + std::to_string(*free_port()),
+                                  .tcp = checkpoint::TcpMode::kEstablished},
+                                 **writer);
+  ASSERT_TRUE(dumped.ok()) << dumped.status().to_string();
+  // runc checkpoint names the work directory; CRIU (`criu swrk`) is its child.
+  std::vector<int> servers;
+  for (int runc_pid : pids_mentioning(dir_ + "/work-a")) {
+    servers.push_back(runc_pid);
+    for (const auto& task : fs::directory_iterator("/proc/" + std::to_string(runc_pid) + "/task")) {
+      std::ifstream children(task.path() / "children");
+      for (int child; children >> child;) servers.push_back(child);
+    }
+  }
+  ASSERT_GE(servers.size(), 2u) << "runc and CRIU serve pages";
+  for (int pid : servers) ASSERT_EQ(::kill(pid, SIGKILL), 0) << pid;
+  ASSERT_TRUE(dumped->transfer->wait(10s).code() != Code::kDeadlineExceeded);
+  ASSERT_TRUE(wait_until(
+      [&] { return std::ranges::none_of(servers, [](int pid) { return ::kill(pid, 0) == 0; }); },
+      10s))
+      << "runc or CRIU outlived SIGKILL";
+  // Given the time to run, a task let go into a thawed cgroup would.
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(src.freezer(), "frozen") << "cgroup v" << cgroup_version();
+  EXPECT_TRUE(all_tasks_stopped(ns_a.name())) << "a source task runs next to the restored copy";
+  dumped->transfer.reset();
   ASSERT_TRUE(engine.thaw(src.id()).ok());
   EXPECT_EQ(ask(ns_a.name(), "SUM"), sum_before);
   EXPECT_EQ(ask(ns_a.name(), "COUNT"), "count 1");
