@@ -24,8 +24,15 @@ class FakeRuntime : public OciRuntime {
     if (it == containers.end()) return not_found(id);
     return it->second;
   }
+  // The results of the next pause calls, in order (then: success).
+  std::vector<Status> pause_results;
   Status pause(const std::string& id) override {
     calls.push_back("pause");
+    if (!pause_results.empty()) {
+      Status s = pause_results.front();
+      pause_results.erase(pause_results.begin());
+      if (!s.ok()) return s;
+    }
     containers[id].status = "paused";
     return {};
   }
@@ -224,8 +231,12 @@ TEST_F(LazyDumpTest, PublishesTheSmallImagesAndKeepsServingPages) {
   auto r = engine_.dump_lazy(req, *writer_);
   ASSERT_TRUE(r.ok()) << r.status().to_string();
   EXPECT_TRUE(hook_called);
-  EXPECT_EQ(rt_.calls, (std::vector<std::string>{
-                           "pause", "start-checkpoint lazy 127.0.0.1:27001 leave-running"}));
+  // Frozen, then dumped; CRIU thawed the cgroup once it held the tasks, so
+  // it is frozen again before anything is published.
+  EXPECT_EQ(rt_.calls,
+            (std::vector<std::string>{
+                "pause", "start-checkpoint lazy 127.0.0.1:27001 leave-running", "pause"}));
+  EXPECT_EQ(rt_.containers["c"].status, "paused") << "frozen while CRIU serves pages";
   std::string snap = store_->snapshot_dir("m1", "app");
   EXPECT_EQ(read(snap + "/inventory.img"), "inv");
   EXPECT_EQ(read(snap + "/pagemap-1.img"), "map");
@@ -240,16 +251,44 @@ TEST_F(LazyDumpTest, PublishesTheSmallImagesAndKeepsServingPages) {
   EXPECT_TRUE(r->transfer->wait(std::chrono::milliseconds(0)).ok());
   rt_.containers["c"].status = "paused";  // CRIU re-froze it on exit
   r->transfer.reset();
-  EXPECT_EQ(rt_.calls.size(), 2u) << "a finished transfer needs no re-freeze";
+  EXPECT_EQ(rt_.calls.size(), 3u) << "a finished transfer needs no re-freeze";
 }
 
-TEST_F(LazyDumpTest, AnAbandonedTransferReFreezesTheSourceBeforeStoppingCriu) {
+TEST_F(LazyDumpTest, AnAbandonedTransferOfAFrozenSourceStopsCriuWithNoOtherCall) {
   auto r = engine_.dump_lazy(request(), *writer_);
   ASSERT_TRUE(r.ok()) << r.status().to_string();
+  const size_t calls = rt_.calls.size();
+  r->transfer.reset();
+  EXPECT_TRUE(*rt_.lazy_destroyed);
+  EXPECT_EQ(rt_.calls.size(), calls) << "frozen already";
+  EXPECT_EQ(rt_.containers["c"].status, "paused");
+}
+
+// Someone thawed the source during the transfer: abandoning it freezes the
+// source before CRIU is stopped (CRIU's death would let its tasks run).
+TEST_F(LazyDumpTest, AnAbandonedTransferReFreezesAThawedSourceBeforeStoppingCriu) {
+  auto r = engine_.dump_lazy(request(), *writer_);
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  rt_.containers["c"].status = "running";
   r->transfer.reset();
   EXPECT_TRUE(*rt_.lazy_destroyed);
   EXPECT_EQ(rt_.calls.back(), "pause");
   EXPECT_EQ(rt_.containers["c"].status, "paused");
+}
+
+// The source cannot be frozen again while CRIU serves: nothing is
+// published (no target may restore next to a source CRIU could let go),
+// and runc and CRIU are stopped.
+TEST_F(LazyDumpTest, AFailedReFreezePublishesNothing) {
+  rt_.pause_results = {Status(), Status(Code::kInternal, "freezer: device busy")};
+  auto r = engine_.dump_lazy(request(), *writer_);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("freezer: device busy"), std::string::npos)
+      << r.status().to_string();
+  EXPECT_NE(r.status().message().find("again while CRIU serves"), std::string::npos)
+      << r.status().to_string();
+  EXPECT_FALSE(std::filesystem::exists(store_->snapshot_dir("m1", "app")));
+  EXPECT_TRUE(*rt_.lazy_destroyed) << "no runc or CRIU left behind";
 }
 
 TEST_F(LazyDumpTest, CriuFailureBeforeReadyPublishesNothing) {
