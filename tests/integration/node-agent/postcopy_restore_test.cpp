@@ -89,6 +89,17 @@ bool all_tasks_stopped(const std::string& netns) {
   return true;
 }
 
+// A source container that answered INCR (COUNT 1), dumped lazily: its
+// CRIU serves pages. Members go in reverse order: the transfer first.
+struct LazySource {
+  std::unique_ptr<NetNs> ns;
+  std::unique_ptr<OverlayRootfs> rootfs;
+  std::unique_ptr<ShimContainer> container;
+  std::unique_ptr<store::SnapshotStore> snapshots;
+  std::string sum_before;
+  std::unique_ptr<checkpoint::RunningCheckpoint> transfer;
+};
+
 class PostCopyRestoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -119,6 +130,10 @@ class PostCopyRestoreTest : public ::testing::Test {
     std::ifstream in(path);
     return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
   }
+
+  void start_lazy_source(const std::string& name, checkpoint::CheckpointEngine& engine,
+                         LazySource& src);
+  void expect_rollback_intact(checkpoint::CheckpointEngine& engine, LazySource& src);
 
   std::string dir_, tag_;
   std::string migration_ = "m-" + std::to_string(getpid());
@@ -237,45 +252,60 @@ TEST_F(PostCopyRestoreTest, AnswersBeforeItsPagesArrivedAndChecksumsAfter1GiB) {
   EXPECT_EQ(mounts_under(dir_), std::vector<std::string>{}) << "stray mounts";
 }
 
+void PostCopyRestoreTest::start_lazy_source(const std::string& name,
+                                            checkpoint::CheckpointEngine& engine, LazySource& src) {
+  src.ns = std::make_unique<NetNs>(name + "-" + tag_);
+  src.rootfs = std::make_unique<OverlayRootfs>(dir_ + "/image", dir_ + "/rootfs-a");
+  ASSERT_TRUE(src.rootfs->mounted());
+  write_bundle(dir_ + "/bundle-a", src.rootfs->merged(), *src.ns, 64, source_pod_);
+  src.container = std::make_unique<ShimContainer>(name + "-" + tag_, dir_ + "/bundle-a",
+                                                  dir_ + "/runc", FERRY_RUNC_BIN);
+  ASSERT_EQ(src.container->create_and_start(), 0) << read(src.container->log_path());
+  const std::string ns = src.ns->name();
+  ASSERT_TRUE(wait_until([&] { return ask(ns, "PID") == "pid 1"; }, 60s));
+  ask(ns, "INCR");
+  src.sum_before = ask(ns, "SUM");
+  src.snapshots = std::make_unique<store::SnapshotStore>(
+      dir_ + "/snapshots", store::StoreOptions{.durable_data = false});
+  auto writer = src.snapshots->begin({.binding = {.namespace_name = target_pod_.ns,
+                                                  .pod_name = target_pod_.name,
+                                                  .pod_uid = target_pod_.uid,
+                                                  .container_name = target_pod_.container,
+                                                  .migration_uid = migration_}});
+  ASSERT_TRUE(writer.ok());
+  auto dumped = engine.dump_lazy({.container_id = src.container->id(),
+                                  .work_dir = dir_ + "/work-a",
+                                  .page_server = "127.0.0.1:" + std::to_string(*free_port()),
+                                  .tcp = checkpoint::TcpMode::kEstablished},
+                                 **writer);
+  ASSERT_TRUE(dumped.ok()) << dumped.status().to_string();
+  src.transfer = std::move(dumped->transfer);
+}
+
+// After a lost transfer: the source thaws (a rollback) with its state.
+void PostCopyRestoreTest::expect_rollback_intact(checkpoint::CheckpointEngine& engine,
+                                                 LazySource& src) {
+  ASSERT_TRUE(engine.thaw(src.container->id()).ok());
+  EXPECT_EQ(ask(src.ns->name(), "SUM"), src.sum_before);
+  EXPECT_EQ(ask(src.ns->name(), "COUNT"), "count 1");
+  EXPECT_EQ(ask(src.ns->name(), "CHECK"), "check ok");
+}
+
 // A transfer given up before any target connected (the target node failed):
-// dropping the handle stops runc and CRIU, the source is frozen again (not
+// dropping the handle stops runc and CRIU, the source stays frozen (not
 // left running next to a copy) and a rollback thaws it intact.
 TEST_F(PostCopyRestoreTest, AbandonedTransferLeavesTheSourceFrozenAndNothingRunning) {
   checkpoint::RuncCli runc(tool("runc"), dir_ + "/runc");
   checkpoint::CheckpointEngine engine(runc);
-  NetNs ns_a("pa-" + tag_);
-  OverlayRootfs rootfs_a(dir_ + "/image", dir_ + "/rootfs-a");
-  ASSERT_TRUE(rootfs_a.mounted());
-  write_bundle(dir_ + "/bundle-a", rootfs_a.merged(), ns_a, 64, source_pod_);
-  ShimContainer src("a-" + tag_, dir_ + "/bundle-a", dir_ + "/runc", FERRY_RUNC_BIN);
-  ASSERT_EQ(src.create_and_start(), 0) << read(src.log_path());
-  ASSERT_TRUE(wait_until([&] { return ask(ns_a.name(), "PID") == "pid 1"; }, 60s));
-  ask(ns_a.name(), "INCR");
-  std::string sum_before = ask(ns_a.name(), "SUM");
-  {
-    store::SnapshotStore snapshots(dir_ + "/snapshots", {.durable_data = false});
-    auto writer = snapshots.begin({.binding = {.namespace_name = target_pod_.ns,
-                                               .pod_name = target_pod_.name,
-                                               .pod_uid = target_pod_.uid,
-                                               .container_name = target_pod_.container,
-                                               .migration_uid = migration_}});
-    ASSERT_TRUE(writer.ok());
-    auto dumped = engine.dump_lazy({.container_id = src.id(),
-                                    .work_dir = dir_ + "/work-a",
-                                    .page_server = "127.0.0.1:" + std::to_string(*free_port()),
-                                    .tcp = checkpoint::TcpMode::kEstablished},
-                                   **writer);
-    ASSERT_TRUE(dumped.ok()) << dumped.status().to_string();
-    EXPECT_FALSE(pids_mentioning(dir_ + "/work-a").empty()) << "runc and CRIU serve pages";
-  }  // the handle goes
+  LazySource src;
+  ASSERT_NO_FATAL_FAILURE(start_lazy_source("pa", engine, src));
+  EXPECT_FALSE(pids_mentioning(dir_ + "/work-a").empty()) << "runc and CRIU serve pages";
+  src.transfer.reset();
   EXPECT_EQ(pids_mentioning(dir_ + "/work-a"), std::vector<int>{}) << "runc/CRIU left running";
-  EXPECT_EQ(src.state_status(), "paused");
-  EXPECT_EQ(src.freezer(), "frozen") << "cgroup v" << cgroup_version();
-  EXPECT_TRUE(all_tasks_stopped(ns_a.name()));
-  ASSERT_TRUE(engine.thaw(src.id()).ok());
-  EXPECT_EQ(ask(ns_a.name(), "SUM"), sum_before);
-  EXPECT_EQ(ask(ns_a.name(), "COUNT"), "count 1");
-  EXPECT_EQ(ask(ns_a.name(), "CHECK"), "check ok");
+  EXPECT_EQ(src.container->state_status(), "paused");
+  EXPECT_EQ(src.container->freezer(), "frozen") << "cgroup v" << cgroup_version();
+  EXPECT_TRUE(all_tasks_stopped(src.ns->name()));
+  expect_rollback_intact(engine, src);
 }
 
 // The source's CRIU killed while it serves pages, as when the agent's pod
@@ -286,28 +316,8 @@ TEST_F(PostCopyRestoreTest, AbandonedTransferLeavesTheSourceFrozenAndNothingRunn
 TEST_F(PostCopyRestoreTest, KilledPageServerLeavesTheSourceFrozen) {
   checkpoint::RuncCli runc(tool("runc"), dir_ + "/runc");
   checkpoint::CheckpointEngine engine(runc);
-  NetNs ns_a("pk-" + tag_);
-  OverlayRootfs rootfs_a(dir_ + "/image", dir_ + "/rootfs-a");
-  ASSERT_TRUE(rootfs_a.mounted());
-  write_bundle(dir_ + "/bundle-a", rootfs_a.merged(), ns_a, 64, source_pod_);
-  ShimContainer src("k-" + tag_, dir_ + "/bundle-a", dir_ + "/runc", FERRY_RUNC_BIN);
-  ASSERT_EQ(src.create_and_start(), 0) << read(src.log_path());
-  ASSERT_TRUE(wait_until([&] { return ask(ns_a.name(), "PID") == "pid 1"; }, 60s));
-  ask(ns_a.name(), "INCR");
-  std::string sum_before = ask(ns_a.name(), "SUM");
-  store::SnapshotStore snapshots(dir_ + "/snapshots", {.durable_data = false});
-  auto writer = snapshots.begin({.binding = {.namespace_name = target_pod_.ns,
-                                             .pod_name = target_pod_.name,
-                                             .pod_uid = target_pod_.uid,
-                                             .container_name = target_pod_.container,
-                                             .migration_uid = migration_}});
-  ASSERT_TRUE(writer.ok());
-  auto dumped = engine.dump_lazy({.container_id = src.id(),
-                                  .work_dir = dir_ + "/work-a",
-                                  .page_server = "127.0.0.1:" + std::to_string(*free_port()),
-                                  .tcp = checkpoint::TcpMode::kEstablished},
-                                 **writer);
-  ASSERT_TRUE(dumped.ok()) << dumped.status().to_string();
+  LazySource src;
+  ASSERT_NO_FATAL_FAILURE(start_lazy_source("pk", engine, src));
   // runc checkpoint names the work directory; CRIU (`criu swrk`) is its child.
   std::vector<int> servers;
   for (int runc_pid : pids_mentioning(dir_ + "/work-a")) {
@@ -319,20 +329,17 @@ TEST_F(PostCopyRestoreTest, KilledPageServerLeavesTheSourceFrozen) {
   }
   ASSERT_GE(servers.size(), 2u) << "runc and CRIU serve pages";
   for (int pid : servers) ASSERT_EQ(::kill(pid, SIGKILL), 0) << pid;
-  ASSERT_TRUE(dumped->transfer->wait(10s).code() != Code::kDeadlineExceeded);
+  ASSERT_TRUE(src.transfer->wait(10s).code() != Code::kDeadlineExceeded);
   ASSERT_TRUE(wait_until(
       [&] { return std::ranges::none_of(servers, [](int pid) { return ::kill(pid, 0) == 0; }); },
       10s))
       << "runc or CRIU outlived SIGKILL";
   // Given the time to run, a task let go into a thawed cgroup would.
   std::this_thread::sleep_for(300ms);
-  EXPECT_EQ(src.freezer(), "frozen") << "cgroup v" << cgroup_version();
-  EXPECT_TRUE(all_tasks_stopped(ns_a.name())) << "a source task runs next to the restored copy";
-  dumped->transfer.reset();
-  ASSERT_TRUE(engine.thaw(src.id()).ok());
-  EXPECT_EQ(ask(ns_a.name(), "SUM"), sum_before);
-  EXPECT_EQ(ask(ns_a.name(), "COUNT"), "count 1");
-  EXPECT_EQ(ask(ns_a.name(), "CHECK"), "check ok");
+  EXPECT_EQ(src.container->freezer(), "frozen") << "cgroup v" << cgroup_version();
+  EXPECT_TRUE(all_tasks_stopped(src.ns->name())) << "a source task runs next to the restored copy";
+  src.transfer.reset();
+  expect_rollback_intact(engine, src);
 }
 
 }  // namespace
