@@ -386,9 +386,46 @@ void ColdRestoreTest::killed_dump_leaves_a_lock_the_rollback_removes(const std::
     }
     return 0;
   };
+  // Killed at a point chosen from CRIU's log: after the lock (criu/cr-dump.c:
+  // network_lock) and before the first task is infected with CRIU's
+  // parasite (dump_one_task logs "Dumping task"). A CRIU killed while its
+  // parasite runs inside a task, or while the task runs one of CRIU's
+  // injected syscalls, leaves that task to crash: seen here once when the
+  // kill landed at a random point (the source "stopped"). From the log's
+  // "Lock network" on, CRIU runs in ~1 ms steps, stopped between them,
+  // until the lock is in place.
+  const std::string log = dir_ + "/work-killed/dump.log";
+  auto logged = [&](std::string_view line) {
+    std::ifstream in(log);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    return text.find(line) != std::string::npos;
+  };
+  // The state letter of /proc/<pid>/stat ('T': stopped by a signal).
+  auto process_state = [](int p) {
+    std::ifstream in("/proc/" + std::to_string(p) + "/stat");
+    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    auto close = stat.rfind(')');
+    return close != std::string::npos && close + 2 < stat.size() ? stat[close + 2] : '?';
+  };
   int criu = 0;
-  ASSERT_TRUE(wait_until([&] { return (criu = tracer()) > 0 && locked(); }, 60s, 5ms))
-      << "CRIU never locked the network (dump too quick?)";
+  ASSERT_TRUE(wait_until([&] { return (criu = tracer()) > 0 && logged("Lock network"); }, 60s,
+                         std::chrono::milliseconds(1)))
+      << "CRIU never got to the network lock (" << log << ")";
+  bool stopped_in_window = false;
+  for (auto deadline = std::chrono::steady_clock::now() + 60s;
+       std::chrono::steady_clock::now() < deadline;) {
+    ASSERT_EQ(::kill(criu, SIGSTOP), 0);
+    ASSERT_TRUE(
+        wait_until([&] { return process_state(criu) == 'T'; }, 10s, std::chrono::milliseconds(1)));
+    ASSERT_FALSE(logged("Dumping task (pid")) << "CRIU got past the window (" << log << ")";
+    if (locked()) {
+      stopped_in_window = true;
+      break;
+    }
+    ASSERT_EQ(::kill(criu, SIGCONT), 0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_TRUE(stopped_in_window) << "CRIU never locked the network (" << log << ")";
   ASSERT_EQ(::kill(criu, SIGKILL), 0);
   EXPECT_FALSE((*running)->wait(30s).ok()) << "runc reports the dump it lost";
   running->reset();
