@@ -140,6 +140,16 @@ Status wait_status_byte(int fd, std::chrono::milliseconds timeout) {
   }
 }
 
+// Freezes `id` again, a no-op when it is frozen already (runc refuses to
+// pause a paused container). One runtime call in the usual case, where the
+// container runs: the state is asked only when the pause fails.
+Status freeze_again(OciRuntime& runtime, const std::string& id) {
+  Status paused = runtime.pause(id);
+  if (paused.ok()) return paused;
+  auto state = runtime.state(id);
+  return state.ok() && state->status == "paused" ? Status() : paused;
+}
+
 // The page transfer of a lazy dump. While it runs, CRIU holds the source's
 // tasks stopped with ptrace. It thawed their cgroup once it held them
 // (criu/seize.c: freeze_processes seizes the frozen tasks, then thaws the
@@ -236,8 +246,9 @@ Result<LazyDumpResult> CheckpointEngine::dump_lazy(const LazyDumpRequest& reques
   // its tasks go into a frozen cgroup instead of running them beside the
   // restored copy. The runtime call runs beside the publish, both inside
   // the freeze window; std::async's future waits for it on every return.
-  auto refrozen = std::async(std::launch::async,
-                             [this, &request] { return runtime_.pause(request.container_id); });
+  auto refrozen = std::async(std::launch::async, [this, &request] {
+    return freeze_again(runtime_, request.container_id);
+  });
 
   // The images are small (no memory): copy them into the store, with how
   // the target must restore.

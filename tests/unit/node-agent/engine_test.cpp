@@ -33,9 +33,15 @@ class FakeRuntime : public OciRuntime {
       pause_results.erase(pause_results.begin());
       if (!s.ok()) return s;
     }
+    if (containers[id].status == "paused") {  // as runc: ErrNotRunning
+      return Status(Code::kFailedPrecondition, "container not running");
+    }
     containers[id].status = "paused";
     return {};
   }
+  // A lazy checkpoint's CRIU leaves the cgroup as it found it (frozen)
+  // instead of thawing it once it holds the tasks.
+  bool lazy_leaves_frozen = false;
   Status resume(const std::string& id) override {
     calls.push_back("resume");
     auto& c = containers[id];
@@ -83,7 +89,9 @@ class FakeRuntime : public OciRuntime {
     if (lazy_result.ok()) {
       char ready = 0;
       EXPECT_EQ(write(o.status_fd, &ready, 1), 1);
-      containers[id].status = "running";  // CRIU holds the tasks by ptrace, cgroup thawed
+      if (!lazy_leaves_frozen) {
+        containers[id].status = "running";  // CRIU holds the tasks by ptrace, cgroup thawed
+      }
     }
     return std::unique_ptr<RunningCheckpoint>(
         new FakeRunning(lazy_result, lazy_done, lazy_destroyed));
@@ -262,6 +270,16 @@ TEST_F(LazyDumpTest, AnAbandonedTransferOfAFrozenSourceStopsCriuWithNoOtherCall)
   EXPECT_TRUE(*rt_.lazy_destroyed);
   EXPECT_EQ(rt_.calls.size(), calls) << "frozen already";
   EXPECT_EQ(rt_.containers["c"].status, "paused");
+}
+
+// A CRIU that keeps the cgroup frozen while it serves: freezing it again is
+// a no-op, not a failed migration (runc refuses to pause a paused container).
+TEST_F(LazyDumpTest, ASourceCriuLeftFrozenIsNotAnError) {
+  rt_.lazy_leaves_frozen = true;
+  auto r = engine_.dump_lazy(request(), *writer_);
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_EQ(rt_.containers["c"].status, "paused");
+  EXPECT_TRUE(std::filesystem::exists(store_->snapshot_dir("m1", "app")));
 }
 
 // Someone thawed the source during the transfer: abandoning it freezes the
