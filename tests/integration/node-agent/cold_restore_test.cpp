@@ -400,13 +400,6 @@ void ColdRestoreTest::killed_dump_leaves_a_lock_the_rollback_removes(const std::
     std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     return text.find(line) != std::string::npos;
   };
-  // The state letter of /proc/<pid>/stat ('T': stopped by a signal).
-  auto process_state = [](int p) {
-    std::ifstream in("/proc/" + std::to_string(p) + "/stat");
-    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    auto close = stat.rfind(')');
-    return close != std::string::npos && close + 2 < stat.size() ? stat[close + 2] : '?';
-  };
   int criu = 0;
   ASSERT_TRUE(wait_until([&] { return (criu = tracer()) > 0 && logged("Lock network"); }, 60s,
                          std::chrono::milliseconds(1)))

@@ -331,7 +331,12 @@ TEST_F(PostCopyRestoreTest, KilledPageServerLeavesTheSourceFrozen) {
   for (int pid : servers) ASSERT_EQ(::kill(pid, SIGKILL), 0) << pid;
   ASSERT_TRUE(src.transfer->wait(10s).code() != Code::kDeadlineExceeded);
   ASSERT_TRUE(wait_until(
-      [&] { return std::ranges::none_of(servers, [](int pid) { return ::kill(pid, 0) == 0; }); },
+      [&] {
+        return std::ranges::all_of(servers, [](int pid) {
+          const char state = process_state(pid);  // a zombie runs nothing
+          return state == 'Z' || state == 'X';
+        });
+      },
       10s))
       << "runc or CRIU outlived SIGKILL";
   // Given the time to run, a task let go into a thawed cgroup would.

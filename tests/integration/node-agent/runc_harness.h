@@ -70,6 +70,16 @@ inline int expected_cgroup_version() {
   return v ? std::atoi(v) : 0;
 }
 
+// The state letter of /proc/<pid>/stat ('R', 'S', 'T' stopped by a
+// signal, 'Z' zombie, ...), or 'X' when the process is gone.
+inline char process_state(int pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat;
+  if (!std::getline(in, stat)) return 'X';
+  const auto paren = stat.rfind(')');  // the command name may hold anything
+  return paren != std::string::npos && paren + 2 < stat.size() ? stat[paren + 2] : 'X';
+}
+
 // The kernel's freezer state of `pid`'s cgroup, read from the cgroup itself
 // rather than from the runtime: "frozen", "thawed", or what was unreadable.
 // cgroup v2: cgroup.events "frozen 0|1" of the 0:: path; v1: freezer.state.

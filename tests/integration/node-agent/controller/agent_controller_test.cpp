@@ -94,12 +94,8 @@ std::pair<ino_t, int64_t> identity(const std::string& path) {
 
 // Whether `pid` is gone (or a zombie: it runs no code any more).
 bool process_gone(int pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat;
-  if (!std::getline(in, stat)) return true;
-  const auto paren = stat.rfind(')');
-  return paren == std::string::npos || paren + 2 >= stat.size() || stat[paren + 2] == 'Z' ||
-         stat[paren + 2] == 'X';
+  const char state = process_state(pid);
+  return state == 'Z' || state == 'X';
 }
 
 // The processes the kernel lists in cgroup directory `cgroup_dir`.
