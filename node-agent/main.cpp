@@ -181,6 +181,13 @@ int main(int argc, char** argv) {
                    "under it (empty: do not install).");
   flags.add_string("host-runtime", "/usr/local/sbin/runc",
                    "run: the real runtime's path on the host, which ferry-runc passes calls to.");
+  flags.add_string("checkpoint-cgroup", "ferry-checkpoint",
+                   "run/checkpoint: the cgroup, below the root of each cgroup hierarchy, in which "
+                   "dumps run (one child per container), so that a dump outlives a restart of "
+                   "the agent's pod; empty: in the agent's own cgroup.");
+  flags.add_string("checkpoint-cgroup-namespace", "/proc/1/ns/cgroup",
+                   "run/checkpoint: the cgroup namespace a dump enters to join its cgroup (with "
+                   "hostPID, the node's); empty: the agent's.");
   flags.add_string("container-id", "", "checkpoint/thaw/kill-frozen: the container.");
   flags.add_string("migration-uid", "", "checkpoint: the Migration's UID.");
   flags.add_string("namespace", "", "checkpoint: namespace of the pod to restore into.");
@@ -195,6 +202,21 @@ int main(int argc, char** argv) {
   const auto& args = flags.positional();
   std::string_view command = args.empty() ? "run" : std::string_view(args[0]);
   ferry::checkpoint::RuncCli runtime(flags.get("runtime"), flags.get("runtime-root"));
+  if ((command == "run" || command == "checkpoint") && !flags.get("checkpoint-cgroup").empty()) {
+    auto cgroups = ferry::checkpoint::CheckpointCgroups::discover(
+        flags.get("checkpoint-cgroup"), flags.get("checkpoint-cgroup-namespace"));
+    if (!cgroups.ok()) {
+      return report(
+          cgroups.status().with_context("--checkpoint-cgroup (empty: run dumps in the "
+                                        "agent's own cgroup)"));
+    }
+    if (command == "run") {
+      std::string dirs;
+      for (const auto& d : cgroups->dirs()) dirs += (dirs.empty() ? "" : ", ") + d;
+      std::fprintf(stderr, "ferry-agent: dumps run in %s\n", dirs.c_str());
+    }
+    runtime.run_checkpoints_in(std::move(cgroups).value());
+  }
   const std::string id = flags.get("container-id");
   if (command == "withdraw-reports") {
     // Helm's pre-delete hook: the agents' Node reports go before the

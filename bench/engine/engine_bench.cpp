@@ -39,6 +39,7 @@
 #include <map>
 #include <tuple>
 
+#include "checkpoint/checkpoint_cgroups.h"
 #include "checkpoint/engine.h"
 #include "free_port.h"
 #include "rootfs/diff.h"
@@ -207,6 +208,11 @@ bool ferry_migration(const std::string& dir, int mib, Row& row) {
   std::string sum = ask(ns_a.name(), "SUM");
 
   checkpoint::RuncCli runc(tool("runc"), dir + "/runc");
+  // Dumps run as the agent runs them: in a cgroup of their own
+  // (checkpoint/checkpoint_cgroups.h).
+  auto dumps = checkpoint::CheckpointCgroups::discover("ferry-bench-checkpoint");
+  if (!dumps.ok()) return false;
+  runc.run_checkpoints_in(*dumps);
   checkpoint::CheckpointEngine engine(runc);
   // A live migration's snapshot need not be durable (see StoreOptions).
   store::SnapshotStore snapshots(dir + "/snapshots", {.durable_data = false});

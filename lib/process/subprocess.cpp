@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -36,10 +37,45 @@ std::vector<std::string> child_env(const std::map<std::string, std::string>& ext
   return out;
 }
 
+// Where a child that could not join its cgroups says so (SpawnOptions::
+// cgroup_procs): which one (-1: the namespace) and errno.
+struct JoinFailure {
+  int index = 0;
+  int error = 0;
+};
+
+// The child's cgroups to join before exec, as plain C for after fork.
+struct ChildCgroups {
+  const char* ns = nullptr;
+  const char* const* procs = nullptr;
+  size_t count = 0;
+  int report_fd = -1;  // CLOEXEC pipe: silent on success (closed by exec)
+};
+
+// In the child after fork: only async-signal-safe calls.
+void join_cgroups(const ChildCgroups& c) {
+  auto fail = [&](int index) {
+    JoinFailure f{index, errno};
+    (void)!write(c.report_fd, &f, sizeof f);
+    _exit(126);
+  };
+  if (c.ns != nullptr) {
+    int fd = open(c.ns, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || setns(fd, CLONE_NEWCGROUP) != 0) fail(-1);
+    close(fd);
+  }
+  for (size_t i = 0; i < c.count; ++i) {
+    int fd = open(c.procs[i], O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || write(fd, "0", 1) != 1) fail(static_cast<int>(i));
+    close(fd);
+  }
+}
+
 // In the child after fork: only async-signal-safe calls until exec.
 [[noreturn]] void exec_child(char* const* argv, char* const* envp, const char* dir, int out_fd,
                              int in_fd, int err_fd, bool group, const int* keep_fds = nullptr,
-                             size_t nr_keep_fds = 0) {
+                             size_t nr_keep_fds = 0, const ChildCgroups* cgroups = nullptr) {
+  if (cgroups != nullptr) join_cgroups(*cgroups);
   if (group) setpgid(0, 0);
   for (size_t i = 0; i < nr_keep_fds; ++i) fcntl(keep_fds[i], F_SETFD, 0);
   sigset_t none;
@@ -85,6 +121,21 @@ Result<Subprocess> Subprocess::spawn(const SpawnOptions& options) {
   int out = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (out < 0) return errno_status("open " + std::string(path));
   int in = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  const bool joins = !options.cgroup_procs.empty() || !options.cgroup_namespace.empty();
+  int report[2] = {-1, -1};
+  if (joins && pipe2(report, O_CLOEXEC) != 0) {
+    Status st = errno_status("pipe");
+    close(out);
+    close(in);
+    return st;
+  }
+  std::vector<const char*> procs;
+  for (const auto& p : options.cgroup_procs) procs.push_back(p.c_str());
+  const ChildCgroups cgroups{
+      .ns = options.cgroup_namespace.empty() ? nullptr : options.cgroup_namespace.c_str(),
+      .procs = procs.data(),
+      .count = procs.size(),
+      .report_fd = report[1]};
   pid_t pid = fork();
   if (pid == 0) {
     exec_child(c_argv.data(), c_env.data(),
@@ -92,18 +143,36 @@ Result<Subprocess> Subprocess::spawn(const SpawnOptions& options) {
                options.stdout_fd >= 0 ? options.stdout_fd : out,
                options.stdin_fd >= 0 ? options.stdin_fd : in,
                options.stderr_fd >= 0 ? options.stderr_fd : out, options.new_process_group,
-               options.keep_fds.data(), options.keep_fds.size());
+               options.keep_fds.data(), options.keep_fds.size(), joins ? &cgroups : nullptr);
   }
   int fork_errno = errno;
   close(out);
   close(in);
+  if (report[1] >= 0) close(report[1]);
   if (pid < 0) {
+    if (report[0] >= 0) close(report[0]);
     errno = fork_errno;
     return errno_status("fork " + options.argv[0]);
   }
   // Also set the group from the parent: whichever runs first wins the race.
   if (options.new_process_group) setpgid(pid, pid);
-  return Subprocess(pid, options.new_process_group);
+  Subprocess child(pid, options.new_process_group);
+  if (joins) {
+    // The pipe stays silent and closes at exec once every cgroup is joined.
+    JoinFailure f;
+    ssize_t n = 0;
+    do {
+      n = read(report[0], &f, sizeof f);
+    } while (n < 0 && errno == EINTR);
+    close(report[0]);
+    if (n == static_cast<ssize_t>(sizeof f)) {
+      (void)child.wait(std::chrono::seconds(5));
+      const std::string what = f.index < 0 ? "enter cgroup namespace " + options.cgroup_namespace
+                                           : "join cgroup " + options.cgroup_procs[f.index];
+      return internal_error(options.argv[0] + ": " + what + ": " + std::strerror(f.error));
+    }
+  }
+  return child;
 }
 
 Subprocess::Subprocess(Subprocess&& other) noexcept

@@ -30,6 +30,17 @@ struct SpawnOptions {
   // Descriptors the child inherits at the same numbers (e.g. a status pipe
   // passed as `runc checkpoint --status-fd N`); the caller keeps ownership.
   std::vector<int> keep_fds;
+  // cgroup.procs files (one per hierarchy) the child moves itself into
+  // before exec, so that it and what it starts are not in the caller's
+  // cgroup: killing every process of that cgroup (what a container runtime
+  // does when the caller's container stops) then leaves them running.
+  // spawn() fails, with the child reaped and the file and errno named, if
+  // one refuses.
+  std::vector<std::string> cgroup_procs;
+  // A cgroup namespace (e.g. /proc/1/ns/cgroup) the child enters before it
+  // joins `cgroup_procs`: a cgroup outside the caller's own namespace can be
+  // joined only from a namespace that sees it. Empty: the caller's.
+  std::string cgroup_namespace;
 };
 
 struct Output {

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <sstream>
 
 #include "process/subprocess.h"
 
@@ -91,20 +92,51 @@ std::vector<std::string> RuncCli::checkpoint_argv(const std::string& id,
 }
 
 Status RuncCli::checkpoint(const std::string& id, const CheckpointOptions& options) {
-  if (!options.work_dir.empty()) {
-    std::error_code ec;
-    std::filesystem::create_directories(options.work_dir, ec);
+  std::error_code ec;
+  if (!options.work_dir.empty()) std::filesystem::create_directories(options.work_dir, ec);
+  // runc's own output goes to a file, not to a pipe of the agent's: a runc
+  // that outlives the agent (run_checkpoints_in) must not die of SIGPIPE.
+  const std::string runc_log =
+      options.work_dir.empty()
+          ? (std::filesystem::temp_directory_path() / ("ferry-checkpoint-" + id + ".log")).string()
+          : options.work_dir + "/runc-checkpoint.log";
+  std::filesystem::remove(runc_log, ec);
+  process::SpawnOptions spawn{.argv = checkpoint_argv(id, options), .output_file = runc_log};
+  if (cgroups_) {
+    auto procs = cgroups_->prepare(id);
+    if (!procs.ok()) return procs.status().with_context("checkpoint " + id);
+    spawn.cgroup_procs = std::move(procs).value();
+    spawn.cgroup_namespace = cgroups_->ns_file();
   }
-  auto argv = checkpoint_argv(id, options);
-  auto r = process::run(argv, timeout_);
-  if (!r.ok()) return r.status().with_context("checkpoint " + id);
-  if (r->exit_code != 0) {
+  struct Release {
+    const std::optional<CheckpointCgroups>& cgroups;
+    const std::string& id;
+    ~Release() {
+      if (cgroups) cgroups->release(id);
+    }
+  } release{cgroups_, id};
+  auto child = process::Subprocess::spawn(spawn);
+  if (!child.ok()) return child.status().with_context("checkpoint " + id);
+  auto waited = child->wait(timeout_);
+  if (!waited.ok()) {
+    child->stop(std::chrono::milliseconds(500));
+    return Status(Code::kDeadlineExceeded, "checkpoint " + id + " did not finish within " +
+                                               std::to_string(timeout_.count()) + "ms");
+  }
+  std::string err;
+  {
+    std::ifstream in(runc_log);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    err = ss.str();
+  }
+  if (options.work_dir.empty()) std::filesystem::remove(runc_log, ec);
+  if (process::exit_code(*waited) != 0) {
     std::string log = (options.work_dir.empty() ? options.image_dir : options.work_dir) +
                       (options.pre_dump ? "/pre-dump.log" : "/dump.log");
     std::string excerpt = criu_log_excerpt(log);
     if (excerpt.rfind("(no CRIU log", 0) == 0) {
       // runc failed before CRIU ran: its own last words say why.
-      std::string err = r->err;
       while (!err.empty() && err.back() == '\n') err.pop_back();
       if (auto nl = err.rfind('\n'); nl != std::string::npos) err = err.substr(nl + 1);
       excerpt = err.empty() ? excerpt : err;
@@ -118,6 +150,13 @@ Status RuncCli::checkpoint(const std::string& id, const CheckpointOptions& optio
     return Status(Code::kInternal, "checkpoint " + id + " failed: " + excerpt, "CheckpointFailed");
   }
   return {};
+}
+
+Result<bool> RuncCli::earlier_checkpoint_running(const std::string& id) {
+  if (!cgroups_) return false;
+  auto busy = cgroups_->busy(id);
+  if (busy.ok() && !*busy) cgroups_->release(id);
+  return busy;
 }
 
 namespace {

@@ -10,9 +10,11 @@
 #include <chrono>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "checkpoint/checkpoint_cgroups.h"
 #include "status/status.h"
 
 namespace ferry::checkpoint {
@@ -83,6 +85,10 @@ class OciRuntime {
   virtual Result<std::unique_ptr<RunningCheckpoint>> start_checkpoint(
       const std::string& id, const CheckpointOptions& options) = 0;
   virtual Status remove(const std::string& id, bool force) = 0;
+  // Whether a checkpoint of `id` that an earlier agent process started is
+  // still running (checkpoint_cgroups.h: it outlives the agent). False once
+  // it has ended, and then its traces are gone.
+  virtual Result<bool> earlier_checkpoint_running(const std::string& id) = 0;
 };
 
 // The runc command line (also accepted by crun for these verbs).
@@ -100,6 +106,12 @@ class RuncCli final : public OciRuntime {
   Result<std::unique_ptr<RunningCheckpoint>> start_checkpoint(
       const std::string& id, const CheckpointOptions& options) override;
   Status remove(const std::string& id, bool force) override;
+  Result<bool> earlier_checkpoint_running(const std::string& id) override;
+
+  // Runs every `checkpoint` (not PostCopy's page server, which must stop
+  // with the agent's transfer) in these cgroups, so that it outlives the
+  // agent. Without: in the caller's cgroup.
+  void run_checkpoints_in(CheckpointCgroups cgroups) { cgroups_ = std::move(cgroups); }
 
   // The argv of `runc restore` for these options (ferry-runc execs it).
   std::vector<std::string> restore_argv(const std::string& id, const RestoreOptions& options,
@@ -113,6 +125,7 @@ class RuncCli final : public OciRuntime {
   std::string binary_;
   std::string root_;
   std::chrono::milliseconds timeout_;
+  std::optional<CheckpointCgroups> cgroups_;
 };
 
 // The last `lines` lines of a CRIU log that say "Error" (or the log's tail

@@ -251,6 +251,23 @@ Status AgentController::source_side(const api::Migration& m, std::optional<Recor
     }
     return {};
   }
+  if (record->state == Record::State::kCheckpointing) {
+    // A previous run of this agent died mid-dump. Its CRIU ran outside the
+    // agent's pod (checkpoint_cgroups.h) and may still be dumping, with its
+    // parasite inside the source's tasks: a thaw or a kill now would race
+    // it, whatever the phase. Wait for it to end.
+    for (const auto& c : record->containers) {
+      auto running = runtime_.earlier_checkpoint_running(c.id);
+      if (!running.ok()) return running.status().with_context("container " + c.name);
+      if (*running) {
+        return Status(Code::kUnavailable,
+                      "the checkpoint of container " + c.name +
+                          " that the previous agent started is still running; waiting for it "
+                          "to end",
+                      "CheckpointStillRunning");
+      }
+    }
+  }
   if (record->migration_uid != m.uid) {
     // A newer Migration of the same name: the old one's holdings are orphaned.
     kube::ObjectPtr pod = pods_.store().get(record->ns + "/" + record->pod);
@@ -295,8 +312,9 @@ Status AgentController::source_side(const api::Migration& m, std::optional<Recor
         return checkpoint(m);
       }
       if (record->state == Record::State::kCheckpointing) {
-        // A previous run of this agent died mid-dump: the snapshot may be
-        // half-written. Report it; the operator rolls back, we thaw.
+        // A previous run of this agent died mid-dump (and its dump has
+        // ended, above): the snapshot may be half-written. Report it; the
+        // operator rolls back, we thaw.
         return report_failure(m,
                               Status(Code::kFailedPrecondition,
                                      "the source agent restarted while checkpointing; rolling "

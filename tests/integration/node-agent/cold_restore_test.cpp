@@ -12,6 +12,7 @@
 #include <cstring>
 #include <sstream>
 
+#include "checkpoint/checkpoint_cgroups.h"
 #include "checkpoint/engine.h"
 #include "checkpoint/network_lock.h"
 #include "rootfs/diff.h"
@@ -30,6 +31,9 @@ namespace ferry::testing {
 namespace {
 
 using namespace std::chrono_literals;
+
+// Where the tests' dumps run, as the agent's do (checkpoint_cgroups.h).
+constexpr char kCheckpointCgroup[] = "ferry-test-checkpoint";
 
 class ColdRestoreTest : public ::testing::Test {
  protected:
@@ -96,6 +100,9 @@ class ColdRestoreTest : public ::testing::Test {
                                    .runtime = {"runc", "1.4.3"}});
     if (!writer.ok()) return writer.status();
     checkpoint::RuncCli runc(tool("runc"), dir_ + "/runc");
+    auto dumps = checkpoint::CheckpointCgroups::discover(kCheckpointCgroup);
+    if (!dumps.ok()) return dumps.status();
+    runc.run_checkpoints_in(*dumps);  // as the agent runs them
     checkpoint::CheckpointEngine engine(runc);
     auto dumped = engine.dump({.container_id = s.container->id(),
                                .image_dir = (*writer)->dir(),
@@ -445,6 +452,122 @@ TEST_F(ColdRestoreTest, ACriuKilledMidDumpLeavesAnIptablesLockThatTheRollbackRem
 // The agent's choice where CRIU and the kernel support it (DumpRequest::network_lock).
 TEST_F(ColdRestoreTest, ACriuKilledMidDumpLeavesAnNftablesLockThatTheRollbackRemoves) {
   killed_dump_leaves_a_lock_the_rollback_removes("nftables");
+}
+
+// The agent's pod restarted in the middle of a dump: the container runtime
+// kills every process of the agent's cgroup (runc kill --all, as
+// containerd's shim does when a container without its own PID namespace
+// stops). The agent runs its dumps in a cgroup of their own
+// (checkpoint_cgroups.h), so CRIU, whose parasite is inside the source's
+// tasks at that moment, is not killed: the dump ends on its own, the source
+// stays frozen with every task alive, nothing is published, and the
+// rollback gives the source back its state.
+TEST_F(ColdRestoreTest, AnAgentKilledMidDumpLeavesTheDumpToFinishAndTheSourceIntact) {
+  Source src = start_source(512);
+  ask(src.ns->name(), "INCR");
+  const std::string sum = ask(src.ns->name(), "SUM");
+  const std::string id = src.container->id();
+  // Where the agent looks for the writable layer: <bundle>/rootfs.
+  BindMount bundle_rootfs(src.rootfs->merged(), dir_ + "/bundle-a/rootfs");
+  ASSERT_TRUE(bundle_rootfs.mounted());
+  checkpoint::RuncCli runc(tool("runc"), dir_ + "/runc");
+  auto state = runc.state(id);
+  ASSERT_TRUE(state.ok());
+  const int pid = state->pid;
+  // The agent's pod: a cgroup of its own in every hierarchy, as containerd
+  // gives each container.
+  const std::string pod_cgroup = "ferry-test-agent-" + tag_;
+  auto pod = checkpoint::CheckpointCgroups::discover(pod_cgroup);
+  ASSERT_TRUE(pod.ok()) << pod.status().to_string();
+  auto pod_procs = pod->prepare("agent");
+  ASSERT_TRUE(pod_procs.ok()) << pod_procs.status().to_string();
+  struct RemovePod {
+    const checkpoint::CheckpointCgroups& cgroups;
+    ~RemovePod() {
+      cgroups.release("agent");
+      for (const auto& d : cgroups.dirs()) ::rmdir(d.c_str());
+    }
+  } remove_pod{*pod};
+  auto dumps = checkpoint::CheckpointCgroups::discover(kCheckpointCgroup);
+  ASSERT_TRUE(dumps.ok()) << dumps.status().to_string();
+  const std::string work = dir_ + "/agent-work";
+  auto agent = process::Subprocess::spawn({.argv = {FERRY_AGENT_BIN,
+                                                    "checkpoint",
+                                                    "--container-id",
+                                                    id,
+                                                    "--runtime",
+                                                    tool("runc"),
+                                                    "--runtime-root",
+                                                    dir_ + "/runc",
+                                                    "--criu",
+                                                    tool("criu"),
+                                                    "--snapshot-root",
+                                                    dir_ + "/snapshots",
+                                                    "--work-dir",
+                                                    work,
+                                                    "--migration-uid",
+                                                    migration_,
+                                                    "--namespace",
+                                                    target_pod_.ns,
+                                                    "--pod-name",
+                                                    target_pod_.name,
+                                                    "--pod-uid",
+                                                    target_pod_.uid,
+                                                    "--container",
+                                                    target_pod_.container,
+                                                    "--checkpoint-cgroup",
+                                                    kCheckpointCgroup,
+                                                    "--checkpoint-cgroup-namespace",
+                                                    ""},
+                                           .output_file = dir_ + "/agent.log",
+                                           .cgroup_procs = *pod_procs});
+  ASSERT_TRUE(agent.ok()) << agent.status().to_string();
+  const std::string log = work + "/" + id + "/dump.log";
+  auto logged = [&](std::string_view line) {
+    std::ifstream in(log);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    return text.find(line) != std::string::npos;
+  };
+  // Killed once CRIU's parasite is inside the source's tasks.
+  ASSERT_TRUE(
+      wait_until([&] { return logged("Dumping task (pid"); }, 60s, std::chrono::milliseconds(1)))
+      << "CRIU never started dumping (" << log << "): " << read(dir_ + "/agent.log");
+  const std::string agent_procs = pod->dirs().front() + "/agent/cgroup.procs";
+  ASSERT_TRUE(wait_until(
+      [&] {
+        std::ifstream in(agent_procs);
+        bool any = false;
+        for (int p; in >> p; any = true) ::kill(p, SIGKILL);
+        return !any;
+      },
+      30s, std::chrono::milliseconds(1)))
+      << "the agent's cgroup never emptied";
+  ASSERT_FALSE(logged("Dumping finished successfully"))
+      << "precondition: the agent died before the dump ended";
+  auto agent_end = agent->wait(10s);
+  ASSERT_TRUE(agent_end.ok()) << agent_end.status().to_string();
+  EXPECT_EQ(process::exit_code(*agent_end), 128 + SIGKILL) << "the agent was killed";
+
+  // The dump goes on without the agent, and ends well.
+  ASSERT_TRUE(wait_until([&] { return !dumps->busy(id).value_or(true); }, 120s))
+      << "the dump still runs (" << log << ")";
+  EXPECT_TRUE(logged("Dumping finished successfully")) << checkpoint::criu_log_excerpt(log);
+  EXPECT_EQ(src.container->freezer(), "frozen") << "cgroup v" << cgroup_version();
+  EXPECT_EQ(src.container->state_status(), "paused");
+  const char task = process_state(pid);
+  EXPECT_TRUE(task != 'X' && task != 'Z') << "the source's init is " << task;
+  EXPECT_FALSE(fs::exists(dir_ + "/snapshots/" + migration_)) << "the agent died before publishing";
+
+  // The next agent finds no checkpoint running any more, and its traces go.
+  runc.run_checkpoints_in(*dumps);
+  auto running = runc.earlier_checkpoint_running(id);
+  ASSERT_TRUE(running.ok()) << running.status().to_string();
+  EXPECT_FALSE(*running);
+  for (const auto& d : dumps->dirs()) EXPECT_FALSE(fs::exists(d + "/" + id)) << d;
+  // The rollback: the source runs again, with its state.
+  ASSERT_TRUE(checkpoint::CheckpointEngine(runc).thaw(id).ok());
+  EXPECT_EQ(ask(src.ns->name(), "SUM"), sum);
+  EXPECT_EQ(ask(src.ns->name(), "COUNT"), "count 1");
 }
 
 TEST_F(ColdRestoreTest, FullDiskDuringDumpIsAClearErrorAndNothingIsPublished) {

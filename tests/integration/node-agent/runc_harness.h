@@ -55,6 +55,26 @@ inline std::string agent_network_lock() {
   return nftables ? "nftables" : "";
 }
 
+// Binds `source` at `target`, so the container's bundle has its overlayfs
+// rootfs at <bundle>/rootfs, where the agent looks for the writable layer.
+class BindMount {
+ public:
+  BindMount(const std::string& source, const std::string& target) : target_(target) {
+    fs::create_directories(target_);
+    mounted_ = ::mount(source.c_str(), target_.c_str(), nullptr, MS_BIND, nullptr) == 0;
+  }
+  ~BindMount() {
+    if (mounted_) ::umount2(target_.c_str(), MNT_DETACH);
+  }
+  BindMount(const BindMount&) = delete;
+  BindMount& operator=(const BindMount&) = delete;
+  bool mounted() const { return mounted_; }
+
+ private:
+  std::string target_;
+  bool mounted_ = false;
+};
+
 // The cgroup version the runtime sees: 2 where /sys/fs/cgroup is the unified
 // hierarchy (CTest's *_cgroup2 variants mount one in a private mount
 // namespace, tests/integration/node-agent/in_cgroup2.sh), else 1.

@@ -58,6 +58,7 @@ class FakeRuntime : public OciRuntime {
     return checkpoint_result;
   }
   Status remove(const std::string&, bool) override { return {}; }
+  Result<bool> earlier_checkpoint_running(const std::string&) override { return false; }
 
   // PostCopy: a background checkpoint that writes `lazy_images`, signals
   // ready on the status fd unless `lazy_result` is an error, and then runs

@@ -142,5 +142,49 @@ TEST(SubprocessTest, WaitForAChildReapedElsewhereIsAnErrorNotACrash) {
       << r.status().message();
 }
 
+// The child moves itself into its cgroups by writing "0" to each
+// cgroup.procs before exec. A regular file stands in for one here (the real
+// kernel interface is covered by tests/integration/node-agent).
+TEST(SpawnTest, TheChildJoinsItsCgroupsBeforeExec) {
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("ferry-spawn-cgroups-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string a = (dir / "a.procs").string(), b = (dir / "b.procs").string();
+  std::ofstream(a).close();
+  std::ofstream(b).close();
+  auto child = Subprocess::spawn({.argv = {"true"}, .cgroup_procs = {a, b}});
+  ASSERT_TRUE(child.ok()) << child.status().to_string();
+  auto status = child->wait(10s);
+  ASSERT_TRUE(status.ok());
+  EXPECT_EQ(exit_code(*status), 0);
+  for (const auto& f : {a, b}) {
+    std::ifstream in(f);
+    std::string written((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    EXPECT_EQ(written, "0") << f;
+  }
+  std::filesystem::remove_all(dir);
+}
+
+TEST(SpawnTest, ACgroupTheChildCannotJoinFailsTheSpawnAndNamesIt) {
+  const auto marker =
+      std::filesystem::temp_directory_path() / ("ferry-spawn-ran-" + std::to_string(::getpid()));
+  auto child = Subprocess::spawn(
+      {.argv = {"touch", marker.string()}, .cgroup_procs = {"/nonexistent/ferry/cgroup.procs"}});
+  ASSERT_FALSE(child.ok());
+  EXPECT_NE(child.status().message().find("join cgroup /nonexistent/ferry/cgroup.procs: No such "
+                                          "file or directory"),
+            std::string::npos)
+      << child.status().to_string();
+  EXPECT_FALSE(std::filesystem::exists(marker)) << "the command never ran";
+}
+
+TEST(SpawnTest, ACgroupNamespaceTheChildCannotEnterFailsTheSpawn) {
+  auto child = Subprocess::spawn({.argv = {"true"}, .cgroup_namespace = "/nonexistent/ns"});
+  ASSERT_FALSE(child.ok());
+  EXPECT_NE(child.status().message().find("enter cgroup namespace /nonexistent/ns"),
+            std::string::npos)
+      << child.status().to_string();
+}
+
 }  // namespace
 }  // namespace ferry::process

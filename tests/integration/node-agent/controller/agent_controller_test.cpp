@@ -23,6 +23,7 @@
 
 #include "api/annotations.h"
 #include "api/migration.h"
+#include "checkpoint/checkpoint_cgroups.h"
 #include "checkpoint/oci_runtime.h"
 #include "control_plane.h"
 #include "controller/records.h"
@@ -53,26 +54,8 @@ constexpr const char* kNs = "default";
 constexpr int kClientRetries = 3;
 // Generous: a loaded 2-core machine, a real apiserver and CRIU.
 constexpr auto kDeadline = 60s;
-
-// Binds `source` at `target`, so the container's bundle has its overlayfs
-// rootfs at <bundle>/rootfs, where the agent looks for the writable layer.
-class BindMount {
- public:
-  BindMount(const std::string& source, const std::string& target) : target_(target) {
-    fs::create_directories(target_);
-    mounted_ = ::mount(source.c_str(), target_.c_str(), nullptr, MS_BIND, nullptr) == 0;
-  }
-  ~BindMount() {
-    if (mounted_) ::umount2(target_.c_str(), MNT_DETACH);
-  }
-  BindMount(const BindMount&) = delete;
-  BindMount& operator=(const BindMount&) = delete;
-  bool mounted() const { return mounted_; }
-
- private:
-  std::string target_;
-  bool mounted_ = false;
-};
+// Where the agent's dumps run (checkpoint_cgroups.h).
+constexpr char kCheckpointCgroup[] = "ferry-test-checkpoint";
 
 // The source pod: its API object and the real container behind it.
 struct SourcePod {
@@ -161,6 +144,9 @@ class AgentControllerTest : public ::testing::Test {
     ASSERT_TRUE(agent_client.ok()) << agent_client.status().to_string();
     agent_client_ = std::move(agent_client).value();
     runc_ = std::make_unique<checkpoint::RuncCli>(tool("runc"), dir_ + "/runc");
+    auto dumps = checkpoint::CheckpointCgroups::discover(kCheckpointCgroup);
+    ASSERT_TRUE(dumps.ok()) << dumps.status().to_string();
+    runc_->run_checkpoints_in(*dumps);  // as the agent's main does
   }
 
   void TearDown() override {
@@ -491,8 +477,22 @@ TEST_F(AgentControllerTest, AgentRestartedMidCheckpointRollsBack) {
   }
   faults_->heal(fault);
   ASSERT_EQ(freezer(), "frozen");
+  // Its dump ran outside the agent's cgroup and may outlive it: here a
+  // process stays in the container's checkpoint cgroup. The new agent
+  // waits for it to end before it reports anything (a thaw would race it).
+  auto dumps = checkpoint::CheckpointCgroups::discover(kCheckpointCgroup);
+  ASSERT_TRUE(dumps.ok()) << dumps.status().to_string();
+  auto procs = dumps->prepare(source_.container->id());
+  ASSERT_TRUE(procs.ok()) << procs.status().to_string();
+  auto earlier_dump =
+      process::Subprocess::spawn({.argv = {"sleep", "600"}, .cgroup_procs = *procs});
+  ASSERT_TRUE(earlier_dump.ok()) << earlier_dump.status().to_string();
 
   ASSERT_NO_FATAL_FAILURE(start_agent());
+  std::this_thread::sleep_for(3s);
+  EXPECT_EQ(field("m-restart", "/status/failure/reason"), "") << "it waits for the dump";
+  EXPECT_EQ(freezer(), "frozen");
+  earlier_dump->stop();
   ASSERT_TRUE(
       wait_until([&] { return !field("m-restart", "/status/failure/reason").empty(); }, kDeadline))
       << migration("m-restart").dump(2);
