@@ -24,8 +24,8 @@ build: $(BUILD_DIR)/build.ninja ## Build the binaries and tests.
 $(ASAN_BUILD_DIR)/build.ninja:
 	cmake -S . -B $(ASAN_BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DFERRY_ASAN=ON
 
-build-asan: $(ASAN_BUILD_DIR)/build.ninja ## Build with AddressSanitizer + UBSan.
-	cmake --build $(ASAN_BUILD_DIR) -j$(JOBS)
+build-asan: $(ASAN_BUILD_DIR)/build.ninja ## Build the unit tests with AddressSanitizer + UBSan.
+	cmake --build $(ASAN_BUILD_DIR) -j$(JOBS) --target unit-tests
 
 test-unit: build ## Unit tests.
 	cd $(BUILD_DIR) && $(CTEST) -L unit
