@@ -491,36 +491,25 @@ TEST_F(ColdRestoreTest, AnAgentKilledMidDumpLeavesTheDumpToFinishAndTheSourceInt
   auto dumps = checkpoint::CheckpointCgroups::discover(kCheckpointCgroup);
   ASSERT_TRUE(dumps.ok()) << dumps.status().to_string();
   const std::string work = dir_ + "/agent-work";
-  auto agent = process::Subprocess::spawn({.argv = {FERRY_AGENT_BIN,
-                                                    "checkpoint",
-                                                    "--container-id",
-                                                    id,
-                                                    "--runtime",
-                                                    tool("runc"),
-                                                    "--runtime-root",
-                                                    dir_ + "/runc",
-                                                    "--criu",
-                                                    tool("criu"),
-                                                    "--snapshot-root",
-                                                    dir_ + "/snapshots",
-                                                    "--work-dir",
-                                                    work,
-                                                    "--migration-uid",
-                                                    migration_,
-                                                    "--namespace",
-                                                    target_pod_.ns,
-                                                    "--pod-name",
-                                                    target_pod_.name,
-                                                    "--pod-uid",
-                                                    target_pod_.uid,
-                                                    "--container",
-                                                    target_pod_.container,
-                                                    "--checkpoint-cgroup",
-                                                    kCheckpointCgroup,
-                                                    "--checkpoint-cgroup-namespace",
-                                                    ""},
-                                           .output_file = dir_ + "/agent.log",
-                                           .cgroup_procs = *pod_procs});
+  // `ferry-agent checkpoint` does what the agent does for one container.
+  std::vector<std::string> argv = {FERRY_AGENT_BIN, "checkpoint", "--container-id", id};
+  for (const auto& [flag, value] :
+       std::vector<std::pair<std::string, std::string>>{{"--runtime", tool("runc")},
+                                                        {"--runtime-root", dir_ + "/runc"},
+                                                        {"--criu", tool("criu")},
+                                                        {"--snapshot-root", dir_ + "/snapshots"},
+                                                        {"--work-dir", work},
+                                                        {"--migration-uid", migration_},
+                                                        {"--namespace", target_pod_.ns},
+                                                        {"--pod-name", target_pod_.name},
+                                                        {"--pod-uid", target_pod_.uid},
+                                                        {"--container", target_pod_.container},
+                                                        {"--checkpoint-cgroup", kCheckpointCgroup},
+                                                        {"--checkpoint-cgroup-namespace", ""}}) {
+    argv.insert(argv.end(), {flag, value});
+  }
+  auto agent = process::Subprocess::spawn(
+      {.argv = argv, .output_file = dir_ + "/agent.log", .cgroup_procs = *pod_procs});
   ASSERT_TRUE(agent.ok()) << agent.status().to_string();
   const std::string log = work + "/" + id + "/dump.log";
   auto logged = [&](std::string_view line) {
