@@ -213,6 +213,12 @@ bool ferry_migration(const std::string& dir, int mib, Row& row) {
   auto dumps = checkpoint::CheckpointCgroups::discover("ferry-bench-checkpoint");
   if (!dumps.ok()) return false;
   runc.run_checkpoints_in(*dumps);
+  struct RemoveCgroups {  // each container's went when its dump ended
+    const checkpoint::CheckpointCgroups& cgroups;
+    ~RemoveCgroups() {
+      for (const auto& d : cgroups.dirs()) ::rmdir(d.c_str());
+    }
+  } remove_cgroups{*dumps};
   checkpoint::CheckpointEngine engine(runc);
   // A live migration's snapshot need not be durable (see StoreOptions).
   store::SnapshotStore snapshots(dir + "/snapshots", {.durable_data = false});

@@ -56,6 +56,10 @@ class ColdRestoreTest : public ::testing::Test {
   void TearDown() override {
     std::error_code ec;
     fs::remove_all(dir_, ec);
+    // The dumps' cgroup goes too (each container's went when its dump ended).
+    if (auto dumps = checkpoint::CheckpointCgroups::discover(kCheckpointCgroup); dumps.ok()) {
+      for (const auto& d : dumps->dirs()) ::rmdir(d.c_str());
+    }
   }
 
   struct Source {

@@ -157,6 +157,10 @@ class AgentControllerTest : public ::testing::Test {
     source_.netns.reset();
     std::error_code ec;
     fs::remove_all(dir_, ec);
+    // The dumps' cgroup goes too (each container's went when its dump ended).
+    if (auto dumps = checkpoint::CheckpointCgroups::discover(kCheckpointCgroup); dumps.ok()) {
+      for (const auto& d : dumps->dirs()) ::rmdir(d.c_str());
+    }
   }
 
   // ---- the agent
