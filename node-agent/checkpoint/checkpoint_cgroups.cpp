@@ -12,6 +12,8 @@
 #include <sstream>
 #include <utility>
 
+#include "posix/mountinfo.h"
+
 namespace ferry::checkpoint {
 namespace {
 
@@ -19,22 +21,6 @@ namespace fs = std::filesystem;
 
 constexpr long kCgroupMagic = 0x27e0eb;     // CGROUP_SUPER_MAGIC (v1)
 constexpr long kCgroup2Magic = 0x63677270;  // CGROUP2_SUPER_MAGIC
-
-std::string unescape(const std::string& s) {  // mountinfo writes " " as \040
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '\\' && i + 3 < s.size()) {
-      const std::string oct = s.substr(i + 1, 3);
-      if (oct.size() == 3 && oct.find_first_not_of("01234567") == std::string::npos) {
-        out.push_back(static_cast<char>(std::stoi(oct, nullptr, 8)));
-        i += 3;
-        continue;
-      }
-    }
-    out.push_back(s[i]);
-  }
-  return out;
-}
 
 std::string read_all(const std::string& path) {
   std::ifstream in(path);
@@ -70,24 +56,6 @@ Status make_cgroup(const std::string& dir) {
 
 }  // namespace
 
-std::vector<std::string> cgroup_mount_points(const std::string& mountinfo) {
-  std::vector<std::string> out;
-  std::istringstream lines(mountinfo);
-  std::string line;
-  while (std::getline(lines, line)) {
-    // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER
-    std::istringstream f(line);
-    std::vector<std::string> fields;
-    for (std::string w; f >> w;) fields.push_back(w);
-    size_t dash = 0;
-    while (dash < fields.size() && fields[dash] != "-") ++dash;
-    if (fields.size() < 5 || dash + 1 >= fields.size()) continue;
-    const std::string& type = fields[dash + 1];
-    if (type == "cgroup" || type == "cgroup2") out.push_back(unescape(fields[4]));
-  }
-  return out;
-}
-
 Result<CheckpointCgroups> CheckpointCgroups::discover(const std::string& name,
                                                       const std::string& ns_file) {
   if (name.empty() || name.find('/') != std::string::npos || name == "." || name == "..") {
@@ -95,7 +63,9 @@ Result<CheckpointCgroups> CheckpointCgroups::discover(const std::string& name,
   }
   std::vector<std::string> dirs;
   std::set<dev_t> seen;
-  for (const auto& mount : cgroup_mount_points(read_all("/proc/self/mountinfo"))) {
+  for (const auto& m : posix::read_mountinfo()) {
+    if (m.fstype != "cgroup" && m.fstype != "cgroup2") continue;
+    const std::string& mount = m.mount_point;
     // What the path shows now (a later mount may cover an earlier one), each
     // hierarchy once (one superblock each, whatever bind mounts show it).
     struct statfs sfs {};

@@ -49,9 +49,4 @@ class CheckpointCgroups {
   std::string ns_file_;
 };
 
-// The mount points of the cgroup hierarchies in `mountinfo` (the text of
-// /proc/self/mountinfo), in order, with octal escapes decoded. Exposed for
-// tests.
-std::vector<std::string> cgroup_mount_points(const std::string& mountinfo);
-
 }  // namespace ferry::checkpoint

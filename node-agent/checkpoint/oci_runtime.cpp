@@ -7,7 +7,6 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <optional>
-#include <sstream>
 
 #include "process/subprocess.h"
 
@@ -91,15 +90,22 @@ std::vector<std::string> RuncCli::checkpoint_argv(const std::string& id,
   return argv;
 }
 
+namespace {
+
+// Where a checkpoint's logs go (runc's output, CRIU's dump.log): the work
+// dir, else the image dir, as CRIU does.
+std::string log_dir(const CheckpointOptions& o) {
+  return o.work_dir.empty() ? o.image_dir : o.work_dir;
+}
+
+}  // namespace
+
 Status RuncCli::checkpoint(const std::string& id, const CheckpointOptions& options) {
   std::error_code ec;
-  if (!options.work_dir.empty()) std::filesystem::create_directories(options.work_dir, ec);
+  std::filesystem::create_directories(log_dir(options), ec);
   // runc's own output goes to a file, not to a pipe of the agent's: a runc
   // that outlives the agent (run_checkpoints_in) must not die of SIGPIPE.
-  const std::string runc_log =
-      options.work_dir.empty()
-          ? (std::filesystem::temp_directory_path() / ("ferry-checkpoint-" + id + ".log")).string()
-          : options.work_dir + "/runc-checkpoint.log";
+  const std::string runc_log = log_dir(options) + "/runc-checkpoint.log";
   std::filesystem::remove(runc_log, ec);
   process::SpawnOptions spawn{.argv = checkpoint_argv(id, options), .output_file = runc_log};
   if (cgroups_) {
@@ -108,48 +114,37 @@ Status RuncCli::checkpoint(const std::string& id, const CheckpointOptions& optio
     spawn.cgroup_procs = std::move(procs).value();
     spawn.cgroup_namespace = cgroups_->ns_file();
   }
-  struct Release {
-    const std::optional<CheckpointCgroups>& cgroups;
-    const std::string& id;
-    ~Release() {
-      if (cgroups) cgroups->release(id);
-    }
-  } release{cgroups_, id};
   auto child = process::Subprocess::spawn(spawn);
-  if (!child.ok()) return child.status().with_context("checkpoint " + id);
+  if (!child.ok()) {
+    if (cgroups_) cgroups_->release(id);
+    return child.status().with_context("checkpoint " + id);
+  }
   auto waited = child->wait(timeout_);
+  if (!waited.ok()) child->stop(std::chrono::milliseconds(500));
+  if (cgroups_) cgroups_->release(id);  // empty now: runc and CRIU have ended
   if (!waited.ok()) {
-    child->stop(std::chrono::milliseconds(500));
     return Status(Code::kDeadlineExceeded, "checkpoint " + id + " did not finish within " +
                                                std::to_string(timeout_.count()) + "ms");
   }
-  std::string err;
-  {
+  if (process::exit_code(*waited) == 0) return {};
+  std::string excerpt =
+      criu_log_excerpt(log_dir(options) + (options.pre_dump ? "/pre-dump.log" : "/dump.log"));
+  if (excerpt.rfind("(no CRIU log", 0) == 0) {
+    // runc failed before CRIU ran: its own last words say why.
     std::ifstream in(runc_log);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    err = ss.str();
-  }
-  if (options.work_dir.empty()) std::filesystem::remove(runc_log, ec);
-  if (process::exit_code(*waited) != 0) {
-    std::string log = (options.work_dir.empty() ? options.image_dir : options.work_dir) +
-                      (options.pre_dump ? "/pre-dump.log" : "/dump.log");
-    std::string excerpt = criu_log_excerpt(log);
-    if (excerpt.rfind("(no CRIU log", 0) == 0) {
-      // runc failed before CRIU ran: its own last words say why.
-      while (!err.empty() && err.back() == '\n') err.pop_back();
-      if (auto nl = err.rfind('\n'); nl != std::string::npos) err = err.substr(nl + 1);
-      excerpt = err.empty() ? excerpt : err;
+    std::string last;
+    for (std::string line; std::getline(in, line);) {
+      if (!line.empty()) last = line;
     }
-    if (excerpt.find("No space left on device") != std::string::npos ||
-        excerpt.find("Disk quota exceeded") != std::string::npos) {
-      return Status(Code::kResourceExhausted,
-                    "checkpoint " + id + " failed: the snapshot store is full: " + excerpt,
-                    "SnapshotStoreFull");
-    }
-    return Status(Code::kInternal, "checkpoint " + id + " failed: " + excerpt, "CheckpointFailed");
+    if (!last.empty()) excerpt = last;
   }
-  return {};
+  if (excerpt.find("No space left on device") != std::string::npos ||
+      excerpt.find("Disk quota exceeded") != std::string::npos) {
+    return Status(Code::kResourceExhausted,
+                  "checkpoint " + id + " failed: the snapshot store is full: " + excerpt,
+                  "SnapshotStoreFull");
+  }
+  return Status(Code::kInternal, "checkpoint " + id + " failed: " + excerpt, "CheckpointFailed");
 }
 
 Result<bool> RuncCli::earlier_checkpoint_running(const std::string& id) {
@@ -196,7 +191,7 @@ class RuncRunningCheckpoint final : public RunningCheckpoint {
 
 Result<std::unique_ptr<RunningCheckpoint>> RuncCli::start_checkpoint(
     const std::string& id, const CheckpointOptions& options) {
-  std::string work_dir = options.work_dir.empty() ? options.image_dir : options.work_dir;
+  const std::string work_dir = log_dir(options);
   process::SpawnOptions spawn{.argv = checkpoint_argv(id, options),
                               .output_file = work_dir + "/runc-checkpoint.log"};
   if (options.status_fd >= 0) spawn.keep_fds.push_back(options.status_fd);

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "posix/mountinfo.h"
 #include "rootfs/diff.h"
 
 namespace ferry::checkpoint {
@@ -13,24 +14,12 @@ using Clock = std::chrono::steady_clock;
 
 Result<std::string> overlay_upper_dir(const std::string& mount_point,
                                       const std::string& mountinfo) {
-  std::ifstream in(mountinfo);
-  if (!in) return internal_error("cannot read " + mountinfo);
-  std::string line, found;
-  while (std::getline(in, line)) {
-    // id parent major:minor root mount-point options [optional...] - fstype source super-options
-    std::istringstream ss(line);
-    std::string id, parent, dev, root, point;
-    ss >> id >> parent >> dev >> root >> point;
-    if (point != mount_point) continue;
-    auto dash = line.find(" - ");
-    if (dash == std::string::npos) continue;
-    std::istringstream rest(line.substr(dash + 3));
-    std::string fstype, source, super;
-    rest >> fstype >> source >> super;
-    if (fstype != "overlay") continue;
-    std::istringstream opts(super);
-    std::string opt;
-    while (std::getline(opts, opt, ',')) {
+  if (!fs::exists(mountinfo)) return internal_error("cannot read " + mountinfo);
+  std::string found;
+  for (const auto& m : posix::read_mountinfo(mountinfo)) {
+    if (m.mount_point != mount_point || m.fstype != "overlay") continue;
+    std::istringstream opts(m.super_options);
+    for (std::string opt; std::getline(opts, opt, ',');) {
       if (opt.rfind("upperdir=", 0) == 0) found = opt.substr(9);  // last mount wins
     }
   }

@@ -17,6 +17,7 @@
 
 #include "api/annotations.h"
 #include "posix/atomic_file.h"
+#include "posix/mountinfo.h"
 #include "process/subprocess.h"
 #include "runtime/criu_proxy.h"
 
@@ -103,13 +104,9 @@ void clean_lazy_restore(const WrapperConfig& config, const std::string& id) {
       kill(pid, SIGKILL);
     }
   }
-  std::ifstream mountinfo("/proc/self/mountinfo");
   std::vector<std::string> yards;
-  for (std::string line; std::getline(mountinfo, line);) {
-    std::istringstream fields(line);
-    std::string skip, mount_point;
-    fields >> skip >> skip >> skip >> skip >> mount_point;
-    if (mount_point.rfind(work + "/.criu.cgyard.", 0) == 0) yards.push_back(mount_point);
+  for (const auto& m : posix::read_mountinfo()) {
+    if (m.mount_point.rfind(work + "/.criu.cgyard.", 0) == 0) yards.push_back(m.mount_point);
   }
   for (auto it = yards.rbegin(); it != yards.rend(); ++it) umount2(it->c_str(), MNT_DETACH);
 }
