@@ -1,7 +1,8 @@
 # Ferry's images, built offline (`make images`): the base is a Debian
 # bookworm rootfs made by debootstrap and imported locally
 # (hack/images/base.sh), never pulled from a registry.
-#   build     compiles ferry-operator, ferry-agent and ferry-runc
+#   build     compiles ferry-operator, ferry-agent and ferry-runc, linking
+#             the pinned static BLAKE3 library staged from make setup
 #   operator  ferry-operator; non-root, no capabilities needed
 #   agent     ferry-agent + ferry-runc + the pinned CRIU and runc; runs
 #             privileged on the node (see deploy/ for why)
@@ -14,12 +15,14 @@ RUN apt-get update \
       libboost-system-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
+COPY .cache/image-context/blake3 /opt/blake3
 COPY CMakeLists.txt ./
 COPY cmake cmake
 COPY lib lib
 COPY operator operator
 COPY node-agent node-agent
 RUN cmake -S . -B /build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFERRY_BUILD_TESTS=OFF \
+      -DFERRY_BLAKE3_PREFIX=/opt/blake3 \
  && cmake --build /build --target ferry-operator ferry-agent ferry-runc
 
 FROM ${BASE} AS runtime-libs

@@ -4,6 +4,7 @@
 # Idempotent: on a warm machine it only checks stamps (seconds). Every pinned
 # binary is linked into .cache/bin/ (git-ignored):
 #   export PATH=$PWD/.cache/bin:$PATH
+# and the pinned BLAKE3 library's prefix into .cache/blake3 (CMake finds it there).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=lib.sh
@@ -13,6 +14,7 @@ start=$SECONDS
 [[ $EUID -eq 0 ]] || die "setup installs Debian packages and runs CRIU: run it as root"
 "$here/toolchain/apt.sh"
 "$here/toolchain/criu.sh"
+"$here/toolchain/blake3.sh"
 "$here/toolchain/go-tools.sh"
 "$here/toolchain/criu-features.sh"
 log "setup: done in $((SECONDS - start))s; pinned tools are in $FERRY_REPO_BIN"

@@ -1,5 +1,5 @@
 // bench-engine: one cold migration of a real runc container through Ferry
-// (freeze, dump into the snapshot store, publish with SHA-256 of every file,
+// (freeze, dump into the snapshot store, publish with a digest of every file,
 // verification and rootfs-diff apply in ferry-runc, runc restore into a new
 // bundle, rootfs and network namespace, the memory images verified during
 // the restore by the CRIU proxy), next to raw `criu dump` and `criu restore`
@@ -16,7 +16,8 @@
 // for 1 GiB, and the PostCopy freeze time for 1 GiB. Before the results, the
 // machine's cost of an anonymous page fault (page_fault_cost), which sets
 // every restore's time.
-// Environment: FERRY_BENCH_ROUNDS (3), FERRY_BENCH_DIR (/var/tmp; `make
+// Environment: FERRY_BENCH_DIGEST (blake3, sha256; default: the agent's),
+// FERRY_BENCH_ROUNDS (3), FERRY_BENCH_DIR (/var/tmp; `make
 // bench-engine` uses /dev/shm), FERRY_BENCH_KEEP=1 keeps the run's
 // directories (CRIU logs) for a look afterwards, FERRY_BENCH_NETWORK_LOCK
 // (iptables, nftables; default: what the agent picks) for Ferry's dumps,
@@ -77,9 +78,22 @@ std::string network_lock() {
   return forced != nullptr ? forced : agent_network_lock();
 }
 
+// The snapshot digest for Ferry's migrations: the agent's default, unless
+// FERRY_BENCH_DIGEST names one (blake3, sha256) to compare.
+store::DigestAlgorithm bench_digest() {
+  const char* forced = std::getenv("FERRY_BENCH_DIGEST");
+  if (forced == nullptr) return store::kDefaultDigestAlgorithm;
+  auto algorithm = store::parse_digest_algorithm(forced);
+  if (!algorithm) {
+    std::fprintf(stderr, "FERRY_BENCH_DIGEST must be blake3 or sha256, not '%s'\n", forced);
+    std::exit(2);
+  }
+  return *algorithm;
+}
+
 struct Row {
   double freeze = 0, dump = 0, publish = 0, restore = 0, total = 0, image_mib = 0;
-  double verify = 0;  // full SHA-256 verification alone (ferry-runc does it inside restore)
+  double verify = 0;  // full digest verification alone (ferry-runc does it inside restore)
   double raw_dump = 0, raw_restore = 0, raw_total = 0;
   // runc's own C/R of the same container (runc_baseline).
   double runc_dump = 0, runc_restore = 0, runc_total = 0;
@@ -221,7 +235,8 @@ bool ferry_migration(const std::string& dir, int mib, Row& row) {
   } remove_cgroups{*dumps};
   checkpoint::CheckpointEngine engine(runc);
   // A live migration's snapshot need not be durable (see StoreOptions).
-  store::SnapshotStore snapshots(dir + "/snapshots", {.durable_data = false});
+  store::SnapshotStore snapshots(dir + "/snapshots",
+                                 {.digest_algorithm = bench_digest(), .durable_data = false});
   // The agent picks its network lock once at start (node-agent/main.cpp),
   // not per migration: outside the timing.
   const std::string lock = network_lock();
@@ -460,7 +475,9 @@ int main(int argc, char** argv) {
   const char* rounds_env = std::getenv("FERRY_BENCH_ROUNDS");
   const int rounds = std::max(1, rounds_env ? std::atoi(rounds_env) : 3);
   const char* bench_dir = std::getenv("FERRY_BENCH_DIR");
-  std::printf("snapshot store and CRIU images on %s\n", bench_dir ? bench_dir : "/var/tmp");
+  std::printf("snapshot store and CRIU images on %s; Ferry's snapshot digest: %s\n",
+              bench_dir ? bench_dir : "/var/tmp",
+              std::string(store::digest_algorithm_name(bench_digest())).c_str());
   std::map<int, Row> rows;
   for (int mib : sizes) {
     std::vector<Row> runs;

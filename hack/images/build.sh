@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the ferry-operator and ferry-agent images from the Dockerfile,
 # offline, on the local base image (base.sh). The agent image carries the
-# pinned CRIU (built by make setup, staged into the build context because
-# it lives outside the repo). Prints the image tags.
+# pinned CRIU, and the build stage links the pinned static BLAKE3 library
+# (both built by make setup, staged into the build context because they live
+# outside the repo). Prints the image tags.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=../lib.sh
@@ -13,6 +14,7 @@ base="$("$here/base.sh")"
 ctx="$FERRY_ROOT/.cache/image-context"
 rm -rf "$ctx" && mkdir -p "$ctx"
 cp -a "$(readlink -f "$FERRY_CACHE/criu")" "$ctx/criu"
+cp -a "$(readlink -f "$FERRY_CACHE/blake3")" "$ctx/blake3"
 cp -L "$FERRY_REPO_BIN/runc" "$ctx/runc"
 for target in operator agent; do
   log "image ferry-$target:$tag ..."

@@ -34,7 +34,8 @@ Result<SourceSnapshotResult> snapshot_container(OciRuntime& runtime,
   auto upper = overlay_upper_dir(state->bundle + "/rootfs");
   if (!upper.ok()) return upper.status().with_context("writable layer of " + req.container_id);
 
-  store::SnapshotStore snapshots(req.snapshot_root, {.durable_data = false});
+  store::SnapshotStore snapshots(req.snapshot_root,
+                                 {.digest_algorithm = req.digest_algorithm, .durable_data = false});
   auto writer = snapshots.begin({.binding = req.binding,
                                  .criu_version = req.criu_version,
                                  .runtime = {"runc", req.runtime_version}});

@@ -23,6 +23,8 @@ struct SourceSnapshotRequest {
   std::string work_dir;      // CRIU logs (node-local)
   std::string criu_version;
   std::string runtime_version;
+  // What the snapshot's files are listed with (the agent's --snapshot-digest).
+  store::DigestAlgorithm digest_algorithm = store::kDefaultDigestAlgorithm;
   // The container's CRI log file (kubelet's /var/log/pods/...), carried as
   // container.log so `kubectl logs` of the restored container shows what it
   // printed before the move. Empty or missing: nothing carried.

@@ -408,6 +408,7 @@ Status AgentController::checkpoint(const api::Migration& m) {
                    .work_dir = work_dir,
                    .criu_version = options_.criu_version,
                    .runtime_version = options_.runtime_version,
+                   .digest_algorithm = options_.snapshot_digest,
                    .log_file = runtime::current_container_log(
                        options_.pod_log_root, m.ns, m.spec.pod_name, record.pod_uid, c.name)});
     if (!r.ok()) {

@@ -59,6 +59,7 @@ struct AgentOptions {
   std::string criu_version;
   std::string runtime_version;
   std::string criu_network_lock;  // checkpoint::DumpRequest::network_lock
+  store::DigestAlgorithm snapshot_digest = store::kDefaultDigestAlgorithm;
   std::function<void(const CheckpointSample&)> on_checkpoint;  // metrics
   kube::WorkQueueMetrics queue_metrics;
 };

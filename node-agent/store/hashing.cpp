@@ -1,5 +1,6 @@
 #include "store/hashing.h"
 
+#include <blake3.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -23,7 +24,7 @@ using internal::errno_status;
 using internal::UniqueFd;
 
 // Large enough that syscall overhead is noise next to hashing, small enough
-// to stay in L2 while SHA-256 reads it.
+// to stay in L2 while the digest reads it.
 constexpr std::size_t kReadBytes = 1 << 20;
 
 std::string to_hex(const unsigned char* data, unsigned len) {
@@ -36,11 +37,12 @@ std::string to_hex(const unsigned char* data, unsigned len) {
   return out;
 }
 
-// Reads [offset, offset + length) of `fd` into `sha`; length UINT64_MAX
+// Reads [offset, offset + length) of `fd` into `digest`; length UINT64_MAX
 // means to the end. Returns the bytes read; fewer than asked is the
 // caller's to judge.
-Result<std::uint64_t> hash_range(int fd, std::uint64_t offset, std::uint64_t length, Sha256& sha,
-                                 std::vector<char>& buf, const std::string& what) {
+Result<std::uint64_t> hash_range(int fd, std::uint64_t offset, std::uint64_t length,
+                                 Digester& digest, std::vector<char>& buf,
+                                 const std::string& what) {
   std::uint64_t done = 0;
   while (done < length) {
     std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), length - done));
@@ -48,7 +50,7 @@ Result<std::uint64_t> hash_range(int fd, std::uint64_t offset, std::uint64_t len
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return errno_status(errno, "read " + what);
     if (n == 0) break;
-    sha.update(buf.data(), static_cast<std::size_t>(n));
+    digest.update(buf.data(), static_cast<std::size_t>(n));
     done += static_cast<std::uint64_t>(n);
   }
   return done;
@@ -95,31 +97,66 @@ std::uint64_t chunk_count(std::uint64_t size, std::uint64_t chunk_bytes) {
   return std::max<std::uint64_t>(1, (size + chunk_bytes - 1) / chunk_bytes);
 }
 
-Sha256::Sha256() : ctx_(EVP_MD_CTX_new()) {
+std::string_view digest_algorithm_name(DigestAlgorithm algorithm) {
+  switch (algorithm) {
+    case DigestAlgorithm::kSha256:
+      return "sha256";
+    case DigestAlgorithm::kBlake3:
+      return "blake3";
+  }
+  return "unknown";
+}
+
+std::optional<DigestAlgorithm> parse_digest_algorithm(std::string_view name) {
+  for (auto a : {DigestAlgorithm::kSha256, DigestAlgorithm::kBlake3}) {
+    if (name == digest_algorithm_name(a)) return a;
+  }
+  return std::nullopt;
+}
+
+struct Digester::State {
+  EVP_MD_CTX* evp = nullptr;  // SHA-256
+  blake3_hasher blake3{};
+  ~State() { EVP_MD_CTX_free(evp); }
+};
+
+Digester::Digester(DigestAlgorithm algorithm)
+    : algorithm_(algorithm), state_(std::make_unique<State>()) {
+  if (algorithm_ == DigestAlgorithm::kBlake3) {
+    blake3_hasher_init(&state_->blake3);
+    return;
+  }
+  state_->evp = EVP_MD_CTX_new();
   // Allocation failure here is not an expected failure: nothing can proceed.
-  [[maybe_unused]] int ok =
-      EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(ctx_), EVP_sha256(), nullptr);
+  [[maybe_unused]] int ok = EVP_DigestInit_ex(state_->evp, EVP_sha256(), nullptr);
   assert(ok == 1);
 }
 
-Sha256::~Sha256() {
-  EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(ctx_));
+Digester::~Digester() = default;
+
+void Digester::update(const void* data, std::size_t size) {
+  if (algorithm_ == DigestAlgorithm::kBlake3) {
+    blake3_hasher_update(&state_->blake3, data, size);
+  } else {
+    EVP_DigestUpdate(state_->evp, data, size);
+  }
 }
 
-void Sha256::update(const void* data, std::size_t size) {
-  EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(ctx_), data, size);
-}
-
-std::string Sha256::hex_digest() {
+std::string Digester::hex_digest() {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned len = 0;
-  EVP_DigestFinal_ex(static_cast<EVP_MD_CTX*>(ctx_), md, &len);
+  if (algorithm_ == DigestAlgorithm::kBlake3) {
+    len = BLAKE3_OUT_LEN;  // 32 bytes, its default and full-strength length
+    blake3_hasher_finalize(&state_->blake3, md, len);
+  } else {
+    EVP_DigestFinal_ex(state_->evp, md, &len);
+  }
   return to_hex(md, len);
 }
 
 Result<std::vector<FileDigest>> hash_files(const std::string& dir,
                                            const std::vector<HashTarget>& targets,
-                                           const HashOptions& options) {
+                                           DigestAlgorithm algorithm, const HashOptions& options) {
   // Plan: every chunk still to hash is one piece of work, largest files
   // first so that no big file starts last and finishes alone.
   struct Piece {
@@ -155,17 +192,19 @@ Result<std::vector<FileDigest>> hash_files(const std::string& dir,
           Status(Code::kDataLoss, full + " shrank while it was hashed", "SnapshotFileSizeMismatch");
       continue;
     }
-    out[i].sha256.resize(count);
+    out[i].digests.resize(count);
+    // A finished digest is taken as it is: progress comes from the
+    // BackgroundHasher of the same writer, which uses the same algorithm.
     for (std::uint64_t c = 0; c < count && c < t.progress.size(); ++c) {
-      out[i].sha256[c] = t.progress[c].digest;
+      out[i].digests[c] = t.progress[c].digest;
     }
   }
   std::stable_sort(order.begin(), order.end(),
                    [&](std::size_t a, std::size_t b) { return out[a].size > out[b].size; });
   for (std::size_t i : order) {
     if (failed[i]) continue;
-    for (std::uint64_t c = 0; c < out[i].sha256.size(); ++c) {
-      if (out[i].sha256[c].empty()) pieces.push_back({i, c});
+    for (std::uint64_t c = 0; c < out[i].digests.size(); ++c) {
+      if (out[i].digests[c].empty()) pieces.push_back({i, c});
     }
   }
 
@@ -188,14 +227,16 @@ Result<std::vector<FileDigest>> hash_files(const std::string& dir,
       std::vector<char>& buf = buffers[worker];
       if (buf.empty()) buf.resize(kReadBytes);
       // The chunk may be partly hashed already.
-      const ChunkProgress* known =
-          piece.chunk < t.progress.size() && t.progress[piece.chunk].partial
-              ? &t.progress[piece.chunk]
-              : nullptr;
-      std::shared_ptr<Sha256> sha = known ? known->partial : std::make_shared<Sha256>();
+      const ChunkProgress* known = piece.chunk < t.progress.size() &&
+                                           t.progress[piece.chunk].partial &&
+                                           t.progress[piece.chunk].partial->algorithm() == algorithm
+                                       ? &t.progress[piece.chunk]
+                                       : nullptr;
+      std::shared_ptr<Digester> digest =
+          known ? known->partial : std::make_shared<Digester>(algorithm);
       const std::uint64_t skip = known ? known->bytes : 0;
       if (t.chunk_bytes == 0) {
-        auto n = hash_range(fd->get(), skip, UINT64_MAX, *sha, buf, full);
+        auto n = hash_range(fd->get(), skip, UINT64_MAX, *digest, buf, full);
         if (!n.ok()) {
           piece_failed[p] = n.status();
           return;
@@ -210,7 +251,7 @@ Result<std::vector<FileDigest>> hash_files(const std::string& dir,
                                    "SnapshotFileSizeMismatch");
           return;
         }
-        auto n = hash_range(fd->get(), offset + skip, length - skip, *sha, buf, full);
+        auto n = hash_range(fd->get(), offset + skip, length - skip, *digest, buf, full);
         if (!n.ok()) {
           piece_failed[p] = n.status();
           return;
@@ -221,7 +262,7 @@ Result<std::vector<FileDigest>> hash_files(const std::string& dir,
           return;
         }
       }
-      out[piece.target].sha256[piece.chunk] = sha->hex_digest();
+      out[piece.target].digests[piece.chunk] = digest->hex_digest();
     } catch (const std::exception& e) {  // bad_alloc: no exception leaves a thread
       piece_failed[p] = internal_error("hash " + full + ": " + e.what());
     }
@@ -260,8 +301,11 @@ unsigned cpus_beside_criu() {
 
 // ---- BackgroundHasher -----------------------------------------------------
 
-BackgroundHasher::BackgroundHasher(std::string dir, std::uint64_t chunk_bytes, unsigned threads)
-    : dir_(std::move(dir)), chunk_bytes_(std::max<std::uint64_t>(1, chunk_bytes)) {
+BackgroundHasher::BackgroundHasher(std::string dir, DigestAlgorithm algorithm,
+                                   std::uint64_t chunk_bytes, unsigned threads)
+    : dir_(std::move(dir)),
+      algorithm_(algorithm),
+      chunk_bytes_(std::max<std::uint64_t>(1, chunk_bytes)) {
   if (threads == 0) threads = cpus_beside_criu();
   for (unsigned t = 0; t < threads; ++t) {
     try {
@@ -374,7 +418,7 @@ void BackgroundHasher::hash_claim(Claim& c, std::vector<char>& buf) {
   struct stat st {};
   if (!fd.valid() || ::fstat(fd.get(), &st) != 0 || st.st_ino != c.inode) return;
   if (buf.empty()) buf.resize(kReadBytes);
-  if (!c.progress.partial) c.progress.partial = std::make_shared<Sha256>();
+  if (!c.progress.partial) c.progress.partial = std::make_shared<Digester>(algorithm_);
   const std::uint64_t start = c.chunk * chunk_bytes_;
   // Bytes below the size seen are written (CRIU writes each file once,
   // front to back).

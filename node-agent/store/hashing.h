@@ -1,11 +1,13 @@
-// SHA-256 of snapshot files, the cost that grows with the container's memory.
-// A CRIU image set is one or a few large page files and many small ones. A
-// large file is hashed as independent chunks (one digest per chunk, all
-// listed in the manifest), so publish and full verification of a single
-// 1 GiB memory image use every core, not one. While CRIU is still writing,
-// a BackgroundHasher digests each chunk as soon as it is complete, so that
-// publish only reads what was written last. OpenSSL's EVP SHA-256 uses the
-// CPU's SHA extensions where present.
+// Digests of snapshot files, the cost that grows with the container's memory.
+// BLAKE3 by default (the official C implementation, SIMD on every x86-64
+// and arm64 CPU): 4.6 GB/s per core against OpenSSL's SHA-256 at 1.3 GB/s
+// with the CPU's SHA extensions, on a migration's critical path twice (the
+// source publishes, the target verifies). SHA-256 stays selectable, and
+// snapshots written with it are still read. A CRIU image set is one or a few large page files and
+// many small ones. A large file is hashed as independent chunks (one digest per chunk, all listed
+// in the manifest), so publish and full verification of a single 1 GiB memory image use every core,
+// not one. While CRIU is still writing, a BackgroundHasher digests each chunk as soon as it is
+// complete, so that publish only reads what was written last.
 #pragma once
 
 #include <atomic>
@@ -16,6 +18,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -31,7 +34,13 @@ inline constexpr std::uint64_t kDigestChunkBytes = 64u << 20;
 // least one (an empty file has the digest of nothing).
 std::uint64_t chunk_count(std::uint64_t size, std::uint64_t chunk_bytes);
 
-class Sha256;
+// The cryptographic digest a snapshot's files are listed with.
+enum class DigestAlgorithm { kSha256, kBlake3 };
+inline constexpr DigestAlgorithm kDefaultDigestAlgorithm = DigestAlgorithm::kBlake3;
+std::string_view digest_algorithm_name(DigestAlgorithm algorithm);  // "sha256", "blake3"
+std::optional<DigestAlgorithm> parse_digest_algorithm(std::string_view name);
+
+class Digester;
 
 // How many hashing threads to run beside CRIU, which dumps and restores on
 // one core: one per CPU but that one, at least one (bench/results/engine.md,
@@ -42,8 +51,8 @@ unsigned cpus_beside_criu();
 // What is already known of one chunk of a file before hash_files reads
 // it: its digest, or a digest under way over its first `bytes` bytes.
 struct ChunkProgress {
-  std::string digest;               // set: the chunk is done
-  std::shared_ptr<Sha256> partial;  // else, when set: hashed over `bytes`
+  std::string digest;                 // set: the chunk is done
+  std::shared_ptr<Digester> partial;  // else, when set: hashed over `bytes`
   std::uint64_t bytes = 0;
 };
 
@@ -61,8 +70,8 @@ struct HashTarget {
 struct FileDigest {
   std::string path;  // as given
   std::uint64_t size = 0;
-  // Lowercase hex SHA-256: one per chunk, or exactly one for a whole file.
-  std::vector<std::string> sha256;
+  // Lowercase hex: one per chunk, or exactly one for a whole file.
+  std::vector<std::string> digests;
 };
 
 struct HashOptions {
@@ -78,31 +87,37 @@ struct HashOptions {
   bool make_private = false;
 };
 
-// Hashes `targets` (relative to `dir`) on `threads` threads, chunks of all
-// files interleaved, and returns their digests in the same order. Errors
-// name the file; the first failing target in order wins. A chunked file
-// whose size changes meanwhile is an error (its chunks would disagree).
+// Hashes `targets` (relative to `dir`) with `algorithm` on `threads`
+// threads, chunks of all files interleaved, and returns their digests in the
+// same order. Progress made with another algorithm is not used. Errors name
+// the file; the first failing target in order wins. A chunked file whose
+// size changes meanwhile is an error (its chunks would disagree).
 Result<std::vector<FileDigest>> hash_files(const std::string& dir,
                                            const std::vector<HashTarget>& targets,
+                                           DigestAlgorithm algorithm,
                                            const HashOptions& options = {});
 
-// Incremental SHA-256, for data hashed while it is written.
-class Sha256 {
+// An incremental digest, for data hashed while it is written.
+class Digester {
  public:
-  Sha256();
-  ~Sha256();
-  Sha256(const Sha256&) = delete;
-  Sha256& operator=(const Sha256&) = delete;
+  explicit Digester(DigestAlgorithm algorithm);
+  ~Digester();
+  Digester(const Digester&) = delete;
+  Digester& operator=(const Digester&) = delete;
 
+  DigestAlgorithm algorithm() const { return algorithm_; }
   void update(const void* data, std::size_t size);
   std::string hex_digest();  // finishes; call once
 
  private:
-  void* ctx_;  // EVP_MD_CTX, kept out of this header
+  struct State;  // OpenSSL's or BLAKE3's, kept out of this header
+  DigestAlgorithm algorithm_;
+  std::unique_ptr<State> state_;
 };
 
 // Digests the regular files directly in `dir` while a producer appends to
-// them, from construction until finish(): every byte once it is written, so
+// them with `algorithm`, from construction until finish(): every byte once it
+// is written, so
 // that at the end only the last few milliseconds' writes are left to read.
 // It relies on what CRIU does with its image files: each is written once,
 // front to back, under its final name. A file rewritten in place would be
@@ -116,7 +131,8 @@ class Sha256 {
 // CRIU's writes (bench/results/engine.md). 0 readers: cpus_beside_criu().
 class BackgroundHasher {
  public:
-  BackgroundHasher(std::string dir, std::uint64_t chunk_bytes, unsigned threads = 1);
+  BackgroundHasher(std::string dir, DigestAlgorithm algorithm, std::uint64_t chunk_bytes,
+                   unsigned threads = 1);
   ~BackgroundHasher();  // stops, discarding the digests
   BackgroundHasher(const BackgroundHasher&) = delete;
   BackgroundHasher& operator=(const BackgroundHasher&) = delete;
@@ -153,6 +169,7 @@ class BackgroundHasher {
   void release(Claim claim);
 
   std::string dir_;
+  DigestAlgorithm algorithm_;
   std::uint64_t chunk_bytes_;
   std::mutex mu_;
   std::condition_variable wake_;

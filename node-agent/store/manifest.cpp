@@ -83,10 +83,16 @@ std::string manifest_to_json(const Manifest& m) {
   json files = json::array();
   for (const auto& f : m.files) {
     json file = {{"path", f.path}, {"size", f.size}, {"mode", f.mode}};
-    if (f.sha256_chunks.empty()) {
-      file["sha256"] = f.sha256;
+    if (m.format_version >= 3) {
+      if (f.digest_chunks.empty()) {
+        file["digest"] = f.digest;
+      } else {
+        file["digest_chunks"] = f.digest_chunks;
+      }
+    } else if (f.digest_chunks.empty()) {  // older formats: SHA-256 by name
+      file["sha256"] = f.digest;
     } else {
-      file["sha256_chunks"] = f.sha256_chunks;
+      file["sha256_chunks"] = f.digest_chunks;
     }
     files.push_back(std::move(file));
   }
@@ -111,6 +117,7 @@ std::string manifest_to_json(const Manifest& m) {
       {"files", std::move(files)},
   };
   if (m.chunk_bytes != 0) doc["chunk_bytes"] = m.chunk_bytes;
+  if (m.format_version >= 3) doc["digest_algorithm"] = digest_algorithm_name(m.digest_algorithm);
   return doc.dump(1) + "\n";
 }
 
@@ -163,21 +170,39 @@ Result<Manifest> manifest_from_json(const std::string& text) {
     }
     m.meta.mount_destinations = doc.value("mount_destinations", std::vector<std::string>{});
     m.chunk_bytes = doc.value("chunk_bytes", std::uint64_t{0});
+    // Versions 1 and 2 are SHA-256 and name their digests after it.
+    std::string whole_key = "sha256", chunks_key = "sha256_chunks";
+    m.digest_algorithm = DigestAlgorithm::kSha256;
+    if (m.format_version >= 3) {
+      whole_key = "digest";
+      chunks_key = "digest_chunks";
+      if (!doc.contains("digest_algorithm")) return invalid("no digest_algorithm");
+      const auto name = doc.at("digest_algorithm").get<std::string>();
+      const auto algorithm = parse_digest_algorithm(name);
+      if (!algorithm) {
+        return Status(Code::kUnsupported,
+                      "snapshot manifest digest_algorithm '" + name +
+                          "' is not supported by this agent (it reads blake3 and sha256)",
+                      "SnapshotFormatUnsupported");
+      }
+      m.digest_algorithm = *algorithm;
+    }
     for (const auto& f : doc.at("files")) {
       ManifestFile file{.path = f.at("path").get<std::string>(),
                         .size = f.at("size").get<std::uint64_t>(),
                         .mode = f.value("mode", 0600u)};
-      if (f.contains("sha256") == f.contains("sha256_chunks")) {
-        return invalid("file " + file.path + " needs exactly one of sha256 and sha256_chunks");
+      if (f.contains(whole_key) == f.contains(chunks_key)) {
+        return invalid("file " + file.path + " needs exactly one of " + whole_key + " and " +
+                       chunks_key);
       }
-      if (f.contains("sha256")) {
-        file.sha256 = f.at("sha256").get<std::string>();
+      if (f.contains(whole_key)) {
+        file.digest = f.at(whole_key).get<std::string>();
       } else {
-        file.sha256_chunks = f.at("sha256_chunks").get<std::vector<std::string>>();
+        file.digest_chunks = f.at(chunks_key).get<std::vector<std::string>>();
         if (m.chunk_bytes == 0 ||
-            file.sha256_chunks.size() != chunk_count(file.size, m.chunk_bytes)) {
+            file.digest_chunks.size() != chunk_count(file.size, m.chunk_bytes)) {
           return invalid("file " + file.path + " lists " +
-                         std::to_string(file.sha256_chunks.size()) + " chunk digests for " +
+                         std::to_string(file.digest_chunks.size()) + " chunk digests for " +
                          std::to_string(file.size) + " bytes in chunks of " +
                          std::to_string(m.chunk_bytes));
         }

@@ -1,6 +1,7 @@
 // What a snapshot is and whom it belongs to, written next to the CRIU images
 // as manifest.json. The restoring node trusts nothing it has not checked: the
-// manifest lists every file with its size and SHA-256 so a truncated copy or
+// manifest lists every file with its size and a cryptographic digest (BLAKE3
+// or SHA-256, named in the manifest) so a truncated copy or
 // a flipped bit on shared storage is caught before CRIU reads it, records the
 // node facts a restore depends on (CRIU, kernel, architecture, runtime,
 // image), and names the pod the snapshot is bound to so it can never be
@@ -14,11 +15,14 @@
 #include <vector>
 
 #include "status/status.h"
+#include "store/hashing.h"
 
 namespace ferry::store {
 
 // 2: large files carry one SHA-256 per chunk (sha256_chunks, chunk_bytes).
-inline constexpr int kManifestFormatVersion = 2;
+// 3: the digest algorithm is named (digest_algorithm: blake3 or sha256), and
+//    files list `digest` or `digest_chunks`. Versions 1 and 2 are SHA-256.
+inline constexpr int kManifestFormatVersion = 3;
 inline constexpr int kOldestManifestFormatVersion = 1;  // still read
 inline constexpr char kManifestFile[] = "manifest.json";
 
@@ -61,10 +65,11 @@ struct SnapshotMeta {
 struct ManifestFile {
   std::string path;  // relative to the snapshot directory, '/'-separated
   std::uint64_t size = 0;
-  // Exactly one of the two: the SHA-256 of the whole file, or (files larger
-  // than the manifest's chunk_bytes) one per chunk, in order. Lowercase hex.
-  std::string sha256;
-  std::vector<std::string> sha256_chunks;
+  // Exactly one of the two: the digest of the whole file, or (files larger
+  // than the manifest's chunk_bytes) one per chunk, in order. Lowercase hex,
+  // by the manifest's digest_algorithm.
+  std::string digest;
+  std::vector<std::string> digest_chunks;
   std::uint32_t mode = 0600;
 };
 
@@ -73,14 +78,16 @@ struct Manifest {
   std::chrono::system_clock::time_point created;
   SnapshotMeta meta;
   std::vector<ManifestFile> files;  // sorted by path
-  std::uint64_t chunk_bytes = 0;    // size of the chunks of sha256_chunks
+  std::uint64_t chunk_bytes = 0;    // size of the chunks of digest_chunks
+  DigestAlgorithm digest_algorithm = kDefaultDigestAlgorithm;
 
   std::uint64_t total_bytes() const;
 };
 
 std::string manifest_to_json(const Manifest& manifest);
 // DataLoss (reason SnapshotManifestInvalid) for text that is not a manifest,
-// Unsupported (reason SnapshotFormatUnsupported) for another format version.
+// Unsupported (reason SnapshotFormatUnsupported) for another format version
+// or a digest algorithm this agent does not know.
 Result<Manifest> manifest_from_json(const std::string& text);
 
 // RFC 3339 in UTC with nanoseconds, and back.

@@ -280,11 +280,11 @@ Status SnapshotWriter::add_file_impl(const std::string& rel_path, int source_fd,
   std::string path = dir_ + "/" + rel_path;
   UniqueFd out(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
   if (!out.valid()) return errno_status(errno, "add " + rel_path);
-  Sha256 sha;
+  Digester digest(options_.digest_algorithm);
   std::uint64_t size = 0;
   Status st = [&]() -> Status {
     if (source_fd < 0) {
-      sha.update(data.data(), data.size());
+      digest.update(data.data(), data.size());
       size = data.size();
       return internal::write_all(out.get(), data, path);
     }
@@ -294,7 +294,7 @@ Status SnapshotWriter::add_file_impl(const std::string& rel_path, int source_fd,
       if (n < 0 && errno == EINTR) continue;
       if (n < 0) return errno_status(errno, "read source of " + rel_path);
       if (n == 0) return {};
-      sha.update(buf.data(), static_cast<size_t>(n));
+      digest.update(buf.data(), static_cast<size_t>(n));
       size += static_cast<std::uint64_t>(n);
       FERRY_RETURN_IF_ERROR(internal::write_all(
           out.get(), std::string_view(buf.data(), static_cast<size_t>(n)), path));
@@ -307,14 +307,14 @@ Status SnapshotWriter::add_file_impl(const std::string& rel_path, int source_fd,
     return st.with_context("add " + rel_path + " to snapshot " + meta_.binding.migration_uid + "/" +
                            meta_.binding.container_name);
   }
-  added_.push_back({.path = rel_path, .size = size, .sha256 = sha.hex_digest(), .mode = 0600});
+  added_.push_back({.path = rel_path, .size = size, .digest = digest.hex_digest(), .mode = 0600});
   return {};
 }
 
 void SnapshotWriter::hash_while_written() {
   if (!hasher_ && !done_) {
-    hasher_ = std::make_unique<BackgroundHasher>(dir_, options_.digest_chunk_bytes,
-                                                 options_.hash_threads);
+    hasher_ = std::make_unique<BackgroundHasher>(
+        dir_, options_.digest_algorithm, options_.digest_chunk_bytes, options_.hash_threads);
   }
 }
 
@@ -380,21 +380,22 @@ Result<Manifest> SnapshotWriter::publish_steps(bool* created_parent) {
     targets.push_back(std::move(target));
   }
   auto digests = hash_files(
-      dir_, targets,
+      dir_, targets, options_.digest_algorithm,
       {.threads = options_.hash_threads, .fsync = options_.durable_data, .make_private = true});
   if (!digests.ok()) return digests.status();
 
   Manifest manifest;
   manifest.created = options_.now();
+  manifest.digest_algorithm = options_.digest_algorithm;
   manifest.meta = meta_;
   fill_host_facts(manifest.meta);
   manifest.files = added_;
   for (auto& d : *digests) {
     ManifestFile file{.path = std::move(d.path), .size = d.size, .mode = 0600};
-    if (d.sha256.size() == 1) {
-      file.sha256 = std::move(d.sha256.front());  // one chunk is the whole file
+    if (d.digests.size() == 1) {
+      file.digest = std::move(d.digests.front());  // one chunk is the whole file
     } else {
-      file.sha256_chunks = std::move(d.sha256);
+      file.digest_chunks = std::move(d.digests);
       manifest.chunk_bytes = chunk;
     }
     manifest.files.push_back(std::move(file));
@@ -511,10 +512,11 @@ Status verify_checksums(const std::string& dir, const Manifest& manifest,
     }
     listed.push_back(&*it);
     targets.push_back(
-        {.path = path, .chunk_bytes = it->sha256_chunks.empty() ? 0 : manifest.chunk_bytes});
+        {.path = path, .chunk_bytes = it->digest_chunks.empty() ? 0 : manifest.chunk_bytes});
   }
   if (targets.empty()) return {};
-  auto digests = hash_files(dir, targets, {.threads = threads, .idle_threads = idle_threads});
+  auto digests = hash_files(dir, targets, manifest.digest_algorithm,
+                            {.threads = threads, .idle_threads = idle_threads});
   if (!digests.ok()) return digests.status().with_context(what);
   for (size_t i = 0; i < targets.size(); ++i) {
     const ManifestFile& want_file = *listed[i];
@@ -523,18 +525,19 @@ Status verify_checksums(const std::string& dir, const Manifest& manifest,
       return data_loss(what + ": file " + want_file.path + " changed size while verifying",
                        "SnapshotFileSizeMismatch");
     }
-    const bool chunked = !want_file.sha256_chunks.empty();
-    for (size_t c = 0; c < got.sha256.size(); ++c) {
-      const std::string& want = chunked ? want_file.sha256_chunks[c] : want_file.sha256;
-      if (got.sha256[c] == want) continue;
+    const bool chunked = !want_file.digest_chunks.empty();
+    for (size_t c = 0; c < got.digests.size(); ++c) {
+      const std::string& want = chunked ? want_file.digest_chunks[c] : want_file.digest;
+      if (got.digests[c] == want) continue;
       std::string where;
       if (chunked) {
         const std::uint64_t from = c * manifest.chunk_bytes;
         where = " in bytes " + std::to_string(from) + "-" +
                 std::to_string(std::min(want_file.size, from + manifest.chunk_bytes) - 1);
       }
-      return data_loss(what + ": file " + want_file.path + " is corrupted" + where + ": SHA-256 " +
-                           got.sha256[c] + ", the manifest says " + want,
+      return data_loss(what + ": file " + want_file.path + " is corrupted" + where + ": " +
+                           std::string(digest_algorithm_name(manifest.digest_algorithm)) + " " +
+                           got.digests[c] + ", the manifest says " + want,
                        "SnapshotChecksumMismatch");
     }
   }

@@ -40,9 +40,11 @@ struct StoreOptions {
   // 0: one per CPU, but one CPU is left to CRIU while it writes
   // (hash_while_written).
   unsigned hash_threads = 0;
-  // Files larger than this are listed with one SHA-256 per chunk, hashed
+  // Files larger than this are listed with one digest per chunk, hashed
   // and verified in parallel (hashing.h). Tests make it small.
   std::uint64_t digest_chunk_bytes = kDigestChunkBytes;
+  // What publish() lists files with; readers use the manifest's own.
+  DigestAlgorithm digest_algorithm = kDefaultDigestAlgorithm;
   // fsync every image file at publish. A live migration does not need it:
   // its source stays frozen until the target runs, so a snapshot lost to a
   // storage crash only means a rollback, while the fsync of a 1 GiB image
@@ -99,7 +101,7 @@ struct VerifiedSnapshot {
 
 enum class Verify {
   kSizes,  // manifest, binding, file list and sizes: milliseconds, catches truncation
-  kFull,   // and SHA-256 of every byte: catches corruption, costs a read of everything
+  kFull,   // and the digest of every byte: catches corruption, costs a read of everything
 };
 
 // With Verify::kFull, the files (paths relative to the snapshot) whose
@@ -108,12 +110,11 @@ enum class Verify {
 // CRIU reads them, and lets the process run only once they match.
 using DeferChecksums = std::function<bool(const std::string& rel_path)>;
 
-// Compares the SHA-256 of `paths` (relative to `dir`, each listed in
-// `manifest`) with the manifest, on `threads` threads (0: one per CPU) and
-// `idle_threads` more at the lowest priority (HashOptions::idle_threads).
-// DataLoss naming the file and, for a chunked file, the corrupted byte
-// range (SnapshotChecksumMismatch, SnapshotFileSizeMismatch); `what` starts
-// every message.
+// Compares the digests of `paths` (relative to `dir`, each listed in
+// `manifest`) with the manifest, by the manifest's algorithm, on `threads` threads (0: one per CPU)
+// and `idle_threads` more at the lowest priority (HashOptions::idle_threads). DataLoss naming the
+// file and, for a chunked file, the corrupted byte range (SnapshotChecksumMismatch,
+// SnapshotFileSizeMismatch); `what` starts every message.
 Status verify_checksums(const std::string& dir, const Manifest& manifest,
                         const std::vector<std::string>& paths, unsigned threads,
                         const std::string& what, unsigned idle_threads = 0);

@@ -28,4 +28,7 @@ expect runc "runc version ${RUNC_VERSION#v}" runc --version
 expect "runc (seccomp)" "libseccomp: " runc --version
 expect helm "$HELM_VERSION" helm version --short
 expect criu "Version: $CRIU_VERSION" criu --version
+# BLAKE3 is a static library, not a binary: check the header CMake builds against.
+expect "libblake3 (.cache/blake3)" "BLAKE3_VERSION_STRING \"${BLAKE3_DEB_VERSION%-*}\"" \
+  grep -h BLAKE3_VERSION_STRING "$(dirname "$0")/../../.cache/blake3/include/blake3.h"
 ((fails == 0)) || { echo "$fails tool(s) do not match hack/versions.env; run make setup"; exit 1; }

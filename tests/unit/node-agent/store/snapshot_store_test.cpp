@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 #include <thread>
 
@@ -122,10 +123,31 @@ class SnapshotStoreTest : public ::testing::Test {
   const Binding expected_ = meta_for("mig-1").binding;
 };
 
-TEST(Sha256Test, KnownVector) {
-  Sha256 sha;
-  sha.update("abc", 3);
-  EXPECT_EQ(sha.hex_digest(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+// Known answers: FIPS 180-2 for SHA-256, the BLAKE3 paper's reference
+// implementation for BLAKE3 (the empty input and "abc").
+TEST(DigesterTest, KnownVectors) {
+  auto hex = [](DigestAlgorithm a, std::string_view data, std::size_t split) {
+    Digester d(a);
+    d.update(data.data(), split);  // in two updates: incremental is the same digest
+    d.update(data.data() + split, data.size() - split);
+    return d.hex_digest();
+  };
+  EXPECT_EQ(hex(DigestAlgorithm::kSha256, "abc", 1),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(hex(DigestAlgorithm::kBlake3, "", 0),
+            "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262");
+  EXPECT_EQ(hex(DigestAlgorithm::kBlake3, "abc", 2),
+            "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85");
+  // Past BLAKE3's 1 KiB chunks and SIMD batches, split off every boundary.
+  const std::string big = pattern(100000, 9);
+  const std::string one_shot = hex(DigestAlgorithm::kBlake3, big, 0);
+  EXPECT_EQ(hex(DigestAlgorithm::kBlake3, big, 1025), one_shot);
+  EXPECT_EQ(hex(DigestAlgorithm::kBlake3, big, 65537), one_shot);
+  EXPECT_NE(hex(DigestAlgorithm::kSha256, big, 0), one_shot);
+  EXPECT_EQ(kDefaultDigestAlgorithm, DigestAlgorithm::kBlake3);
+  EXPECT_EQ(parse_digest_algorithm("blake3"), DigestAlgorithm::kBlake3);
+  EXPECT_EQ(parse_digest_algorithm("sha256"), DigestAlgorithm::kSha256);
+  EXPECT_EQ(parse_digest_algorithm("md5"), std::nullopt);
 }
 
 TEST_F(SnapshotStoreTest, PublishThenOpenRoundTrip) {
@@ -135,9 +157,9 @@ TEST_F(SnapshotStoreTest, PublishThenOpenRoundTrip) {
   EXPECT_EQ(published.files[1].path, "pages-1.img");
   EXPECT_EQ(published.files[1].size, 1u << 20);
   EXPECT_EQ(published.files[2].path, "rootfs/index.json");
-  Sha256 inventory;
+  Digester inventory(kDefaultDigestAlgorithm);
   inventory.update("inventory", 9);
-  EXPECT_EQ(published.files[0].sha256, inventory.hex_digest());
+  EXPECT_EQ(published.files[0].digest, inventory.hex_digest());
 
   auto snap = store_.open("mig-1", "app", expected_, Verify::kFull);
   ASSERT_TRUE(snap.ok()) << snap.status().to_string();
@@ -157,7 +179,7 @@ TEST_F(SnapshotStoreTest, PublishThenOpenRoundTrip) {
   EXPECT_EQ(m.meta.mount_destinations, (std::vector<std::string>{"/data", "/var/cache"}));
   EXPECT_EQ(m.created, published.created);
   ASSERT_EQ(m.files.size(), 3u);
-  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(m.files[i].sha256, published.files[i].sha256);
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(m.files[i].digest, published.files[i].digest);
   EXPECT_EQ(read_file(snap->dir + "/pages-1.img"), pattern(1 << 20, 1));
   EXPECT_TRUE(fs::is_empty(tmp_.path() + "/.staging"));
 }
@@ -706,7 +728,7 @@ TEST(ManifestTest, ToleratesUnknownFieldsAndRoundTripsTime) {
   Manifest m;
   m.created = std::chrono::system_clock::time_point(std::chrono::nanoseconds(1700000000123456789));
   m.meta = meta_for("mig-1");
-  m.files = {{.path = "a.img", .size = 3, .sha256 = "00", .mode = 0600}};
+  m.files = {{.path = "a.img", .size = 3, .digest = "00", .mode = 0600}};
   std::string text = manifest_to_json(m);
   text.insert(text.find('{') + 1, R"("added_in_v1_5": {"x": [1, 2]},)");
   auto back = manifest_from_json(text);
@@ -732,7 +754,7 @@ class ChunkedSnapshotTest : public ::testing::Test {
   static std::vector<std::string> chunk_digests(const std::string& data) {
     std::vector<std::string> out;
     for (size_t off = 0; off < data.size(); off += kChunk) {
-      Sha256 sha;
+      Digester sha(kDefaultDigestAlgorithm);
       sha.update(data.data() + off, std::min<size_t>(kChunk, data.size() - off));
       out.push_back(sha.hex_digest());
     }
@@ -752,18 +774,19 @@ class ChunkedSnapshotTest : public ::testing::Test {
 TEST_F(ChunkedSnapshotTest, LargeFilesAreListedChunkByChunk) {
   Manifest m = publish(store_, "mig-1", "app", pages_.size());
   ASSERT_EQ(m.files.size(), 3u);
-  EXPECT_EQ(m.format_version, 2);
+  EXPECT_EQ(m.format_version, kManifestFormatVersion);
+  EXPECT_EQ(m.digest_algorithm, DigestAlgorithm::kBlake3);
   EXPECT_EQ(m.chunk_bytes, kChunk);
   const ManifestFile& pages = m.files[1];
   ASSERT_EQ(pages.path, "pages-1.img");
-  EXPECT_TRUE(pages.sha256.empty());
-  EXPECT_EQ(pages.sha256_chunks, chunk_digests(pages_));  // 17: the last holds 100 bytes
-  EXPECT_EQ(m.files[0].sha256_chunks.size(), 0u);         // inventory.img: one digest
-  EXPECT_FALSE(m.files[0].sha256.empty());
+  EXPECT_TRUE(pages.digest.empty());
+  EXPECT_EQ(pages.digest_chunks, chunk_digests(pages_));  // 17: the last holds 100 bytes
+  EXPECT_EQ(m.files[0].digest_chunks.size(), 0u);         // inventory.img: one digest
+  EXPECT_FALSE(m.files[0].digest.empty());
 
   auto snap = store_.open("mig-1", "app", expected_, Verify::kFull);
   ASSERT_TRUE(snap.ok()) << snap.status().to_string();
-  EXPECT_EQ(snap->manifest.files[1].sha256_chunks, pages.sha256_chunks);
+  EXPECT_EQ(snap->manifest.files[1].digest_chunks, pages.digest_chunks);
 }
 
 TEST_F(ChunkedSnapshotTest, AFlippedByteNamesTheCorruptedChunk) {
@@ -822,7 +845,7 @@ TEST_F(ChunkedSnapshotTest, ChunksHashedWhileWrittenGiveTheSameManifest) {
   auto m = (*writer)->publish();
   ASSERT_TRUE(m.ok()) << m.status().to_string();
   ASSERT_EQ(m->files[1].path, "pages-1.img");
-  EXPECT_EQ(m->files[1].sha256_chunks, chunk_digests(pages_));
+  EXPECT_EQ(m->files[1].digest_chunks, chunk_digests(pages_));
   EXPECT_EQ(m->files[1].size, pages_.size());
   EXPECT_TRUE(store_.open("mig-1", "app", expected_, Verify::kFull).ok());
 }
@@ -831,7 +854,7 @@ TEST(BackgroundHasherTest, DigestsEveryByteAsItIsWrittenAndHashFilesGoesOnFromTh
   TempDir tmp;
   constexpr std::uint64_t kChunk = 4096;
   const std::string data = pattern(3 * kChunk + 110, 3);
-  BackgroundHasher hasher(tmp.path(), kChunk);
+  BackgroundHasher hasher(tmp.path(), kDefaultDigestAlgorithm, kChunk);
   const std::string path = tmp.path() + "/pages-1.img";
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
   ASSERT_GE(fd, 0);
@@ -847,7 +870,7 @@ TEST(BackgroundHasherTest, DigestsEveryByteAsItIsWrittenAndHashFilesGoesOnFromTh
   auto done = hasher.finish();
   ASSERT_EQ(done.size(), 1u);  // a directory is not hashed
   auto chunk_digest = [&](std::uint64_t from, std::uint64_t length) {
-    Sha256 sha;
+    Digester sha(kDefaultDigestAlgorithm);
     sha.update(data.data() + from, length);
     return sha.hex_digest();
   };
@@ -862,10 +885,11 @@ TEST(BackgroundHasherTest, DigestsEveryByteAsItIsWrittenAndHashFilesGoesOnFromTh
   EXPECT_EQ(got[3].bytes, 10u) << "the 10 bytes of the last chunk were read too";
   ASSERT_NE(got[3].partial, nullptr);
   auto digests = hash_files(
-      tmp.path(), {{.path = "pages-1.img", .chunk_bytes = kChunk, .progress = std::move(got)}});
+      tmp.path(), {{.path = "pages-1.img", .chunk_bytes = kChunk, .progress = std::move(got)}},
+      kDefaultDigestAlgorithm);
   ASSERT_TRUE(digests.ok()) << digests.status().to_string();
   want.push_back(chunk_digest(3 * kChunk, 110));
-  EXPECT_EQ((*digests)[0].sha256, want);
+  EXPECT_EQ((*digests)[0].digests, want);
   EXPECT_EQ((*digests)[0].size, data.size());
 }
 
@@ -875,7 +899,7 @@ TEST(BackgroundHasherTest, SeveralReadersShareTheChunksAndEveryDigestIsRight) {
   const std::vector<std::string> data = {pattern(9 * kChunk + 7, 5), pattern(6 * kChunk, 6)};
   write_file(tmp.path() + "/pages-1.img", data[0]);
   write_file(tmp.path() + "/pages-2.img", data[1]);
-  BackgroundHasher hasher(tmp.path(), kChunk, 3);
+  BackgroundHasher hasher(tmp.path(), kDefaultDigestAlgorithm, kChunk, 3);
   const std::uint64_t total = data[0].size() + data[1].size();
   const auto deadline = std::chrono::steady_clock::now() + 30s;
   while (hasher.bytes_hashed() < total && std::chrono::steady_clock::now() < deadline) {
@@ -891,7 +915,7 @@ TEST(BackgroundHasherTest, SeveralReadersShareTheChunksAndEveryDigestIsRight) {
     ASSERT_EQ(got.size(), chunks) << name;
     for (std::uint64_t c = 0; c < chunks; ++c) {
       const std::uint64_t length = std::min<std::uint64_t>(kChunk, data[f].size() - c * kChunk);
-      Sha256 sha;
+      Digester sha(kDefaultDigestAlgorithm);
       sha.update(data[f].data() + c * kChunk, length);
       const std::string want = sha.hex_digest();
       if (length == kChunk) {
@@ -911,7 +935,7 @@ TEST(HashFilesTest, GoesOnFromWhicheverChunksWereDigestedOrBegun) {
   const std::string data = pattern(4 * kChunk, 7);
   write_file(tmp.path() + "/pages-1.img", data);
   auto chunk_digest = [&](std::uint64_t c) {
-    Sha256 sha;
+    Digester sha(kDefaultDigestAlgorithm);
     sha.update(data.data() + c * kChunk, kChunk);
     return sha.hex_digest();
   };
@@ -919,15 +943,15 @@ TEST(HashFilesTest, GoesOnFromWhicheverChunksWereDigestedOrBegun) {
   // second reader took chunk 1 while the first was still on chunk 0.
   std::vector<ChunkProgress> progress(3);
   progress[1].digest = chunk_digest(1);
-  progress[2].partial = std::make_shared<Sha256>();
+  progress[2].partial = std::make_shared<Digester>(kDefaultDigestAlgorithm);
   progress[2].partial->update(data.data() + 2 * kChunk, 100);
   progress[2].bytes = 100;
-  auto digests =
-      hash_files(tmp.path(),
-                 {{.path = "pages-1.img", .chunk_bytes = kChunk, .progress = std::move(progress)}});
+  auto digests = hash_files(
+      tmp.path(), {{.path = "pages-1.img", .chunk_bytes = kChunk, .progress = std::move(progress)}},
+      kDefaultDigestAlgorithm);
   ASSERT_TRUE(digests.ok()) << digests.status().to_string();
-  EXPECT_EQ((*digests)[0].sha256, (std::vector<std::string>{chunk_digest(0), chunk_digest(1),
-                                                            chunk_digest(2), chunk_digest(3)}));
+  EXPECT_EQ((*digests)[0].digests, (std::vector<std::string>{chunk_digest(0), chunk_digest(1),
+                                                             chunk_digest(2), chunk_digest(3)}));
 }
 
 // The hasher's one assumption is that a file is written once, front to
@@ -958,16 +982,19 @@ TEST_F(ChunkedSnapshotTest, AFileRewrittenAfterItWasHashedIsRefusedAtVerificatio
 TEST(ManifestTest, ReadsVersionOneAndRefusesInconsistentChunkLists) {
   Manifest m;
   m.meta = meta_for("mig-1");
-  m.files = {{.path = "a.img", .size = 3, .sha256 = "00", .mode = 0600}};
-  std::string v1 = manifest_to_json(m);
-  const std::string current = "\"format_version\": " + std::to_string(kManifestFormatVersion);
-  v1.replace(v1.find(current), current.size(), "\"format_version\": 1");
+  m.files = {{.path = "a.img", .size = 3, .digest = "00", .mode = 0600}};
+  m.format_version = 1;  // what an agent of that version wrote: SHA-256 under its name
+  const std::string v1 = manifest_to_json(m);
+  EXPECT_NE(v1.find("\"sha256\": \"00\""), std::string::npos) << v1;
+  EXPECT_EQ(v1.find("digest_algorithm"), std::string::npos) << v1;
   auto old = manifest_from_json(v1);
   ASSERT_TRUE(old.ok()) << old.status().to_string();
-  EXPECT_EQ(old->files[0].sha256, "00");
+  EXPECT_EQ(old->files[0].digest, "00");
+  EXPECT_EQ(old->digest_algorithm, DigestAlgorithm::kSha256);
 
+  m.format_version = kManifestFormatVersion;
   m.chunk_bytes = 2;
-  m.files = {{.path = "a.img", .size = 5, .sha256_chunks = {"01", "02"}, .mode = 0600}};
+  m.files = {{.path = "a.img", .size = 5, .digest_chunks = {"01", "02"}, .mode = 0600}};
   auto short_list = manifest_from_json(manifest_to_json(m));  // 5 bytes need 3 chunks of 2
   ASSERT_FALSE(short_list.ok());
   EXPECT_EQ(short_list.status().reason(), "SnapshotManifestInvalid");
@@ -975,15 +1002,99 @@ TEST(ManifestTest, ReadsVersionOneAndRefusesInconsistentChunkLists) {
             std::string::npos)
       << short_list.status().message();
 
-  m.files[0].sha256_chunks.push_back("03");
-  m.files[0].sha256 = "ff";  // both forms at once: which one would count?
+  m.files[0].digest_chunks.push_back("03");
   std::string both = manifest_to_json(m);
-  both.insert(both.find("\"size\": 5"), "\"sha256\": \"ff\", ");
+  both.insert(both.find("\"size\": 5"), "\"digest\": \"ff\", ");  // which one would count?
   auto ambiguous = manifest_from_json(both);
   ASSERT_FALSE(ambiguous.ok());
-  EXPECT_NE(ambiguous.status().message().find("exactly one of sha256 and sha256_chunks"),
+  EXPECT_NE(ambiguous.status().message().find("exactly one of digest and digest_chunks"),
             std::string::npos)
       << ambiguous.status().message();
+}
+
+// Format 3 names its digest; a name this agent does not know is refused as
+// unsupported (an agent upgrade away), not taken for corruption.
+TEST(ManifestTest, NamesItsDigestAlgorithmAndRefusesOnesItDoesNotKnow) {
+  Manifest m;
+  m.meta = meta_for("mig-1");
+  m.files = {{.path = "a.img", .size = 3, .digest = "00", .mode = 0600}};
+  for (auto algorithm : {DigestAlgorithm::kBlake3, DigestAlgorithm::kSha256}) {
+    m.digest_algorithm = algorithm;
+    auto back = manifest_from_json(manifest_to_json(m));
+    ASSERT_TRUE(back.ok()) << back.status().to_string();
+    EXPECT_EQ(back->digest_algorithm, algorithm);
+    EXPECT_EQ(back->files[0].digest, "00");
+  }
+  std::string text = manifest_to_json(m);
+  const std::string named = "\"digest_algorithm\": \"sha256\"";
+  ASSERT_NE(text.find(named), std::string::npos) << text;
+  std::string unknown = text;
+  unknown.replace(unknown.find(named), named.size(), "\"digest_algorithm\": \"k12\"");
+  auto refused = manifest_from_json(unknown);
+  EXPECT_EQ(refused.status().code(), Code::kUnsupported);
+  EXPECT_EQ(refused.status().reason(), "SnapshotFormatUnsupported");
+  EXPECT_NE(refused.status().message().find("digest_algorithm 'k12' is not supported"),
+            std::string::npos)
+      << refused.status().message();
+  std::string unnamed = text;
+  unnamed.replace(unnamed.find(named), named.size(), "\"x\": 0");
+  EXPECT_EQ(manifest_from_json(unnamed).status().reason(), "SnapshotManifestInvalid");
+}
+
+// An agent configured for SHA-256 (--snapshot-digest sha256), and a
+// snapshot an older agent published (format 2, SHA-256): any store reads
+// them by the manifest's algorithm, and a flipped byte is still caught.
+TEST_F(ChunkedSnapshotTest, SnapshotsListedWithSha256AreVerifiedByTheirOwnAlgorithm) {
+  SnapshotStore sha256_store{
+      tmp_.path(), {.digest_chunk_bytes = kChunk, .digest_algorithm = DigestAlgorithm::kSha256}};
+  Manifest m = publish(sha256_store, "mig-1", "app", pages_.size());
+  EXPECT_EQ(m.digest_algorithm, DigestAlgorithm::kSha256);
+  std::vector<std::string> want;
+  for (size_t off = 0; off < pages_.size(); off += kChunk) {
+    Digester sha(DigestAlgorithm::kSha256);
+    sha.update(pages_.data() + off, std::min<size_t>(kChunk, pages_.size() - off));
+    want.push_back(sha.hex_digest());
+  }
+  EXPECT_EQ(m.files[1].digest_chunks, want);
+  EXPECT_NE(want, chunk_digests(pages_)) << "BLAKE3 and SHA-256 digests differ";
+  ASSERT_TRUE(store_.open("mig-1", "app", expected_, Verify::kFull).ok());
+
+  // The same snapshot as a format-2 agent wrote it.
+  const std::string manifest_path = tmp_.path() + "/mig-1/app/manifest.json";
+  m.format_version = 2;
+  write_file(manifest_path, manifest_to_json(m));
+  ASSERT_NE(read_file(manifest_path).find("\"sha256_chunks\""), std::string::npos);
+  auto v2 = store_.open("mig-1", "app", expected_, Verify::kFull);
+  ASSERT_TRUE(v2.ok()) << v2.status().to_string();
+  EXPECT_EQ(v2->manifest.format_version, 2);
+  v2 = Result<VerifiedSnapshot>(internal_error("released"));  // drop its lease
+
+  flip(tmp_.path() + "/mig-1/app/pages-1.img", 5);
+  auto refused = store_.open("mig-1", "app", expected_, Verify::kFull);
+  EXPECT_EQ(refused.status().reason(), "SnapshotChecksumMismatch");
+  EXPECT_NE(refused.status().message().find("corrupted in bytes 0-65535: sha256 "),
+            std::string::npos)
+      << refused.status().message();
+}
+
+// Progress begun with another algorithm cannot be continued: hash_files
+// reads that chunk again.
+TEST(HashFilesTest, ProgressOfAnotherAlgorithmIsNotUsed) {
+  TempDir tmp;
+  constexpr std::uint64_t kChunk = 4096;
+  const std::string data = pattern(2 * kChunk, 4);
+  write_file(tmp.path() + "/pages-1.img", data);
+  std::vector<ChunkProgress> progress(1);
+  progress[0].partial = std::make_shared<Digester>(DigestAlgorithm::kSha256);
+  progress[0].partial->update(data.data(), 100);
+  progress[0].bytes = 100;
+  auto digests = hash_files(
+      tmp.path(), {{.path = "pages-1.img", .chunk_bytes = kChunk, .progress = std::move(progress)}},
+      DigestAlgorithm::kBlake3);
+  ASSERT_TRUE(digests.ok()) << digests.status().to_string();
+  Digester first(DigestAlgorithm::kBlake3);
+  first.update(data.data(), kChunk);
+  EXPECT_EQ((*digests)[0].digests.at(0), first.hex_digest());
 }
 
 // Not a pass/fail benchmark: prints the hashing throughput on this machine
@@ -993,37 +1104,48 @@ TEST(HashThroughputTest, PrintsMegabytesPerSecond) {
   const size_t kBig = 256u << 20;
   std::string data = pattern(kBig, 7);
   write_file(tmp.path() + "/pages-1.img", data);
-  Sha256 reference;
-  reference.update(data.data(), data.size());
-  const std::string want = reference.hex_digest();
-  std::vector<std::string> want_chunks;
-  for (size_t off = 0; off < kBig; off += kDigestChunkBytes) {
-    Sha256 chunk;
-    chunk.update(data.data() + off, kDigestChunkBytes);
-    want_chunks.push_back(chunk.hex_digest());
+  struct Want {
+    std::string whole;
+    std::vector<std::string> chunks;
+  };
+  std::map<DigestAlgorithm, Want> wants;
+  for (auto algorithm : {DigestAlgorithm::kBlake3, DigestAlgorithm::kSha256}) {
+    Digester reference(algorithm);
+    reference.update(data.data(), data.size());
+    wants[algorithm].whole = reference.hex_digest();
+    for (size_t off = 0; off < kBig; off += kDigestChunkBytes) {
+      Digester chunk(algorithm);
+      chunk.update(data.data() + off, kDigestChunkBytes);
+      wants[algorithm].chunks.push_back(chunk.hex_digest());
+    }
   }
+  const std::vector<std::string>& want_chunks = wants[kDefaultDigestAlgorithm].chunks;
   data.clear();
   data.shrink_to_fit();
 
-  auto timed = [&](std::uint64_t chunk_bytes, unsigned threads) {
+  auto timed = [&](DigestAlgorithm algorithm, std::uint64_t chunk_bytes) {
     auto start = std::chrono::steady_clock::now();
-    auto digests = hash_files(tmp.path(), {{.path = "pages-1.img", .chunk_bytes = chunk_bytes}},
-                              {.threads = threads});
+    auto digests =
+        hash_files(tmp.path(), {{.path = "pages-1.img", .chunk_bytes = chunk_bytes}}, algorithm);
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     EXPECT_TRUE(digests.ok());
     if (digests.ok()) {
-      EXPECT_EQ((*digests)[0].sha256,
-                chunk_bytes == 0 ? std::vector<std::string>{want} : want_chunks);
+      EXPECT_EQ((*digests)[0].digests, chunk_bytes == 0
+                                           ? std::vector<std::string>{wants[algorithm].whole}
+                                           : wants[algorithm].chunks);
     }
     return static_cast<double>(kBig) / (1 << 20) / secs;
   };
-  double whole = timed(0, 0);
-  double chunked = timed(kDigestChunkBytes, 0);
-  std::printf("[ sha256  ] 1 file x 256 MiB, whole file:       %.0f MB/s\n", whole);
-  std::printf("[ sha256  ] 1 file x 256 MiB, 64 MiB chunks:    %.0f MB/s (%u CPUs)\n", chunked,
-              std::thread::hardware_concurrency());
-  RecordProperty("sha256_MBps_whole_file", static_cast<int>(whole));
-  RecordProperty("sha256_MBps_chunked", static_cast<int>(chunked));
+  for (auto algorithm : {DigestAlgorithm::kBlake3, DigestAlgorithm::kSha256}) {
+    const std::string name(digest_algorithm_name(algorithm));
+    double whole = timed(algorithm, 0);
+    double chunked = timed(algorithm, kDigestChunkBytes);
+    std::printf("[ %-7s ] 1 file x 256 MiB, whole file:       %.0f MB/s\n", name.c_str(), whole);
+    std::printf("[ %-7s ] 1 file x 256 MiB, 64 MiB chunks:    %.0f MB/s (%u CPUs)\n", name.c_str(),
+                chunked, std::thread::hardware_concurrency());
+    RecordProperty(name + "_MBps_whole_file", static_cast<int>(whole));
+    RecordProperty(name + "_MBps_chunked", static_cast<int>(chunked));
+  }
 
   // Publish end to end: hash + fsync + manifest + rename.
   SnapshotStore store(tmp.path() + "/store");
@@ -1037,7 +1159,7 @@ TEST(HashThroughputTest, PrintsMegabytesPerSecond) {
   auto manifest = (*writer)->publish();
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   ASSERT_TRUE(manifest.ok()) << manifest.status().to_string();
-  EXPECT_EQ(manifest->files[0].sha256_chunks, want_chunks);
+  EXPECT_EQ(manifest->files[0].digest_chunks, want_chunks);
   std::printf("[ publish ] 256 MiB (hash + fsync + rename): %.0f MB/s\n",
               static_cast<double>(kBig) / (1 << 20) / secs);
   start = std::chrono::steady_clock::now();
