@@ -17,7 +17,7 @@
 // machine's cost of an anonymous page fault (page_fault_cost), which sets
 // every restore's time.
 // Environment: FERRY_BENCH_DIGEST (blake3, sha256; default: the agent's),
-// FERRY_BENCH_ROUNDS (3), FERRY_BENCH_DIR (/var/tmp; `make
+// FERRY_BENCH_ROUNDS (7), FERRY_BENCH_DIR (/var/tmp; `make
 // bench-engine` uses /dev/shm), FERRY_BENCH_KEEP=1 keeps the run's
 // directories (CRIU logs) for a look afterwards, FERRY_BENCH_NETWORK_LOCK
 // (iptables, nftables; default: what the agent picks) for Ferry's dumps,
@@ -471,9 +471,11 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) sizes.push_back(std::atoi(argv[i]));
   if (sizes.empty()) sizes = {256, 1024, 2048};
   // Several rounds per size, Ferry and raw CRIU alternating, and the
-  // median of each number: single runs on one disk vary by 2x.
+  // median of each number: single runs on one disk vary by 2x, and on
+  // session 12's VM single 1 GiB ratios swung 1.02-1.28 with 3-round
+  // medians landing either side of 1.15 (bench/results/engine.md).
   const char* rounds_env = std::getenv("FERRY_BENCH_ROUNDS");
-  const int rounds = std::max(1, rounds_env ? std::atoi(rounds_env) : 3);
+  const int rounds = std::max(1, rounds_env ? std::atoi(rounds_env) : 7);
   const char* bench_dir = std::getenv("FERRY_BENCH_DIR");
   std::printf("snapshot store and CRIU images on %s; Ferry's snapshot digest: %s\n",
               bench_dir ? bench_dir : "/var/tmp",

@@ -9,6 +9,7 @@
 
 #include "api/annotations.h"
 #include "posix/atomic_file.h"
+#include "store/manifest.h"
 
 namespace ferry::agent {
 namespace {
@@ -80,7 +81,10 @@ json agent_report(const checkpoint::CriuFeatures& f, const std::string& runtime_
           {"networkLock", checkpoint::network_lock_method(f)},
           {"kernel", u.release},
           {"arch", u.machine},
-          {"runtime", runtime_version}};
+          {"runtime", runtime_version},
+          // The snapshot manifest format its dumps write and the newest its
+          // ferry-runc reads: a target must read the source's.
+          {"snapshotFormat", store::kManifestFormatVersion}};
 }
 
 Status withdraw_report(kube::Client& client, const std::string& node, const std::string& instance) {

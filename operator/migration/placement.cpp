@@ -195,7 +195,8 @@ std::optional<AgentReport> agent_report(const json& node) {
   return AgentReport{.criu_version = r.value("criuVersion", ""),
                      .lazy_pages = r.value("lazyPages", false),
                      .mem_dirty_track = r.value("memDirtyTrack", false),
-                     .network_lock = r.value("networkLock", "iptables")};
+                     .network_lock = r.value("networkLock", "iptables"),
+                     .snapshot_format = r.value("snapshotFormat", 2)};
 }
 
 std::vector<std::string> Placement::reasons() const {
@@ -293,6 +294,10 @@ Result<Placement> choose_target(const json& pod, const std::vector<const json*>&
     } else if (compare_versions(report->criu_version, source_report->criu_version) < 0) {
       v.reason = "CRIU " + report->criu_version + " is older than the source's " +
                  source_report->criu_version;
+    } else if (report->snapshot_format < source_report->snapshot_format) {
+      v.reason = "its agent reads snapshot format " + std::to_string(report->snapshot_format) +
+                 ", older than the source's " + std::to_string(source_report->snapshot_format) +
+                 " (upgrade its ferry-agent)";
     } else if (source_report->network_lock == "nftables" && report->network_lock != "nftables") {
       v.reason = "its CRIU cannot restore the nftables network lock the source's dump uses";
     } else if (mode == "PostCopy" && !report->lazy_pages) {

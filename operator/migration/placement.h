@@ -82,6 +82,9 @@ struct AgentReport {
   // reports from before it was reported: "iptables"). A restore locks the
   // way the dump recorded, so a target must support the source's.
   std::string network_lock = "iptables";
+  // The snapshot manifest format the agent writes, and the newest it reads
+  // (store/manifest.h); reports from before it was reported: 2.
+  int snapshot_format = 2;
 };
 // nullopt when the node carries no (parseable) report: no agent runs there.
 std::optional<AgentReport> agent_report(const json& node);

@@ -16,7 +16,7 @@ for n in $(node_names); do
   docker exec "$n" test -x /opt/ferry/bin/ferry-runc || fail "no ferry-runc on $n"
   docker exec "$n" cat /etc/ferry/ferry-runc.json | jq -e '.runtime == "/usr/local/sbin/runc"' >/dev/null || fail "ferry-runc config on $n"
   report="$(kubectl get node "$n" -o jsonpath='{.metadata.annotations.ferry\.dev/agent}')"
-  jq -e '.criuVersion != "" and .criuCheck == true and (.lazyPages|type) == "boolean" and (.memDirtyTrack|type) == "boolean" and (.networkLock == "nftables" or .networkLock == "iptables")' <<<"$report" >/dev/null ||
+  jq -e '.criuVersion != "" and .criuCheck == true and (.lazyPages|type) == "boolean" and (.memDirtyTrack|type) == "boolean" and (.networkLock == "nftables" or .networkLock == "iptables") and .snapshotFormat == 3' <<<"$report" >/dev/null ||
     fail "report on $n: $report"
   ok "$n: $report"
 done

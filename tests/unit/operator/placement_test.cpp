@@ -192,6 +192,21 @@ TEST(ChooseTargetTest, NodesNeedACompatibleAgentReport) {
   r = choose(p, nodes, {p}, "");
   ASSERT_TRUE(r.ok()) << r.status().to_string();
   EXPECT_EQ(r->target, "n4");
+  // A source whose agent writes snapshot format 3 (BLAKE3 digests) needs a
+  // target whose ferry-runc reads it; an agent that does not say reads 2.
+  nodes[0]["metadata"]["annotations"]["ferry.dev/agent"] =
+      R"({"criuVersion":"4.2.1","networkLock":"nftables","snapshotFormat":3})";
+  r = choose(p, nodes, {p}, "");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("n4: its agent reads snapshot format 2, older than the "
+                                      "source's 3 (upgrade its ferry-agent)"),
+            std::string::npos)
+      << r.status().message();
+  nodes[3]["metadata"]["annotations"]["ferry.dev/agent"] =
+      R"({"criuVersion":"4.10","networkLock":"nftables","snapshotFormat":3})";
+  r = choose(p, nodes, {p}, "");
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_EQ(r->target, "n4");
   // No report from the source: nothing can be said about compatibility.
   nodes[0]["metadata"]["annotations"].erase("ferry.dev/agent");
   EXPECT_EQ(choose(p, nodes, {p}, "").status().reason(), kNoEligibleNode);
