@@ -22,7 +22,8 @@
 // directories (CRIU logs) for a look afterwards, FERRY_BENCH_NETWORK_LOCK
 // (iptables, nftables; default: what the agent picks) for Ferry's dumps,
 // FERRY_BENCH_PAGE_REPORTING=on (keep a VM guest's free page reporting on;
-// see PageReportingOff).
+// see PageReportingOff), FERRY_BENCH_EACH_ROUND=1 (print every round's
+// times, not only the medians).
 #include <arpa/inet.h>
 #include <linux/magic.h>
 #include <netinet/in.h>
@@ -502,6 +503,14 @@ int main(int argc, char** argv) {
       if (!ok) {
         std::fprintf(stderr, "bench-engine: %d MiB run failed\n", mib);
         return 1;
+      }
+      if (std::getenv("FERRY_BENCH_EACH_ROUND") != nullptr) {
+        std::printf(
+            "    round %d (%s first): ferry dump %.2f + publish %.2f + restore %.2f = %.2f s; "
+            "raw criu dump %.2f + restore %.2f = %.2f s; runc %.2f + %.2f s\n",
+            round + 1, round % 2 == 0 ? "ferry" : "raw", row.dump, row.publish, row.restore,
+            row.total, row.raw_dump, row.raw_restore, row.raw_total, row.runc_dump,
+            row.runc_restore);
       }
       runs.push_back(row);
       char buf[32];
