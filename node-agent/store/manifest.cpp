@@ -89,7 +89,9 @@ std::string manifest_to_json(const Manifest& m) {
       } else {
         file["digest_chunks"] = f.digest_chunks;
       }
-    } else if (f.digest_chunks.empty()) {  // older formats: SHA-256 by name
+    } else if (f.digest_chunks.empty()) {
+      // Formats 1-2, SHA-256 by name (only tests write them now, as older
+      // agents did; a BLAKE3 manifest written so fails verification).
       file["sha256"] = f.digest;
     } else {
       file["sha256_chunks"] = f.digest_chunks;
