@@ -1,8 +1,9 @@
 // Digests of snapshot files, the cost that grows with the container's memory.
 // BLAKE3 by default (the official C implementation, SIMD on every x86-64
 // and arm64 CPU): 4.6 GB/s per core against OpenSSL's SHA-256 at 1.3 GB/s
-// with the CPU's SHA extensions, on a migration's critical path twice (the
-// source publishes, the target verifies). SHA-256 stays selectable, and
+// with the CPU's SHA extensions on session 12's VM, and every byte is
+// hashed twice on a migration's critical path (the source publishes, the
+// target verifies; bench/results/engine.md). SHA-256 stays selectable, and
 // snapshots written with it are still read. A CRIU image set is one or a few large page files and
 // many small ones. A large file is hashed as independent chunks (one digest per chunk, all listed
 // in the manifest), so publish and full verification of a single 1 GiB memory image use every core,
