@@ -5,19 +5,13 @@
 
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 
 #include "encoding/base64.h"
+#include "posix/read_file.h"
 
 namespace ferry::kube {
 namespace fs = std::filesystem;
 namespace {
-
-Result<std::string> read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return not_found("cannot read " + path);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
 
 std::string trim(std::string s) {
   while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.pop_back();
@@ -51,7 +45,7 @@ Result<std::string> pem_from(const YAML::Node& node, const std::string& key, con
   if (file.empty()) return std::string();
   fs::path p(file);
   if (p.is_relative()) p = dir / p;
-  return read_file(p.string());
+  return posix::read_file(p.string());
 }
 
 }  // namespace
@@ -127,11 +121,11 @@ Result<RestConfig> in_cluster_config(const std::string& root) {
   std::string h = host;
   if (h.find(':') != std::string::npos) h = "[" + h + "]";  // IPv6
   cfg.server = "https://" + h + ":" + port;
-  auto ca = read_file(sa + "/ca.crt");
+  auto ca = posix::read_file(sa + "/ca.crt");
   if (!ca.ok()) return ca.status().with_context("in-cluster config");
   cfg.tls.ca_pem = *ca;
   cfg.bearer_token_file = sa + "/token";
-  if (auto ns = read_file(sa + "/namespace"); ns.ok()) cfg.default_namespace = trim(*ns);
+  if (auto ns = posix::read_file(sa + "/namespace"); ns.ok()) cfg.default_namespace = trim(*ns);
   return cfg;
 }
 
@@ -167,7 +161,7 @@ std::string BearerTokenSource::header() {
         if (mtime != file_mtime_ns_) {
           // Keep the last good token if the file is briefly unreadable
           // during an atomic rotation.
-          if (auto t = read_file(file_); t.ok() && !trim(*t).empty()) {
+          if (auto t = posix::read_file(file_); t.ok() && !trim(*t).empty()) {
             token_ = trim(*t);
             file_mtime_ns_ = mtime;
           }

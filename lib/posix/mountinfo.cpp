@@ -1,7 +1,8 @@
 #include "posix/mountinfo.h"
 
-#include <fstream>
 #include <sstream>
+
+#include "posix/read_file.h"
 
 namespace ferry::posix {
 namespace {
@@ -42,10 +43,7 @@ std::vector<MountEntry> parse_mountinfo(const std::string& text) {
 }
 
 std::vector<MountEntry> read_mountinfo(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return parse_mountinfo(text.str());
+  return parse_mountinfo(read_file(path).value_or(""));
 }
 
 }  // namespace ferry::posix

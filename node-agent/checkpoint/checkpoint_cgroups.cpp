@@ -9,10 +9,10 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
-#include <sstream>
 #include <utility>
 
 #include "posix/mountinfo.h"
+#include "posix/read_file.h"
 
 namespace ferry::checkpoint {
 namespace {
@@ -21,13 +21,6 @@ namespace fs = std::filesystem;
 
 constexpr long kCgroupMagic = 0x27e0eb;     // CGROUP_SUPER_MAGIC (v1)
 constexpr long kCgroup2Magic = 0x63677270;  // CGROUP2_SUPER_MAGIC
-
-std::string read_all(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 std::string trimmed(std::string s) {
   while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
@@ -43,8 +36,8 @@ Status make_cgroup(const std::string& dir) {
   const std::string parent = fs::path(dir).parent_path().string();
   for (const char* file : {"cpuset.cpus", "cpuset.mems"}) {
     const std::string own = dir + "/" + file;
-    if (!fs::exists(own) || !trimmed(read_all(own)).empty()) continue;
-    const std::string inherited = trimmed(read_all(parent + "/" + file));
+    if (!fs::exists(own) || !trimmed(posix::read_file(own).value_or("")).empty()) continue;
+    const std::string inherited = trimmed(posix::read_file(parent + "/" + file).value_or(""));
     if (inherited.empty()) continue;  // v2: empty is "the parent's"
     std::ofstream out(own);
     out << inherited << "\n";

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "posix/mountinfo.h"
+#include "posix/read_file.h"
 #include "rootfs/diff.h"
 
 namespace ferry::checkpoint {
@@ -14,9 +15,10 @@ using Clock = std::chrono::steady_clock;
 
 Result<std::string> overlay_upper_dir(const std::string& mount_point,
                                       const std::string& mountinfo) {
-  if (!fs::exists(mountinfo)) return internal_error("cannot read " + mountinfo);
+  auto text = posix::read_file(mountinfo);
+  if (!text.ok()) return internal_error(text.status().message());
   std::string found;
-  for (const auto& m : posix::read_mountinfo(mountinfo)) {
+  for (const auto& m : posix::parse_mountinfo(*text)) {
     if (m.mount_point != mount_point || m.fstype != "overlay") continue;
     std::istringstream opts(m.super_options);
     for (std::string opt; std::getline(opts, opt, ',');) {

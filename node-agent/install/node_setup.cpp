@@ -3,12 +3,11 @@
 #include <sys/utsname.h>
 
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <vector>
 
 #include "api/annotations.h"
 #include "posix/atomic_file.h"
+#include "posix/read_file.h"
 #include "store/manifest.h"
 
 namespace ferry::agent {
@@ -17,17 +16,9 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-Result<std::string> read_all(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return not_found("cannot read " + path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 // Writes `content` at `path` unless it is there already; true when written.
 Result<bool> put(const std::string& path, const std::string& content, mode_t mode) {
-  if (auto have = read_all(path); have.ok() && *have == content) return false;
+  if (auto have = posix::read_file(path); have.ok() && *have == content) return false;
   std::error_code ec;
   fs::create_directories(fs::path(path).parent_path(), ec);
   if (ec) {
@@ -40,7 +31,7 @@ Result<bool> put(const std::string& path, const std::string& content, mode_t mod
 }  // namespace
 
 Result<std::string> install_ferry_runc(const InstallOptions& o) {
-  auto binary = read_all(o.ferry_runc);
+  auto binary = posix::read_file(o.ferry_runc);
   if (!binary.ok()) return binary.status().with_context("install ferry-runc");
   std::string changed;
   auto wrote = put(o.host_root + "/opt/ferry/bin/ferry-runc", *binary, 0755);
@@ -60,7 +51,7 @@ Result<std::string> install_ferry_runc(const InstallOptions& o) {
     configs.push_back(e.path().string());
   }
   for (const auto& path : configs) {
-    auto text = read_all(path);
+    auto text = posix::read_file(path);
     if (text.ok() && text->find("/opt/ferry/bin/ferry-runc") != std::string::npos) return changed;
   }
   return Status(Code::kFailedPrecondition,

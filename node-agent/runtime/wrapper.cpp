@@ -18,6 +18,7 @@
 #include "api/annotations.h"
 #include "posix/atomic_file.h"
 #include "posix/mountinfo.h"
+#include "posix/read_file.h"
 #include "process/subprocess.h"
 #include "runtime/criu_proxy.h"
 
@@ -71,11 +72,6 @@ std::string work_path(const WrapperConfig& c, const std::string& id) {
   return c.state_dir + "/work/" + id;
 }
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
 // The last `n` lines of `path`, joined with " | ".
 std::string tail(const std::string& path, size_t n) {
   std::ifstream in(path);
@@ -95,9 +91,10 @@ std::string tail(const std::string& path, size_t n) {
 void clean_lazy_restore(const WrapperConfig& config, const std::string& id) {
   const std::string work = work_path(config, id);
   int pid = 0;
-  std::istringstream(read_text(work + "/lazy-pages.pid")) >> pid;
+  std::istringstream(posix::read_file(work + "/lazy-pages.pid").value_or("")) >> pid;
   if (pid > 0) {
-    std::string cmdline = read_text("/proc/" + std::to_string(pid) + "/cmdline");
+    std::string cmdline =
+        posix::read_file("/proc/" + std::to_string(pid) + "/cmdline").value_or("");
     // Only the daemon we started: a stale pid may name anything by now.
     if (cmdline.find("lazy-pages") != std::string::npos &&
         cmdline.find(work) != std::string::npos) {

@@ -129,7 +129,8 @@ class Digester {
 // first chunk that has unread bytes and that no other reader holds. So one
 // reader follows the producer, and the others only work when it falls
 // behind: on a dump of a large image, SHA-256 on one core is slower than
-// CRIU's writes (bench/results/engine.md). 0 readers: cpus_beside_criu().
+// CRIU's writes, BLAKE3 keeps up (bench/results/engine.md). 0 readers:
+// cpus_beside_criu().
 class BackgroundHasher {
  public:
   BackgroundHasher(std::string dir, DigestAlgorithm algorithm, std::uint64_t chunk_bytes,
