@@ -11,8 +11,10 @@
 // size, one PostCopy migration: lazy dump (everything but memory) into the
 // store, restore through ferry-runc with `criu lazy-pages` fetching pages
 // from the source's page server; "PostCopy freeze time" is
-// from the freeze until the restored container answers, "transfer" until
-// the last page arrived. The last line: total-time ratio Ferry / raw CRIU
+// from the freeze (the start of the pause call: the application's downtime)
+// until the restored container answers, "transfer" until the last page
+// arrived; what the agent does before it freezes (the runtime's state,
+// CRIU's config) is printed apart as "prepare". The last line: total-time ratio Ferry / raw CRIU
 // for 1 GiB, and the PostCopy freeze time for 1 GiB. Before the results, the
 // machine's cost of an anonymous page fault (page_fault_cost), which sets
 // every restore's time.
@@ -99,7 +101,8 @@ struct Row {
   // runc's own C/R of the same container (runc_baseline).
   double runc_dump = 0, runc_restore = 0, runc_total = 0;
   // PostCopy: freeze to restored-and-answering, and to the last page.
-  double pc_freeze = 0, pc_pause = 0, pc_dump = 0, pc_publish = 0, pc_restore = 0, pc_transfer = 0;
+  double pc_prepare = 0, pc_freeze = 0, pc_pause = 0, pc_dump = 0, pc_publish = 0, pc_restore = 0,
+         pc_transfer = 0;
   double pc_image_mib = 0;
 };
 
@@ -337,6 +340,7 @@ bool postcopy_migration(const std::string& dir, int mib, Row& row) {
     std::fprintf(stderr, "lazy dump: %s\n", dumped.status().to_string().c_str());
     return false;
   }
+  row.pc_prepare = std::chrono::duration<double>(dumped->frozen_at - t0).count();
   row.pc_pause = dumped->freeze.count();
   row.pc_dump = dumped->dump.count();
   row.pc_publish = dumped->publish.count();
@@ -352,10 +356,10 @@ bool postcopy_migration(const std::string& dir, int mib, Row& row) {
     return false;
   }
   row.pc_restore = since(t_restore);
-  row.pc_freeze = since(t0);
+  row.pc_freeze = since(dumped->frozen_at);
   bool early = !dumped->transfer->finished();
   ferry::Status transferred = dumped->transfer->wait(10min);
-  row.pc_transfer = since(t0);
+  row.pc_transfer = since(dumped->frozen_at);
   if (!transferred.ok()) {
     std::fprintf(stderr, "page transfer: %s\n", transferred.to_string().c_str());
     return false;
@@ -530,7 +534,7 @@ int main(int argc, char** argv) {
          {&Row::freeze,      &Row::dump,       &Row::publish,     &Row::restore,
           &Row::total,       &Row::image_mib,  &Row::verify,      &Row::raw_dump,
           &Row::raw_restore, &Row::raw_total,  &Row::runc_dump,   &Row::runc_restore,
-          &Row::runc_total,  &Row::pc_freeze,  &Row::pc_pause,    &Row::pc_dump,
+          &Row::runc_total,  &Row::pc_prepare, &Row::pc_freeze,  &Row::pc_pause,    &Row::pc_dump,
           &Row::pc_publish,  &Row::pc_restore, &Row::pc_transfer, &Row::pc_image_mib}) {
       row.*field = median(field);
     }
@@ -551,9 +555,10 @@ int main(int argc, char** argv) {
     std::printf(
         "%5d MiB  postcopy: freeze time %.3f s (freeze %.3f s + lazy dump %.3f s + publish %.3f s "
         "+ "
-        "restore until answering %.3f s), transfer done at %.2f s, images %.2f MiB\n",
+        "restore until answering %.3f s), transfer done at %.2f s, images %.2f MiB; prepare "
+        "before freezing %.3f s\n",
         mib, row.pc_freeze, row.pc_pause, row.pc_dump, row.pc_publish, row.pc_restore,
-        row.pc_transfer, row.pc_image_mib);
+        row.pc_transfer, row.pc_image_mib, row.pc_prepare);
     std::fflush(stdout);
   }
   if (rows.contains(1024)) {

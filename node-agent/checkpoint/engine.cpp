@@ -212,6 +212,7 @@ Result<LazyDumpResult> CheckpointEngine::dump_lazy(const LazyDumpRequest& reques
     return Status(Code::kFailedPrecondition,
                   "lazy dump work directory " + images + " cannot be created or is not empty");
   }
+  result.frozen_at = Clock::now();
   auto frozen = freeze(*state);
   if (!frozen.ok()) return frozen.status();
   result.freeze = *frozen;

@@ -62,6 +62,10 @@ struct LazyDumpRequest {
 };
 
 struct LazyDumpResult {
+  // When the pause call began: the application's downtime runs from here
+  // (what comes before it, the runtime's state and CRIU's config, does not
+  // stop the application).
+  std::chrono::steady_clock::time_point frozen_at{};
   std::chrono::duration<double> freeze{};   // pause call
   std::chrono::duration<double> dump{};     // until CRIU serves pages
   std::chrono::duration<double> publish{};  // copy into the store and publish

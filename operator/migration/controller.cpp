@@ -377,9 +377,31 @@ Status MigrationController::admit(const api::Migration& m, api::MigrationStatus 
   api::enter_phase(s, Phase::kPending);
   kube::ObjectPtr pod = pods_.store().get(m.ns + "/" + m.spec.pod_name);
   if (Status ok = check_pod(pod.get(), m.ns, m.spec.pod_name); !ok.ok()) {
-    return finish(m, s, Phase::kFailed, ok);
+    // A refusal is final, so it is never made on the cache alone: a pod
+    // created (or seen Running) a moment before its Migration may not be
+    // in the cache yet, as when both come in one `kubectl apply`.
+    auto fresh = client_.get(kube::resources::kPods, m.ns, m.spec.pod_name);
+    if (fresh.ok()) {
+      pod = std::make_shared<const json>(std::move(fresh).value());
+    } else if (fresh.status().code() == Code::kNotFound) {
+      pod = nullptr;
+    } else {
+      return fresh.status().with_context("get pod " + m.spec.pod_name);
+    }
+    if (ok = check_pod(pod.get(), m.ns, m.spec.pod_name); !ok.ok()) {
+      return finish(m, s, Phase::kFailed, ok);
+    }
   }
-  const auto nodes = nodes_.store().list();
+  auto nodes = nodes_.store().list();
+  if (!m.spec.target_node.empty() && !nodes_.store().get(m.spec.target_node)) {
+    // Likewise for a node that joined a moment ago.
+    auto fresh = client_.get(kube::resources::kNodes, "", m.spec.target_node);
+    if (fresh.ok()) {
+      nodes.push_back(std::make_shared<const json>(std::move(fresh).value()));
+    } else if (fresh.status().code() != Code::kNotFound) {
+      return fresh.status().with_context("get node " + m.spec.target_node);
+    }
+  }
   const auto pods = pods_.store().list();
 
   // Effective settings: the spec, else the first matching policy, else

@@ -112,7 +112,7 @@ handler: ferry
     // Limits high enough that Migrations left in flight by earlier tests
     // do not queue later ones.
     controller_ = std::make_unique<operator_::MigrationController>(
-        *client_, operator_::ControllerOptions{.max_in_flight = 20, .max_in_flight_per_node = 20});
+        *client_, operator_::ControllerOptions{.max_in_flight = 100, .max_in_flight_per_node = 100});
     thread_ = std::jthread([this](std::stop_token s) { controller_->run(s, 2); });
     ASSERT_TRUE(wait([&] { return controller_->synced(); }));
   }
@@ -234,6 +234,35 @@ TEST_F(AdmissionTest, UnknownAndCordonedTargets) {
 
 TEST_F(AdmissionTest, NoEligibleNode) {
   expect_refused("m-picky", "picky", "", "NoEligibleNode", "nodeSelector");
+}
+
+// A pod seen Running and migrated at once (a script, or kubectl apply of
+// both): the Migration's watch event may reach the operator before the
+// pod's. The refusal is final, so the operator asks the API server rather
+// than refuse a running pod its cache has not caught up with. The race is
+// the cache's, so each round makes the window as small as a client can:
+// no kubectl, the status write and the Migration back to back.
+TEST_F(AdmissionTest, APodSeenRunningAMomentAgoIsNotRefusedOnAStaleCache) {
+  for (int round = 0; round < 12; ++round) {
+    const std::string pod = "fresh-" + std::to_string(round);
+    json body = {{"apiVersion", "v1"},
+                 {"kind", "Pod"},
+                 {"metadata", {{"name", pod}, {"namespace", "default"}}},
+                 {"spec",
+                  {{"nodeName", "node-1"},
+                   {"runtimeClassName", "ferry"},
+                   {"containers",
+                    {{{"name", "app"},
+                      {"image", "ferry.local/statekeeper:dev"},
+                      {"resources", {{"requests", {{"cpu", "10m"}, {"memory", "16Mi"}}}}}}}}}}};
+    ASSERT_TRUE(client_->create(kube::resources::kPods, "default", body).ok());
+    ASSERT_TRUE(client_
+                    ->patch(kube::resources::kPods, "default", pod, kube::PatchType::kMerge,
+                            {{"status", {{"phase", "Running"}}}}, {.subresource = "status"})
+                    .ok());
+    json m = migrate("m-" + pod, pod, "node-3");
+    EXPECT_EQ(m["status"]["phase"], "Checkpointing") << m.dump(2);
+  }
 }
 
 TEST_F(AdmissionTest, PossibleMigrationGetsATargetWithReasons) {
