@@ -5,16 +5,28 @@
 # binary is linked into .cache/bin/ (git-ignored):
 #   export PATH=$PWD/.cache/bin:$PATH
 # and the pinned BLAKE3 library's prefix into .cache/blake3 (CMake finds it there).
+#
+# Usage: setup.sh [all|build|tools]
+#   build  what compiling Ferry needs: the Debian packages and BLAKE3
+#   tools  what running its tests needs: CRIU and the Go-built Kubernetes
+#          tooling (most of a cold setup), then CRIU's feature report
+# `make test` runs `build` first and `tools` beside the C++ builds.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=lib.sh
 source "$here/lib.sh"
 
+phase="${1:-all}"
+[[ "$phase" =~ ^(all|build|tools)$ ]] || die "usage: setup.sh [all|build|tools] (got \"$phase\")"
 start=$SECONDS
 [[ $EUID -eq 0 ]] || die "setup installs Debian packages and runs CRIU: run it as root"
-"$here/toolchain/apt.sh"
-"$here/toolchain/criu.sh"
-"$here/toolchain/blake3.sh"
-"$here/toolchain/go-tools.sh"
-"$here/toolchain/criu-features.sh"
-log "setup: done in $((SECONDS - start))s; pinned tools are in $FERRY_REPO_BIN"
+if [[ "$phase" != tools ]]; then
+  "$here/toolchain/apt.sh"
+  "$here/toolchain/blake3.sh"
+fi
+if [[ "$phase" != build ]]; then
+  "$here/toolchain/criu.sh"
+  "$here/toolchain/go-tools.sh"
+  "$here/toolchain/criu-features.sh"
+fi
+log "setup ($phase): done in $((SECONDS - start))s; pinned tools are in $FERRY_REPO_BIN"

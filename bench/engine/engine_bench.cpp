@@ -531,11 +531,12 @@ int main(int argc, char** argv) {
     };
     Row row;
     for (double Row::*field :
-         {&Row::freeze,      &Row::dump,       &Row::publish,     &Row::restore,
-          &Row::total,       &Row::image_mib,  &Row::verify,      &Row::raw_dump,
-          &Row::raw_restore, &Row::raw_total,  &Row::runc_dump,   &Row::runc_restore,
-          &Row::runc_total,  &Row::pc_prepare, &Row::pc_freeze,  &Row::pc_pause,    &Row::pc_dump,
-          &Row::pc_publish,  &Row::pc_restore, &Row::pc_transfer, &Row::pc_image_mib}) {
+         {&Row::freeze,      &Row::dump,       &Row::publish,    &Row::restore,
+          &Row::total,       &Row::image_mib,  &Row::verify,     &Row::raw_dump,
+          &Row::raw_restore, &Row::raw_total,  &Row::runc_dump,  &Row::runc_restore,
+          &Row::runc_total,  &Row::pc_prepare, &Row::pc_freeze,  &Row::pc_pause,
+          &Row::pc_dump,     &Row::pc_publish, &Row::pc_restore, &Row::pc_transfer,
+          &Row::pc_image_mib}) {
       row.*field = median(field);
     }
     rows[mib] = row;

@@ -112,7 +112,8 @@ handler: ferry
     // Limits high enough that Migrations left in flight by earlier tests
     // do not queue later ones.
     controller_ = std::make_unique<operator_::MigrationController>(
-        *client_, operator_::ControllerOptions{.max_in_flight = 100, .max_in_flight_per_node = 100});
+        *client_,
+        operator_::ControllerOptions{.max_in_flight = 100, .max_in_flight_per_node = 100});
     thread_ = std::jthread([this](std::stop_token s) { controller_->run(s, 2); });
     ASSERT_TRUE(wait([&] { return controller_->synced(); }));
   }
