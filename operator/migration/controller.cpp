@@ -33,6 +33,16 @@ bool deleting(const json& object) {
          !object["metadata"]["deletionTimestamp"].is_null();
 }
 
+// The API server's copy of an object, null when it does not exist: for the
+// decisions that must not rest on a watch cache that may lag behind it.
+Result<kube::ObjectPtr> get_live(kube::Client& client, const kube::ResourceType& type,
+                                 const std::string& ns, const std::string& name) {
+  auto fresh = client.get(type, ns, name);
+  if (fresh.ok()) return std::make_shared<const json>(std::move(fresh).value());
+  if (fresh.status().code() == Code::kNotFound) return kube::ObjectPtr();
+  return fresh.status().with_context("get " + type.plural + " " + name);
+}
+
 bool node_ready(const json* node) {
   if (node == nullptr) return false;
   for (const auto& c : node->value(json::json_pointer("/status/conditions"), json::array())) {
@@ -380,14 +390,9 @@ Status MigrationController::admit(const api::Migration& m, api::MigrationStatus 
     // A refusal is final, so it is never made on the cache alone: a pod
     // created (or seen Running) a moment before its Migration may not be
     // in the cache yet, as when both come in one `kubectl apply`.
-    auto fresh = client_.get(kube::resources::kPods, m.ns, m.spec.pod_name);
-    if (fresh.ok()) {
-      pod = std::make_shared<const json>(std::move(fresh).value());
-    } else if (fresh.status().code() == Code::kNotFound) {
-      pod = nullptr;
-    } else {
-      return fresh.status().with_context("get pod " + m.spec.pod_name);
-    }
+    auto live = get_live(client_, kube::resources::kPods, m.ns, m.spec.pod_name);
+    if (!live.ok()) return live.status();
+    pod = *live;
     if (ok = check_pod(pod.get(), m.ns, m.spec.pod_name); !ok.ok()) {
       return finish(m, s, Phase::kFailed, ok);
     }
@@ -395,12 +400,9 @@ Status MigrationController::admit(const api::Migration& m, api::MigrationStatus 
   auto nodes = nodes_.store().list();
   if (!m.spec.target_node.empty() && !nodes_.store().get(m.spec.target_node)) {
     // Likewise for a node that joined a moment ago.
-    auto fresh = client_.get(kube::resources::kNodes, "", m.spec.target_node);
-    if (fresh.ok()) {
-      nodes.push_back(std::make_shared<const json>(std::move(fresh).value()));
-    } else if (fresh.status().code() != Code::kNotFound) {
-      return fresh.status().with_context("get node " + m.spec.target_node);
-    }
+    auto live = get_live(client_, kube::resources::kNodes, "", m.spec.target_node);
+    if (!live.ok()) return live.status();
+    if (*live) nodes.push_back(*live);
   }
   const auto pods = pods_.store().list();
 
@@ -677,12 +679,9 @@ Status MigrationController::roll_back(const api::Migration& m, api::MigrationSta
     kube::ObjectPtr pod = pods_.store().get(m.ns + "/" + s.target_pod);
     if (!pod) {
       // We may have created it a moment ago, before our cache saw it: ask.
-      auto fresh = client_.get(kube::resources::kPods, m.ns, s.target_pod);
-      if (fresh.ok()) {
-        pod = std::make_shared<const json>(std::move(fresh).value());
-      } else if (fresh.status().code() != Code::kNotFound) {
-        return fresh.status().with_context("get replacement pod " + s.target_pod);
-      }
+      auto live = get_live(client_, kube::resources::kPods, m.ns, s.target_pod);
+      if (!live.ok()) return live.status().with_context("replacement pod");
+      pod = *live;
     }
     if (pod && str(*pod, "/metadata/uid") == s.target_pod_uid) {
       if (!deleting(*pod)) {
