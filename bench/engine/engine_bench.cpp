@@ -8,9 +8,12 @@
 // any container C/R costs, without Ferry). Every restore is timed until the
 // restored process answers a probe.
 // Sizes in MiB on the command line (default 256 1024 2048). Then, per
-// size, one PostCopy migration: lazy dump (everything but memory) into the
+// size, PostCopy migrations: lazy dump (everything but memory) into the
 // store, restore through ferry-runc with `criu lazy-pages` fetching pages
-// from the source's page server; "PostCopy freeze time" is
+// from the source's page server, once with CRIU reading pages from the
+// frozen source on request (our CRIU patch, where the CRIU has it) and once
+// with stock CRIU's splice mode (every page into pipes while frozen), which
+// alternate going first; "PostCopy freeze time" is
 // from the freeze (the start of the pause call: the application's downtime)
 // until the restored container answers, "transfer" until the last page
 // arrived; what the agent does before it freezes (the runtime's state,
@@ -44,6 +47,7 @@
 #include <tuple>
 
 #include "checkpoint/checkpoint_cgroups.h"
+#include "checkpoint/criu_features.h"
 #include "checkpoint/engine.h"
 #include "free_port.h"
 #include "rootfs/diff.h"
@@ -100,10 +104,14 @@ struct Row {
   double raw_dump = 0, raw_restore = 0, raw_total = 0;
   // runc's own C/R of the same container (runc_baseline).
   double runc_dump = 0, runc_restore = 0, runc_total = 0;
-  // PostCopy: freeze to restored-and-answering, and to the last page.
-  double pc_prepare = 0, pc_freeze = 0, pc_pause = 0, pc_dump = 0, pc_publish = 0, pc_restore = 0,
-         pc_transfer = 0;
-  double pc_image_mib = 0;
+  // PostCopy: freeze to restored-and-answering, and to the last page; with
+  // CRIU reading pages on request (our patch, what Ferry uses where its
+  // CRIU has it) and with stock CRIU's splice mode (the baseline).
+  struct PostCopy {
+    double prepare = 0, freeze = 0, pause = 0, dump = 0, publish = 0, restore = 0, transfer = 0;
+    double image_mib = 0;
+  };
+  PostCopy pc, pc_splice;
 };
 
 // Raw CRIU on a statekeeper process of the same size.
@@ -297,7 +305,8 @@ bool ferry_migration(const std::string& dir, int mib, Row& row) {
 
 // One PostCopy migration: the restored container answers before its
 // memory arrived; the checksum is compared after the transfer.
-bool postcopy_migration(const std::string& dir, int mib, Row& row) {
+// read_mode: LazyDumpRequest::read_pages_on_request.
+bool postcopy_migration(const std::string& dir, int mib, bool read_mode, Row::PostCopy& row) {
   std::string image = dir + "/image";
   prepare_lab(dir, FERRY_STATEKEEPER_BIN);
   PodIdentity src_pod{.name = "src", .uid = "uid-src"}, dst_pod{.name = "dst", .uid = "uid-dst"};
@@ -334,17 +343,23 @@ bool postcopy_migration(const std::string& dir, int mib, Row& row) {
                                     auto diff = rootfs::capture_upper_dir(ra.upper(),
                                                                           w.dir() + "/rootfs-diff");
                                     return diff.ok() ? ferry::Status() : diff.status();
-                                  }},
+                                  },
+                                  .read_pages_on_request = read_mode},
                                  **writer);
   if (!dumped.ok()) {
     std::fprintf(stderr, "lazy dump: %s\n", dumped.status().to_string().c_str());
     return false;
   }
-  row.pc_prepare = std::chrono::duration<double>(dumped->frozen_at - t0).count();
-  row.pc_pause = dumped->freeze.count();
-  row.pc_dump = dumped->dump.count();
-  row.pc_publish = dumped->publish.count();
-  row.pc_image_mib = dumped->image_bytes / 1048576.0;
+  if (dumped->pages_read_on_request != read_mode) {
+    std::fprintf(stderr, "lazy dump: asked for %s mode, CRIU ran the other\n",
+                 read_mode ? "read" : "splice");
+    return false;
+  }
+  row.prepare = std::chrono::duration<double>(dumped->frozen_at - t0).count();
+  row.pause = dumped->freeze.count();
+  row.dump = dumped->dump.count();
+  row.publish = dumped->publish.count();
+  row.image_mib = dumped->image_bytes / 1048576.0;
   auto t_restore = Clock::now();
   ShimContainer b("bench-pb", dir + "/bundle-b", dir + "/runc", FERRY_RUNC_BIN);
   if (b.create_and_start() != 0) {
@@ -355,11 +370,11 @@ bool postcopy_migration(const std::string& dir, int mib, Row& row) {
   if (!wait_until([&] { return ask(ns_b.name(), "COUNT") == "count 0"; }, 120s, kProbeEvery)) {
     return false;
   }
-  row.pc_restore = since(t_restore);
-  row.pc_freeze = since(dumped->frozen_at);
+  row.restore = since(t_restore);
+  row.freeze = since(dumped->frozen_at);
   bool early = !dumped->transfer->finished();
   ferry::Status transferred = dumped->transfer->wait(10min);
-  row.pc_transfer = since(dumped->frozen_at);
+  row.transfer = since(dumped->frozen_at);
   if (!transferred.ok()) {
     std::fprintf(stderr, "page transfer: %s\n", transferred.to_string().c_str());
     return false;
@@ -485,6 +500,14 @@ int main(int argc, char** argv) {
   std::printf("snapshot store and CRIU images on %s; Ferry's snapshot digest: %s\n",
               bench_dir ? bench_dir : "/var/tmp",
               std::string(store::digest_algorithm_name(bench_digest())).c_str());
+  // PostCopy with our CRIU's read mode where it has it, and always with
+  // stock CRIU's splice mode in the same round (the baseline).
+  auto features = checkpoint::detect_criu_features(tool("criu"));
+  const bool read_mode = features.ok() && features->lazy_dump_read;
+  std::printf("PostCopy: %s\n",
+              read_mode ? "CRIU reads lazy pages on request (lazy-dump-mode read), and stock "
+                          "CRIU's splice mode in the same round"
+                        : "this CRIU has no lazy-dump-mode read: splice mode only");
   std::map<int, Row> rows;
   for (int mib : sizes) {
     std::vector<Row> runs;
@@ -501,7 +524,14 @@ int main(int argc, char** argv) {
                     ? ferry_migration(dir + "/ferry", mib, row) && raw_criu(dir, mib, row)
                     : raw_criu(dir, mib, row) && ferry_migration(dir + "/ferry", mib, row);
       ok = ok && runc_baseline(dir + "/runc-base", mib, row);
-      ok = ok && postcopy_migration(dir + "/postcopy", mib, row);
+      // Stock CRIU's splice mode and read mode alternate which goes first.
+      if (read_mode && round % 2 == 0) {
+        ok = ok && postcopy_migration(dir + "/postcopy", mib, true, row.pc);
+      }
+      ok = ok && postcopy_migration(dir + "/postcopy-splice", mib, false, row.pc_splice);
+      if (read_mode && round % 2 == 1) {
+        ok = ok && postcopy_migration(dir + "/postcopy", mib, true, row.pc);
+      }
       std::error_code ec;
       if (!std::getenv("FERRY_BENCH_KEEP")) fs::remove_all(dir, ec);
       if (!ok) {
@@ -529,15 +559,27 @@ int main(int argc, char** argv) {
       std::sort(v.begin(), v.end());
       return v[v.size() / 2];
     };
+    auto median_pc = [&](Row::PostCopy Row::*mode, double Row::PostCopy::*field) {
+      std::vector<double> v;
+      v.reserve(runs.size());
+      for (const auto& r : runs) v.push_back(r.*mode.*field);
+      std::sort(v.begin(), v.end());
+      return v[v.size() / 2];
+    };
     Row row;
     for (double Row::*field :
-         {&Row::freeze,      &Row::dump,       &Row::publish,    &Row::restore,
-          &Row::total,       &Row::image_mib,  &Row::verify,     &Row::raw_dump,
-          &Row::raw_restore, &Row::raw_total,  &Row::runc_dump,  &Row::runc_restore,
-          &Row::runc_total,  &Row::pc_prepare, &Row::pc_freeze,  &Row::pc_pause,
-          &Row::pc_dump,     &Row::pc_publish, &Row::pc_restore, &Row::pc_transfer,
-          &Row::pc_image_mib}) {
+         {&Row::freeze, &Row::dump, &Row::publish, &Row::restore, &Row::total, &Row::image_mib,
+          &Row::verify, &Row::raw_dump, &Row::raw_restore, &Row::raw_total, &Row::runc_dump,
+          &Row::runc_restore, &Row::runc_total}) {
       row.*field = median(field);
+    }
+    for (Row::PostCopy Row::*mode : {&Row::pc, &Row::pc_splice}) {
+      for (double Row::PostCopy::*field :
+           {&Row::PostCopy::prepare, &Row::PostCopy::freeze, &Row::PostCopy::pause,
+            &Row::PostCopy::dump, &Row::PostCopy::publish, &Row::PostCopy::restore,
+            &Row::PostCopy::transfer, &Row::PostCopy::image_mib}) {
+        row.*mode.*field = median_pc(mode, field);
+      }
     }
     rows[mib] = row;
     std::printf(
@@ -553,21 +595,25 @@ int main(int argc, char** argv) {
         "ferry/runc %.2f, runc/raw criu %.2f\n",
         mib, row.runc_dump, row.runc_restore, row.runc_total, row.total / row.runc_total,
         row.runc_total / row.raw_total);
-    std::printf(
-        "%5d MiB  postcopy: freeze time %.3f s (freeze %.3f s + lazy dump %.3f s + publish %.3f s "
-        "+ "
-        "restore until answering %.3f s), transfer done at %.2f s, images %.2f MiB; prepare "
-        "before freezing %.3f s\n",
-        mib, row.pc_freeze, row.pc_pause, row.pc_dump, row.pc_publish, row.pc_restore,
-        row.pc_transfer, row.pc_image_mib, row.pc_prepare);
+    auto print_postcopy = [&](const Row::PostCopy& pc, const char* how) {
+      std::printf(
+          "%5d MiB  postcopy (%s): freeze time %.3f s (freeze %.3f s + lazy dump %.3f s + "
+          "publish %.3f s + restore until answering %.3f s), transfer done at %.2f s, images "
+          "%.2f MiB; prepare before freezing %.3f s\n",
+          mib, how, pc.freeze, pc.pause, pc.dump, pc.publish, pc.restore, pc.transfer, pc.image_mib,
+          pc.prepare);
+    };
+    if (read_mode) print_postcopy(row.pc, "CRIU reads pages on request");
+    print_postcopy(row.pc_splice, "stock CRIU, pages spliced while frozen");
     std::fflush(stdout);
   }
   if (rows.contains(1024)) {
     const Row& r = rows[1024];
     std::printf(
         "ferry/raw-criu total time for 1 GiB (cold): %.2f s / %.2f s = %.2f; "
-        "PostCopy freeze time for 1 GiB: %.3f s\n",
-        r.total, r.raw_total, r.total / r.raw_total, r.pc_freeze);
+        "PostCopy freeze time for 1 GiB: %.3f s (%s)\n",
+        r.total, r.raw_total, r.total / r.raw_total, read_mode ? r.pc.freeze : r.pc_splice.freeze,
+        read_mode ? "CRIU reading pages on request" : "stock CRIU's splice mode");
   }
   return 0;
 }

@@ -19,6 +19,9 @@ out="$FERRY_ROOT/.cache/criu-features.txt"
     if "$criu" check --feature "$f" >/dev/null 2>&1; then s=yes; else s=no; fi
     printf '  %-22s %s\n' "$f" "$s"
   done
+  # An option of our patched CRIU (criu-patches/4.2.1/0002-*), not a kernel feature.
+  if "$criu" --help 2>/dev/null | grep -q -- --lazy-dump-mode; then s=yes; else s=no; fi
+  printf '  %-22s %s\n' "lazy-dump-mode read" "$s"
   echo "  fs.pipe-max-size       $(cat /proc/sys/fs/pipe-max-size)"
   if grep -q 'CapEff' /proc/self/status && (( ($(awk '/CapEff/{print "0x"$2}' /proc/self/status) >> 24) & 1 )); then
     echo "  CAP_SYS_RESOURCE       yes"

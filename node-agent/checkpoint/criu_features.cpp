@@ -33,6 +33,10 @@ Result<CriuFeatures> detect_criu_features(const std::string& criu, const Command
   if (auto at = out.find("Version: "); at != std::string::npos) {
     f.criu_version = out.substr(at + 9, out.find('\n', at) - at - 9);
   }
+  // An option of our patched CRIU, not a kernel feature: its help lists it.
+  auto help = run({criu, "--help"});
+  f.lazy_dump_read =
+      help.ok() && help->first == 0 && help->second.find("--lazy-dump-mode") != std::string::npos;
   auto feature = [&](const char* name) {
     auto r = run({criu, "check", "--feature", name});
     return r.ok() && r->first == 0;

@@ -24,6 +24,9 @@ struct CriuFeatures {
   bool uffd = false;
   bool uffd_noncoop = false;
   bool network_lock_nftables = false;  // CRIU built with libnftables, kernel able
+  // `--lazy-dump-mode read` (our CRIU patch, see LazyDumpRequest::
+  // read_pages_on_request): a PostCopy freeze that does not grow with memory.
+  bool lazy_dump_read = false;
 };
 
 // CRIU's network lock method the agent dumps with here: "nftables" where
@@ -33,7 +36,7 @@ inline std::string network_lock_method(const CriuFeatures& f) {
   return f.network_lock_nftables ? "nftables" : "iptables";
 }
 
-// Runs `criu --version`, `criu check` and `criu check --feature X` through
+// Runs `criu --version`, `criu --help`, `criu check` and `criu check --feature X` through
 // `run` (argv -> exit code and stdout), so tests can fake the binary.
 using CommandRunner =
     std::function<Result<std::pair<int, std::string>>(const std::vector<std::string>& argv)>;

@@ -49,7 +49,8 @@ Result<std::chrono::duration<double>> CheckpointEngine::freeze(const ContainerSt
 }
 
 Status CheckpointEngine::write_criu_config(const ContainerState& state, TcpMode tcp,
-                                           const std::string& network_lock) {
+                                           const std::string& network_lock,
+                                           const std::string& extra) {
   auto it = state.annotations.find(api::kCriuConfigAnnotation);
   if (it == state.annotations.end()) {
     if (tcp == TcpMode::kEstablished) return {};  // the CLI flag is enough
@@ -72,6 +73,7 @@ Status CheckpointEngine::write_criu_config(const ContainerState& state, TcpMode 
   std::string contents =
       tcp == TcpMode::kClose ? "tcp-close\nskip-in-flight\n" : "skip-in-flight\n";
   if (!network_lock.empty()) contents += "network-lock " + network_lock + "\n";
+  contents += extra;
   return posix::write_file_atomic(it->second, contents, 0600).with_context("CRIU config");
 }
 
@@ -196,15 +198,22 @@ struct Fd {
 
 Result<LazyDumpResult> CheckpointEngine::dump_lazy(const LazyDumpRequest& request,
                                                    store::SnapshotWriter& writer) {
-  // See kCriuLazyPipeBytes: without this the transfer fails after restore.
-  auto raised = ensure_pipe_max_size(kCriuLazyPipeBytes, request.pipe_max_size_sysctl);
-  if (!raised.ok()) return raised.status();
-  if (!raised->empty()) std::fprintf(stderr, "ferry: %s\n", raised->c_str());
-
   LazyDumpResult result;
   auto state = runtime_.state(request.container_id);
   if (!state.ok()) return state.status();
-  FERRY_RETURN_IF_ERROR(write_criu_config(*state, request.tcp, request.network_lock));
+  // Read mode is a line of the container's CRIU config file; without the
+  // file CRIU splices (request.read_pages_on_request).
+  result.pages_read_on_request =
+      request.read_pages_on_request && state->annotations.contains(api::kCriuConfigAnnotation);
+  if (!result.pages_read_on_request) {
+    // See kCriuLazyPipeBytes: without this the transfer fails after restore.
+    auto raised = ensure_pipe_max_size(kCriuLazyPipeBytes, request.pipe_max_size_sysctl);
+    if (!raised.ok()) return raised.status();
+    if (!raised->empty()) std::fprintf(stderr, "ferry: %s\n", raised->c_str());
+  }
+  FERRY_RETURN_IF_ERROR(
+      write_criu_config(*state, request.tcp, request.network_lock,
+                        result.pages_read_on_request ? "lazy-dump-mode read\n" : ""));
   const std::string images = request.work_dir + "/images";
   std::error_code ec;
   fs::create_directories(images, ec);

@@ -57,6 +57,15 @@ struct LazyDumpRequest {
   std::function<Status(store::SnapshotWriter&)> before_publish;
   // How long CRIU may take to dump everything but memory.
   std::chrono::milliseconds ready_timeout = std::chrono::minutes(2);
+  // CRIU reads each page from the frozen tasks when the target asks for it
+  // (`lazy-dump-mode read`, our CRIU patch
+  // hack/toolchain/criu-patches/4.2.1/0002-lazy-dump-read-mode.patch)
+  // instead of splicing every page into pipes while the tasks are frozen:
+  // the freeze no longer grows with memory, and no pipe-size sysctl is
+  // raised. Set it where CriuFeatures::lazy_dump_read. It goes through the
+  // container's CRIU config file, so a container not created through
+  // ferry-runc is dumped the old way (LazyDumpResult says which ran).
+  bool read_pages_on_request = false;
   // See kCriuLazyPipeBytes (tests point this elsewhere).
   std::string pipe_max_size_sysctl = "/proc/sys/fs/pipe-max-size";
 };
@@ -70,6 +79,7 @@ struct LazyDumpResult {
   std::chrono::duration<double> dump{};     // until CRIU serves pages
   std::chrono::duration<double> publish{};  // copy into the store and publish
   uint64_t image_bytes = 0;                 // the published (non-memory) images
+  bool pages_read_on_request = false;       // LazyDumpRequest::read_pages_on_request took
   // The page server. Keep it until the restored container has every page
   // (transfer->wait()); destroying it earlier stops the transfer. Meanwhile
   // CRIU holds the source's tasks stopped with ptrace, and their cgroup is
@@ -78,7 +88,8 @@ struct LazyDumpResult {
   std::unique_ptr<RunningCheckpoint> transfer;
 };
 
-// CRIU's lazy page server tee()s pages through a pipe it sizes to
+// In CRIU's splice mode (stock CRIU), its lazy page server tee()s pages
+// through a pipe it sizes to
 // PIPE_MAX_SIZE pages (819 on x86-64, rounded up by the kernel to 1024:
 // 4 MiB) and does not check whether that worked (criu/page-pipe.c,
 // pipe_read_dest_init; criu/page-xfer.c ignores its return). Without
@@ -123,8 +134,9 @@ class CheckpointEngine {
  private:
   // freeze() of a container whose state was just read (one runtime call less).
   Result<std::chrono::duration<double>> freeze(const ContainerState& state);
+  // `extra`: more lines for the file (only where it exists).
   Status write_criu_config(const ContainerState& state, TcpMode tcp,
-                           const std::string& network_lock);
+                           const std::string& network_lock, const std::string& extra = "");
   OciRuntime& runtime_;
   NetworkLockReleaser release_network_lock_;
 };

@@ -17,6 +17,7 @@
 #include <cstring>
 #include <sstream>
 
+#include "checkpoint/criu_features.h"
 #include "checkpoint/engine.h"
 #include "free_port.h"
 #include "rootfs/diff.h"
@@ -141,8 +142,24 @@ class PostCopyRestoreTest : public ::testing::Test {
   PodIdentity target_pod_{.ns = "default", .name = "dst", .uid = "uid-dst"};
 };
 
-TEST_F(PostCopyRestoreTest, AnswersBeforeItsPagesArrivedAndChecksumsAfter1GiB) {
+// Both ways CRIU can keep the pages it serves: read from the frozen source
+// on request (our CRIU patch, what the agent uses where CRIU has it) and
+// spliced into pipes while frozen (stock CRIU).
+class PostCopyModeTest : public PostCopyRestoreTest, public ::testing::WithParamInterface<bool> {
+ protected:
+  bool read_mode() const { return GetParam(); }
+};
+
+TEST_P(PostCopyModeTest, AnswersBeforeItsPagesArrivedAndChecksumsAfter1GiB) {
   const int mem_mib = 1024;
+  if (read_mode()) {
+    auto features = checkpoint::detect_criu_features(tool("criu"));
+    ASSERT_TRUE(features.ok()) << features.status().to_string();
+    if (!features->lazy_dump_read) {
+      GTEST_SKIP() << "this CRIU (" << features->criu_version
+                   << ") lacks our lazy-dump-mode patch (the fallback pin?): read mode untested";
+    }
+  }
   checkpoint::RuncCli runc(tool("runc"), dir_ + "/runc");
   checkpoint::CheckpointEngine engine(runc);
   {
@@ -183,10 +200,17 @@ TEST_F(PostCopyRestoreTest, AnswersBeforeItsPagesArrivedAndChecksumsAfter1GiB) {
                                           rootfs_a.upper(),
                                           w.dir() + "/" + std::string(runtime::kRootfsDiffDir));
                                       return diff.ok() ? Status() : diff.status();
-                                    }},
+                                    },
+                                    .read_pages_on_request = read_mode()},
                                    **writer);
     ASSERT_TRUE(dumped.ok()) << dumped.status().to_string();
     auto freeze_start = Clock::now();
+    ASSERT_EQ(dumped->pages_read_on_request, read_mode());
+    // CRIU itself says which way it serves (its dump.log in the work dir).
+    const bool criu_reads =
+        read(dir_ + "/work-a/dump.log")
+            .find("Lazy pages are read from the frozen tasks on request") != std::string::npos;
+    EXPECT_EQ(criu_reads, read_mode());
     std::printf("freeze %.3f s, lazy dump %.3f s, publish %.3f s, %.2f MiB of images\n",
                 dumped->freeze.count(), dumped->dump.count(), dumped->publish.count(),
                 dumped->image_bytes / 1048576.0);
@@ -251,6 +275,11 @@ TEST_F(PostCopyRestoreTest, AnswersBeforeItsPagesArrivedAndChecksumsAfter1GiB) {
   EXPECT_EQ(pids_mentioning(dir_), std::vector<int>{}) << "stray runc/CRIU processes";
   EXPECT_EQ(mounts_under(dir_), std::vector<std::string>{}) << "stray mounts";
 }
+
+INSTANTIATE_TEST_SUITE_P(CriuModes, PostCopyModeTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& mode) {
+                           return mode.param ? "ReadOnRequest" : "StockSplice";
+                         });
 
 void PostCopyRestoreTest::start_lazy_source(const std::string& name,
                                             checkpoint::CheckpointEngine& engine, LazySource& src) {

@@ -7,10 +7,17 @@
 namespace ferry::checkpoint {
 namespace {
 
-// A fake criu: version 4.2.1; `criu check` passes; features as given.
+// A fake criu: version 4.2.1; `criu check` passes; features as given (and
+// "lazy-dump-mode" for the option of our patched CRIU, listed by --help).
 CommandRunner fake_criu(const std::set<std::string>& features, bool check_ok = true) {
   return [=](const std::vector<std::string>& argv) -> Result<std::pair<int, std::string>> {
     if (argv[1] == "--version") return std::make_pair(0, std::string("Version: 4.2.1\n"));
+    if (argv[1] == "--help") {
+      return std::make_pair(0, std::string("  --pre-dump-mode       splice\n") +
+                                   (features.contains("lazy-dump-mode")
+                                        ? "  --lazy-dump-mode      how dump --lazy-pages\n"
+                                        : ""));
+    }
     if (argv.size() == 2) return std::make_pair(check_ok ? 0 : 1, std::string());
     return std::make_pair(features.contains(argv[3]) ? 0 : 1, std::string());
   };
@@ -24,6 +31,13 @@ TEST(CriuFeaturesTest, DetectsWhatTheKernelOffers) {
   EXPECT_TRUE(f->uffd);
   EXPECT_TRUE(f->uffd_noncoop);
   EXPECT_FALSE(f->mem_dirty_track);
+  EXPECT_FALSE(f->lazy_dump_read) << "a stock CRIU's help has no --lazy-dump-mode";
+}
+
+TEST(CriuFeaturesTest, DetectsOurCriusLazyDumpReadMode) {
+  auto f = detect_criu_features("criu", fake_criu({"uffd", "uffd-noncoop", "lazy-dump-mode"}));
+  ASSERT_TRUE(f.ok());
+  EXPECT_TRUE(f->lazy_dump_read);
 }
 
 TEST(CriuFeaturesTest, PreCopyWithoutSoftDirtyIsUnsupportedWithAClearReason) {

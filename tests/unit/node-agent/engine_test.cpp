@@ -9,6 +9,8 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "api/annotations.h"
+
 namespace ferry::checkpoint {
 namespace {
 
@@ -261,6 +263,46 @@ TEST_F(LazyDumpTest, PublishesTheSmallImagesAndKeepsServingPages) {
   rt_.containers["c"].status = "paused";  // CRIU re-froze it on exit
   r->transfer.reset();
   EXPECT_EQ(rt_.calls.size(), 3u) << "a finished transfer needs no re-freeze";
+}
+
+// Our CRIU reads pages from the frozen tasks on request: the container's
+// CRIU config file asks for it, and the pipe-size sysctl, needed only by
+// CRIU's splice mode, is left alone.
+TEST_F(LazyDumpTest, ReadModeGoesIntoTheCriuConfigAndLeavesThePipeSysctlAlone) {
+  const std::string conf = dir_ + "/criu.conf";
+  rt_.containers["c"].annotations[api::kCriuConfigAnnotation] = conf;
+  auto req = request();
+  req.read_pages_on_request = true;
+  req.network_lock = "nftables";
+  auto r = engine_.dump_lazy(req, *writer_);
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_TRUE(r->pages_read_on_request);
+  EXPECT_EQ(read(conf), "skip-in-flight\nnetwork-lock nftables\nlazy-dump-mode read\n");
+  EXPECT_EQ(read(dir_ + "/pipe-max-size"), "1048576\n") << "not needed in read mode";
+  *rt_.lazy_done = true;
+}
+
+TEST_F(LazyDumpTest, SpliceModeUnlessAskedRaisesThePipeSysctl) {
+  const std::string conf = dir_ + "/criu.conf";
+  rt_.containers["c"].annotations[api::kCriuConfigAnnotation] = conf;
+  auto r = engine_.dump_lazy(request(), *writer_);
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_FALSE(r->pages_read_on_request);
+  EXPECT_EQ(read(conf), "skip-in-flight\n");
+  EXPECT_EQ(read(dir_ + "/pipe-max-size"), "4194304\n");
+  *rt_.lazy_done = true;
+}
+
+// A container not created through ferry-runc has no CRIU config file to
+// carry the mode: CRIU splices, and the result says so.
+TEST_F(LazyDumpTest, ReadModeWithoutACriuConfigFileFallsBackToSplice) {
+  auto req = request();
+  req.read_pages_on_request = true;
+  auto r = engine_.dump_lazy(req, *writer_);
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_FALSE(r->pages_read_on_request);
+  EXPECT_EQ(read(dir_ + "/pipe-max-size"), "4194304\n") << "splice mode needs it";
+  *rt_.lazy_done = true;
 }
 
 TEST_F(LazyDumpTest, AnAbandonedTransferOfAFrozenSourceStopsCriuWithNoOtherCall) {
