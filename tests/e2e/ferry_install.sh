@@ -16,7 +16,9 @@ for n in $(node_names); do
   docker exec "$n" test -x /opt/ferry/bin/ferry-runc || fail "no ferry-runc on $n"
   docker exec "$n" cat /etc/ferry/ferry-runc.json | jq -e '.runtime == "/usr/local/sbin/runc"' >/dev/null || fail "ferry-runc config on $n"
   report="$(kubectl get node "$n" -o jsonpath='{.metadata.annotations.ferry\.dev/agent}')"
-  jq -e '.criuVersion != "" and .criuCheck == true and (.lazyPages|type) == "boolean" and (.memDirtyTrack|type) == "boolean" and (.networkLock == "nftables" or .networkLock == "iptables") and .snapshotFormat == 3' <<<"$report" >/dev/null ||
+  # The primary CRIU pin carries our lazy-dump-mode patch: the node image's
+  # CRIU must be the patched build.
+  jq -e '.criuVersion != "" and .criuCheck == true and (.lazyPages|type) == "boolean" and (.memDirtyTrack|type) == "boolean" and (.lazyDumpRead|type) == "boolean" and (.criuVersion != "4.2.1" or .lazyDumpRead == true) and (.networkLock == "nftables" or .networkLock == "iptables") and .snapshotFormat == 3' <<<"$report" >/dev/null ||
     fail "report on $n: $report"
   ok "$n: $report"
 done
