@@ -97,13 +97,12 @@ struct LazyDumpResult {
 };
 
 // In CRIU's splice mode (stock CRIU), its lazy page server tee()s pages
-// through a pipe it sizes to
-// PIPE_MAX_SIZE pages (819 on x86-64, rounded up by the kernel to 1024:
-// 4 MiB) and does not check whether that worked (criu/page-pipe.c,
-// pipe_read_dest_init; criu/page-xfer.c ignores its return). Without
-// CAP_SYS_RESOURCE the resize fails with EPERM when fs.pipe-max-size is
-// lower (the default is 1 MiB), the sink fd stays -1, and the transfer dies
-// with "page-pipe: splice: -1: Bad file descriptor".
+// through a pipe it sizes to PIPE_MAX_SIZE pages (819 on x86-64, rounded up
+// by the kernel to 1024: 4 MiB) and does not check whether that worked
+// (criu/page-pipe.c, pipe_read_dest_init; criu/page-xfer.c ignores its
+// return). Without CAP_SYS_RESOURCE the resize fails with EPERM when
+// fs.pipe-max-size is lower (the default is 1 MiB), the sink fd stays -1,
+// and the transfer dies with "page-pipe: splice: -1: Bad file descriptor".
 inline constexpr uint64_t kCriuLazyPipeBytes = 4u << 20;
 // Raises the sysctl at `path` to `bytes` when it is lower (never lowers it);
 // returns a line saying what changed, or "" when nothing did.
