@@ -85,14 +85,12 @@ struct LazyDumpResult {
   // CRIU holds the source's tasks stopped with ptrace, and their cgroup is
   // frozen as well (dump_lazy froze it again after CRIU had thawed it), so
   // they stay frozen if CRIU dies.
-  // A transfer that fails after the target restored leaves the target
-  // running without its missing pages: when the target's `criu lazy-pages`
-  // exits, the kernel unregisters its userfaultfd ranges and later faults
-  // there get zero-filled pages (seen: the restored process segfaulted at
-  // ip 0; bench/results/engine.md, PostCopy). Whoever drives a PostCopy
-  // must kill the target when wait() fails; the source, still frozen,
-  // can then be thawed. (In read mode the source's tasks must also live
-  // until the transfer ends: their memory is the pages.)
+  // A transfer that fails after the target restored would leave the target
+  // running without its missing pages (the kernel serves them as zeros once
+  // the target's `criu lazy-pages` exits); ferry-runc's guard kills the
+  // restored container then (runtime/lazy_pages_guard.h), and the source,
+  // still frozen, can be thawed. (In read mode the source's tasks must also
+  // live until the transfer ends: their memory is the pages.)
   std::unique_ptr<RunningCheckpoint> transfer;
 };
 

@@ -18,6 +18,7 @@
 #include "cli/build_info.h"
 #include "process/subprocess.h"
 #include "runtime/criu_proxy.h"
+#include "runtime/lazy_pages_guard.h"
 #include "runtime/restore_source.h"
 #include "runtime/wrapper.h"
 
@@ -97,12 +98,35 @@ int run_and_report(ferry::runtime::Action& action) {
   return code;
 }
 
+// ferry-runc started as the guard of a PostCopy restore's `criu
+// lazy-pages` (lazy_pages_guard.h): detaches (its parent, ferry-runc
+// create, waits only for this first process) and watches the daemon.
+int lazy_pages_guard_main(const char* description) {
+  auto guard = ferry::runtime::decode_guard(description);
+  if (!guard.ok()) {
+    std::fprintf(stderr, "ferry-runc: %s\n", guard.status().message().c_str());
+    return 2;
+  }
+  ::unsetenv(ferry::runtime::kLazyPagesGuardEnv);  // not for CRIU
+  pid_t child = fork();
+  if (child < 0) {
+    std::perror("ferry-runc (lazy-pages guard): fork");
+    return 1;
+  }
+  if (child > 0) return 0;
+  (void)setsid();  // out of the shim's process group: the guard outlives the restore
+  return ferry::runtime::run_lazy_pages_guard(*guard);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   if (argc > 0 && std::filesystem::path(argv[0]).filename() == "criu") {
     return criu_proxy_main(args);
+  }
+  if (const char* guard = std::getenv(ferry::runtime::kLazyPagesGuardEnv); guard != nullptr) {
+    return lazy_pages_guard_main(guard);
   }
   if (args.size() == 1 && (args[0] == "--help" || args[0] == "-h" || args[0] == "--version")) {
     if (args[0] == "--version") {

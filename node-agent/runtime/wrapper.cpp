@@ -21,6 +21,7 @@
 #include "posix/read_file.h"
 #include "process/subprocess.h"
 #include "runtime/criu_proxy.h"
+#include "runtime/lazy_pages_guard.h"
 
 namespace ferry::runtime {
 namespace fs = std::filesystem;
@@ -226,19 +227,40 @@ Result<std::vector<std::string>> lazy_pages_argv(const std::string& criu,
                                   "lazy-pages.log"};
 }
 
-Status start_lazy_pages_daemon(const std::vector<std::string>& argv, const std::string& work_dir) {
-  // With --daemon, CRIU's foreground process exits once the socket listens
-  // (criu/uffd.c: cr_lazy_pages binds before it daemonizes); the daemon is
-  // in its own session, so nothing here reaps or kills it.
+Status start_lazy_pages_daemon(const std::vector<std::string>& argv, const std::string& work_dir,
+                               const std::string& pid_file) {
+  // The guard is this binary again (kLazyPagesGuardEnv); it detaches at
+  // once and outlives us. With --daemon, CRIU's foreground process exits
+  // once the socket listens (criu/uffd.c: cr_lazy_pages binds before it
+  // daemonizes), and the guard writes that exit code to kLazyPagesStartedFile.
   std::error_code ec;
   fs::remove(work_dir + "/lazy-pages.socket", ec);
   fs::remove(work_dir + "/lazy-pages.pid", ec);
-  auto child = process::Subprocess::spawn(
-      {.argv = argv, .output_file = work_dir + "/lazy-pages.out", .new_process_group = false});
-  if (!child.ok()) return child.status().with_context("criu lazy-pages");
-  auto status = child->wait(std::chrono::seconds(30));
-  if (!status.ok()) return status.status().with_context("criu lazy-pages did not start");
-  if (process::exit_code(*status) != 0 || !fs::exists(work_dir + "/lazy-pages.socket")) {
+  const std::string started_file = work_dir + "/" + kLazyPagesStartedFile;
+  fs::remove(started_file, ec);
+  fs::remove(work_dir + "/" + kLazyPagesFailedFile, ec);
+  const std::string self = fs::read_symlink("/proc/self/exe", ec).string();
+  if (ec) return internal_error("lazy-pages guard: cannot find ferry-runc itself: " + ec.message());
+  auto guard = process::Subprocess::spawn(
+      {.argv = {self},
+       .env = {{kLazyPagesGuardEnv,
+                encode_guard({.criu_argv = argv, .work_dir = work_dir, .pid_file = pid_file})}},
+       .output_file = work_dir + "/lazy-pages-guard.out",
+       .new_process_group = false});
+  if (!guard.ok()) return guard.status().with_context("criu lazy-pages guard");
+  (void)guard->wait(std::chrono::seconds(5));  // it forks its detached self and exits
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  std::string code;
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::ifstream in(started_file);
+    if (in >> code) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  if (code.empty()) {
+    return internal_error("criu lazy-pages did not start within 30 s: " +
+                          tail(work_dir + "/lazy-pages-guard.out", 2));
+  }
+  if (code != "0" || !fs::exists(work_dir + "/lazy-pages.socket")) {
     return internal_error(
         "criu lazy-pages failed to start: " + tail(work_dir + "/lazy-pages.log", 4) + " " +
         tail(work_dir + "/lazy-pages.out", 2));
@@ -371,7 +393,7 @@ Action plan(const WrapperConfig& config, const std::vector<std::string>& args,
     // PostCopy: the daemon serving page faults must listen before CRIU
     // restores, in the same work directory.
     auto daemon = lazy_pages_argv(config.criu, prepared->image_dir, work, prepared->page_server);
-    Status started = daemon.ok() ? start_lazy_pages(*daemon, work) : daemon.status();
+    Status started = daemon.ok() ? start_lazy_pages(*daemon, work, a.pid_file) : daemon.status();
     if (!started.ok()) {
       fs::remove(marker_path(config, id), ec);
       report_error(a, "restore of container " + id + " (PostCopy): " + started.message());

@@ -94,11 +94,15 @@ Result<std::vector<std::string>> lazy_pages_argv(const std::string& criu,
                                                  const std::string& work_dir,
                                                  const std::string& page_server);
 
-// Starts the daemon `argv` (lazy_pages_argv) and returns once it listens on
+// Starts the daemon `argv` (lazy_pages_argv) under its guard
+// (lazy_pages_guard.h: the container whose init runc writes to `pid_file`
+// is killed if the daemon fails) and returns once it listens on
 // `work_dir`/lazy-pages.socket. Injected for tests.
 using LazyPagesStarter =
-    std::function<Status(const std::vector<std::string>& argv, const std::string& work_dir)>;
-Status start_lazy_pages_daemon(const std::vector<std::string>& argv, const std::string& work_dir);
+    std::function<Status(const std::vector<std::string>& argv, const std::string& work_dir,
+                         const std::string& pid_file)>;
+Status start_lazy_pages_daemon(const std::vector<std::string>& argv, const std::string& work_dir,
+                               const std::string& pid_file);
 
 // The marker the source agent writes when a migration rolls back, so a
 // restore waiting for its snapshot stops waiting: <root>/<uid>.abandoned.

@@ -22,6 +22,7 @@
 #include "free_port.h"
 #include "rootfs/diff.h"
 #include "runc_harness.h"
+#include "runtime/lazy_pages_guard.h"
 #include "runtime/restore_source.h"
 #include "store/snapshot_store.h"
 
@@ -51,6 +52,22 @@ std::vector<int> pids_mentioning(const std::string& needle) {
     }
   }
   return pids;
+}
+
+// The source's runc and its CRIU serving pages: runc checkpoint names the
+// work directory, and CRIU (`criu swrk`) is its child.
+std::vector<int> page_servers(const std::string& work_dir) {
+  std::vector<int> servers;
+  for (int runc_pid : pids_mentioning(work_dir)) {
+    servers.push_back(runc_pid);
+    std::error_code ec;
+    for (const auto& task :
+         fs::directory_iterator("/proc/" + std::to_string(runc_pid) + "/task", ec)) {
+      std::ifstream children(task.path() / "children");
+      for (int child; children >> child;) servers.push_back(child);
+    }
+  }
+  return servers;
 }
 
 // Mount points under `dir` (CRIU's cgroup yards, our overlays).
@@ -133,7 +150,7 @@ class PostCopyRestoreTest : public ::testing::Test {
   }
 
   void start_lazy_source(const std::string& name, checkpoint::CheckpointEngine& engine,
-                         LazySource& src);
+                         LazySource& src, int mem_mib = 64, bool read_mode = false);
   void expect_rollback_intact(checkpoint::CheckpointEngine& engine, LazySource& src);
 
   std::string dir_, tag_;
@@ -282,16 +299,17 @@ INSTANTIATE_TEST_SUITE_P(CriuModes, PostCopyModeTest, ::testing::Bool(),
                          });
 
 void PostCopyRestoreTest::start_lazy_source(const std::string& name,
-                                            checkpoint::CheckpointEngine& engine, LazySource& src) {
+                                            checkpoint::CheckpointEngine& engine, LazySource& src,
+                                            int mem_mib, bool read_mode) {
   src.ns = std::make_unique<NetNs>(name + "-" + tag_);
   src.rootfs = std::make_unique<OverlayRootfs>(dir_ + "/image", dir_ + "/rootfs-a");
   ASSERT_TRUE(src.rootfs->mounted());
-  write_bundle(dir_ + "/bundle-a", src.rootfs->merged(), *src.ns, 64, source_pod_);
+  write_bundle(dir_ + "/bundle-a", src.rootfs->merged(), *src.ns, mem_mib, source_pod_);
   src.container = std::make_unique<ShimContainer>(name + "-" + tag_, dir_ + "/bundle-a",
                                                   dir_ + "/runc", FERRY_RUNC_BIN);
   ASSERT_EQ(src.container->create_and_start(), 0) << read(src.container->log_path());
   const std::string ns = src.ns->name();
-  ASSERT_TRUE(wait_until([&] { return ask(ns, "PID") == "pid 1"; }, 60s));
+  ASSERT_TRUE(wait_until([&] { return ask(ns, "PID") == "pid 1"; }, 120s));
   ask(ns, "INCR");
   src.sum_before = ask(ns, "SUM");
   src.snapshots = std::make_unique<store::SnapshotStore>(
@@ -305,7 +323,14 @@ void PostCopyRestoreTest::start_lazy_source(const std::string& name,
   auto dumped = engine.dump_lazy({.container_id = src.container->id(),
                                   .work_dir = dir_ + "/work-a",
                                   .page_server = "127.0.0.1:" + std::to_string(*free_port()),
-                                  .tcp = checkpoint::TcpMode::kEstablished},
+                                  .tcp = checkpoint::TcpMode::kEstablished,
+                                  .before_publish = [&](store::SnapshotWriter& w) -> Status {
+                                    auto diff = rootfs::capture_upper_dir(
+                                        src.rootfs->upper(),
+                                        w.dir() + "/" + std::string(runtime::kRootfsDiffDir));
+                                    return diff.ok() ? Status() : diff.status();
+                                  },
+                                  .read_pages_on_request = read_mode},
                                  **writer);
   ASSERT_TRUE(dumped.ok()) << dumped.status().to_string();
   src.transfer = std::move(dumped->transfer);
@@ -347,15 +372,7 @@ TEST_F(PostCopyRestoreTest, KilledPageServerLeavesTheSourceFrozen) {
   checkpoint::CheckpointEngine engine(runc);
   LazySource src;
   ASSERT_NO_FATAL_FAILURE(start_lazy_source("pk", engine, src));
-  // runc checkpoint names the work directory; CRIU (`criu swrk`) is its child.
-  std::vector<int> servers;
-  for (int runc_pid : pids_mentioning(dir_ + "/work-a")) {
-    servers.push_back(runc_pid);
-    for (const auto& task : fs::directory_iterator("/proc/" + std::to_string(runc_pid) + "/task")) {
-      std::ifstream children(task.path() / "children");
-      for (int child; children >> child;) servers.push_back(child);
-    }
-  }
+  std::vector<int> servers = page_servers(dir_ + "/work-a");
   ASSERT_GE(servers.size(), 2u) << "runc and CRIU serve pages";
   for (int pid : servers) ASSERT_EQ(::kill(pid, SIGKILL), 0) << pid;
   ASSERT_TRUE(src.transfer->wait(10s).code() != Code::kDeadlineExceeded);
@@ -373,6 +390,47 @@ TEST_F(PostCopyRestoreTest, KilledPageServerLeavesTheSourceFrozen) {
   EXPECT_EQ(src.container->freezer(), "frozen") << "cgroup v" << cgroup_version();
   EXPECT_TRUE(all_tasks_stopped(src.ns->name())) << "a source task runs next to the restored copy";
   src.transfer.reset();
+  expect_rollback_intact(engine, src);
+}
+
+// The source's page server dies after the target restored and before every
+// page arrived: the target's `criu lazy-pages` fails, and the kernel would
+// serve the missing pages as zeros to a restored container left running.
+// ferry-runc's guard kills that container instead (lazy_pages_guard.h), and
+// the source, still frozen, rolls back intact.
+TEST_F(PostCopyRestoreTest, ATransferLostAfterTheRestoreKillsTheRestoredCopy) {
+  checkpoint::RuncCli runc(tool("runc"), dir_ + "/runc");
+  checkpoint::CheckpointEngine engine(runc);
+  LazySource src;
+  // 1 GiB: its transfer takes long enough (~1.3 s here) to be cut. In read
+  // mode where CRIU has it (the agent's choice).
+  auto features = checkpoint::detect_criu_features(tool("criu"));
+  ASSERT_TRUE(features.ok()) << features.status().to_string();
+  ASSERT_NO_FATAL_FAILURE(start_lazy_source("pl", engine, src, 1024, features->lazy_dump_read));
+  {
+    NetNs ns_b("pm-" + tag_);
+    OverlayRootfs rootfs_b(dir_ + "/image", dir_ + "/rootfs-b");
+    write_bundle(dir_ + "/bundle-b", rootfs_b.merged(), ns_b, 1024, target_pod_, migration_);
+    const std::string work_b = dir_ + "/state/work/b-" + tag_;
+    ShimContainer dst("b-" + tag_, dir_ + "/bundle-b", dir_ + "/runc", FERRY_RUNC_BIN);
+    ASSERT_EQ(dst.create_and_start(), 0) << read(dst.log_path()) << read(work_b + "/restore.log")
+                                         << read(work_b + "/lazy-pages.log");
+    ASSERT_FALSE(src.transfer->finished()) << "the transfer ended before it could be cut";
+    // Cut it: the source's runc and CRIU die, as with the source agent's pod.
+    std::vector<int> servers = page_servers(dir_ + "/work-a");
+    ASSERT_GE(servers.size(), 2u) << "runc and CRIU serve pages";
+    for (int pid : servers) ::kill(pid, SIGKILL);
+    EXPECT_TRUE(wait_until([&] { return dst.state_status() == "stopped"; }, 30s))
+        << "the restored copy runs on with missing pages: " << dst.state_status() << "\n"
+        << read(work_b + "/lazy-pages.log");
+    EXPECT_NE(read(work_b + "/" + std::string(runtime::kLazyPagesFailedFile))
+                  .find("before every page arrived: killed the restored container"),
+              std::string::npos)
+        << read(work_b + "/" + std::string(runtime::kLazyPagesFailedFile));
+    ASSERT_TRUE(run_ok({FERRY_RUNC_BIN, "--root", dir_ + "/runc", "delete", "--force", dst.id()}));
+  }
+  src.transfer.reset();
+  EXPECT_EQ(src.container->freezer(), "frozen") << "cgroup v" << cgroup_version();
   expect_rollback_intact(engine, src);
 }
 

@@ -311,15 +311,21 @@ TEST_F(WrapperTest, PostCopyRestoreStartsLazyPagesFirst) {
   };
   config_.criu = "/opt/criu";
   std::vector<std::string> daemon;
-  std::string daemon_dir;
+  std::string daemon_dir, guarded_pid_file;
   auto action = plan(config_, create_args(), lazy,
-                     [&](const std::vector<std::string>& argv, const std::string& dir) {
+                     [&](const std::vector<std::string>& argv, const std::string& dir,
+                         const std::string& pid_file) {
                        daemon = argv;
                        daemon_dir = dir;
+                       guarded_pid_file = pid_file;
                        return Status();
                      });
   const std::string work = config_.state_dir + "/work/c1";
   EXPECT_EQ(daemon_dir, work);
+  const auto args = create_args();
+  auto pf = std::find(args.begin(), args.end(), "--pid-file");
+  ASSERT_NE(pf, args.end());
+  EXPECT_EQ(guarded_pid_file, *(pf + 1)) << "the guard kills the init runc writes there";
   ASSERT_FALSE(daemon.empty());
   EXPECT_EQ(daemon[0], "/opt/criu");
   EXPECT_EQ(daemon[1], "lazy-pages");
@@ -336,7 +342,7 @@ TEST_F(WrapperTest, ColdRestoreStartsNoLazyPagesDaemon) {
   write_spec({{"ferry.dev/restore-from", "m-1"}});
   bool started = false;
   auto action = plan(config_, create_args(), ok_preparer(),
-                     [&](const std::vector<std::string>&, const std::string&) {
+                     [&](const std::vector<std::string>&, const std::string&, const std::string&) {
                        started = true;
                        return Status();
                      });
@@ -351,10 +357,10 @@ TEST_F(WrapperTest, LazyPagesDaemonFailureFailsTheCreate) {
     return PreparedRestore{
         .image_dir = "/snap/m1/app", .lazy_pages = true, .page_server = "127.0.0.1:27001"};
   };
-  auto action =
-      plan(config_, create_args(), lazy, [](const std::vector<std::string>&, const std::string&) {
-        return internal_error("criu lazy-pages failed to start: no uffd");
-      });
+  auto action = plan(config_, create_args(), lazy,
+                     [](const std::vector<std::string>&, const std::string&, const std::string&) {
+                       return internal_error("criu lazy-pages failed to start: no uffd");
+                     });
   EXPECT_TRUE(action.exec_argv.empty());
   EXPECT_EQ(action.exit_code, 1);
   std::ifstream log(dir_ / "log.json");
