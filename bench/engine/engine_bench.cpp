@@ -552,17 +552,11 @@ int main(int argc, char** argv) {
                     row.total / row.raw_total);
       ratios += buf;
     }
-    auto median = [&](double Row::*field) {
+    // The median over the rounds of what `get` reads from a round's Row.
+    auto median = [&](auto get) {
       std::vector<double> v;
       v.reserve(runs.size());
-      for (const auto& r : runs) v.push_back(r.*field);
-      std::sort(v.begin(), v.end());
-      return v[v.size() / 2];
-    };
-    auto median_pc = [&](Row::PostCopy Row::*mode, double Row::PostCopy::*field) {
-      std::vector<double> v;
-      v.reserve(runs.size());
-      for (const auto& r : runs) v.push_back(r.*mode.*field);
+      for (const auto& r : runs) v.push_back(get(r));
       std::sort(v.begin(), v.end());
       return v[v.size() / 2];
     };
@@ -571,14 +565,14 @@ int main(int argc, char** argv) {
          {&Row::freeze, &Row::dump, &Row::publish, &Row::restore, &Row::total, &Row::image_mib,
           &Row::verify, &Row::raw_dump, &Row::raw_restore, &Row::raw_total, &Row::runc_dump,
           &Row::runc_restore, &Row::runc_total}) {
-      row.*field = median(field);
+      row.*field = median([&](const Row& r) { return r.*field; });
     }
     for (Row::PostCopy Row::*mode : {&Row::pc, &Row::pc_splice}) {
       for (double Row::PostCopy::*field :
            {&Row::PostCopy::prepare, &Row::PostCopy::freeze, &Row::PostCopy::pause,
             &Row::PostCopy::dump, &Row::PostCopy::publish, &Row::PostCopy::restore,
             &Row::PostCopy::transfer, &Row::PostCopy::image_mib}) {
-        row.*mode.*field = median_pc(mode, field);
+        row.*mode.*field = median([&](const Row& r) { return r.*mode.*field; });
       }
     }
     rows[mib] = row;

@@ -99,8 +99,11 @@ int run_lazy_pages_guard(const LazyPagesGuard& g) {
   bool any = false;
   for (;;) {
     pin();
+    // Polled until the init is pinned (or there is none to pin), then
+    // blocking until the daemon ends.
+    const bool pinned = pidfd >= 0 || g.pid_file.empty();
     int status = 0;
-    const pid_t pid = ::waitpid(-1, &status, WNOHANG);
+    const pid_t pid = ::waitpid(-1, &status, pinned ? 0 : WNOHANG);
     if (pid > 0) {
       any = true;
       if (failed(status)) worst = status;

@@ -248,7 +248,12 @@ Status start_lazy_pages_daemon(const std::vector<std::string>& argv, const std::
        .output_file = work_dir + "/lazy-pages-guard.out",
        .new_process_group = false});
   if (!guard.ok()) return guard.status().with_context("criu lazy-pages guard");
-  (void)guard->wait(std::chrono::seconds(5));  // it forks its detached self and exits
+  // It forks its detached self and exits; anything else is a failed start.
+  auto forked = guard->wait(std::chrono::seconds(5));
+  if (forked.ok() && process::exit_code(*forked) != 0) {
+    return internal_error("criu lazy-pages guard did not start: " +
+                          tail(work_dir + "/lazy-pages-guard.out", 2));
+  }
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   std::string code;
   while (std::chrono::steady_clock::now() < deadline) {
