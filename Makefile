@@ -53,7 +53,7 @@ bench-informer: setup build ## Informer sync and watch throughput vs kubectl (10
 bench-engine: setup build ## Cold and PostCopy migration of 256 MiB/1 GiB/2 GiB runc containers vs raw criu dump+restore.
 	FERRY_BENCH_DIR=/dev/shm FERRY_TOOL_BIN=$(CURDIR)/.cache/bin $(BUILD_DIR)/bench/bench-engine 256 1024 2048 2>&1 | tee bench/results/engine-latest.txt
 
-bench-e2e: setup build ## Migration apply-to-Ready and freeze on the local cluster (64 MiB/512 MiB/1 GiB) vs delete-and-recreate.
+bench-e2e: setup build ## Cold and PostCopy migration apply-to-Ready and freeze on the local cluster (64 MiB/512 MiB/1 GiB) vs delete-and-recreate.
 	cmake --build $(BUILD_DIR) --target statekeeper
 	STATEKEEPER=$(STATEKEEPER) bench/e2e/bench_e2e.sh 64 512 1024 2>&1 | tee bench/results/e2e-latest.txt
 

@@ -133,6 +133,8 @@ int run_agent(const ferry::cli::FlagSet& flags, ferry::checkpoint::OciRuntime& r
        .runtime_version = runtime_version,
        .criu_network_lock = ferry::checkpoint::network_lock_method(*features),
        .snapshot_digest = snapshot_digest,
+       .page_server_address = flags.get("page-server-address"),
+       .lazy_dump_read = features->lazy_dump_read,
        .on_checkpoint =
            [&](const ferry::agent::CheckpointSample& s) {
              checkpoints.Add({{"result", s.ok ? "success" : "failure"}}).Increment();
@@ -178,6 +180,10 @@ int main(int argc, char** argv) {
   flags.add_string("runtime-root", "/run/containerd/runc/k8s.io",
                    "The runtime's state root, as containerd's runc shim uses it.");
   flags.add_string("work-dir", "/var/lib/ferry/work", "Node-local directory for CRIU logs.");
+  flags.add_string("page-server-address", "",
+                   "IPv4 address on which this node's CRIU serves a PostCopy source's pages to "
+                   "the target node (the agent's pod IP, downward API status.podIP); empty: "
+                   "PostCopy Migrations from this node are refused.");
   flags.add_string("metrics-bind-address", ":8090", "Address of the /metrics endpoint.");
   flags.add_string("health-bind-address", ":8091", "Address of /healthz and /readyz.");
   flags.add_string("records-dir", "/var/lib/ferry/records",

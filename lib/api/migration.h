@@ -58,6 +58,12 @@ bool condition_true(const std::vector<Condition>& conditions, std::string_view t
 // operator, the agents and the admission webhook all go by it.
 inline constexpr const char* kSourceDeletedCondition = "SourceDeleted";
 
+// PostCopy: set True by the source agent once the restored copy has pulled
+// every page from the source's page server. Until then the restored copy
+// runs on memory that still lives in the frozen source, so the Migration
+// stays in Restoring (and can roll back), and the source may not go.
+inline constexpr const char* kPagesTransferredCondition = "PagesTransferred";
+
 struct MigrationSpec {
   std::string pod_name;
   std::string target_node;  // empty: Ferry chooses

@@ -41,6 +41,20 @@ struct SourceSnapshotResult {
 Result<SourceSnapshotResult> snapshot_container(OciRuntime& runtime,
                                                 const SourceSnapshotRequest& request);
 
+// PostCopy: the same snapshot without the container's memory, which CRIU
+// serves from `page_server` ("address:port" on this node) until the
+// restored copy has pulled every page (CheckpointEngine::dump_lazy). The
+// result's dump.transfer is that page server: keep it until then.
+struct LazySourceSnapshotResult {
+  LazyDumpResult dump;
+  std::string snapshot_dir;
+  uint64_t bytes = 0;  // published (everything but memory)
+};
+Result<LazySourceSnapshotResult> snapshot_container_lazy(OciRuntime& runtime,
+                                                         const SourceSnapshotRequest& request,
+                                                         const std::string& page_server,
+                                                         bool read_pages_on_request);
+
 // The overlayfs upperdir of the filesystem mounted at `mount_point`, from
 // /proc/self/mountinfo (`mountinfo` for tests). NotFound when it is not an
 // overlay mount.

@@ -1,7 +1,14 @@
 #include "controller/agent_controller.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <thread>
 #include <vector>
@@ -58,6 +65,48 @@ bool all_containers_running(const json& pod) {
   return std::all_of(statuses.begin(), statuses.end(), [](const json& s) {
     return s.contains("state") && s["state"].contains("running");
   });
+}
+
+bool post_copy(const api::Migration& m) {
+  return m.status.effective && m.status.effective->mode == "PostCopy";
+}
+
+// A TCP port free on `address` (IPv4: runc's --page-server is
+// "address:port") for a CRIU page server. The kernel picks it; CRIU binds
+// it a moment later (with SO_REUSEADDR), so only a process binding that
+// very port in between could take it, and the dump then fails cleanly.
+Result<int> free_tcp_port(const std::string& address) {
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  if (inet_pton(AF_INET, address.c_str(), &sa.sin_addr) != 1) {
+    return Status(Code::kInvalidArgument,
+                  "page server address '" + address +
+                      "' is not an IPv4 address (runc's --page-server takes address:port)",
+                  "BadPageServerAddress");
+  }
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return internal_error(std::string("socket: ") + std::strerror(errno));
+  socklen_t len = sizeof sa;
+  const bool bound = bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0 &&
+                     getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len) == 0;
+  const int err = errno;
+  close(fd);
+  if (!bound) {
+    return Status(Code::kFailedPrecondition,
+                  "cannot listen for a page server on " + address + ": " + std::strerror(err),
+                  "PageServerUnavailable");
+  }
+  return static_cast<int>(ntohs(sa.sin_port));
+}
+
+// PostCopy: this agent's page servers for a Migration are gone (it
+// restarted), so the restored copy cannot get the rest of its memory.
+Status transfer_lost(const std::string& node) {
+  return Status(Code::kUnavailable,
+                "the source agent on " + node +
+                    " restarted during the PostCopy page transfer: its page servers are gone, "
+                    "so the restored copy cannot get the rest of its memory; rolling back",
+                "PageTransferLost");
 }
 
 // Reports a published checkpoint: its figures, and the target's turn.
@@ -293,9 +342,14 @@ Status AgentController::source_side(const api::Migration& m, std::optional<Recor
       // The operator deletes the source pod (owned: in Restoring, so its
       // owner creates the replacement; bare: in Switching). It dies
       // frozen, never thawed, whoever deleted it.
+      if (record->post_copy && phase == Phase::kRestoring &&
+          record->state == Record::State::kFrozen) {
+        FERRY_RETURN_IF_ERROR(follow_transfer(m, *record));
+      }
       kube::ObjectPtr pod = pods_.store().get(record->ns + "/" + record->pod);
       bool going = !pod || deleting(*pod) || str(*pod, "/metadata/uid") != record->pod_uid;
       if (!going || record->state == Record::State::kKilled) return {};
+      drop_transfer(record->migration_uid);
       checkpoint::CheckpointEngine engine(runtime_);
       for (const auto& c : record->containers) {
         Status st = engine.kill_frozen(c.id);
@@ -327,6 +381,9 @@ Status AgentController::source_side(const api::Migration& m, std::optional<Recor
       if (!record->failure.empty()) {
         return report_failure(m, Status(Code::kInternal, record->failure, "CheckpointFailed"), "");
       }
+      if (record->post_copy && !serving_pages(m.uid)) {
+        return report_failure(m, transfer_lost(options_.node), "");
+      }
       return update_status(m.ns, m.name, [&](api::MigrationStatus& s) {
         return enter_restoring(s, record->figures);
       });
@@ -345,6 +402,15 @@ Status AgentController::checkpoint(const api::Migration& m) {
   const bool owned = !m.status.owner_uid.empty();
   if (!owned && (m.status.target_pod.empty() || m.status.target_pod_uid.empty())) {
     return {};  // not yet
+  }
+  if (post_copy(m) && options_.page_server_address.empty()) {
+    return report_failure(
+        m,
+        Status(Code::kFailedPrecondition,
+               "PostCopy needs the source agent to serve pages, and ferry-agent on " +
+                   options_.node + " runs without --page-server-address; use Cold",
+               "ModeUnsupportedOnNode"),
+        "");
   }
   Record record{.migration_uid = m.uid,
                 .ns = m.ns,
@@ -396,33 +462,73 @@ Status AgentController::checkpoint(const api::Migration& m) {
   CheckpointSample sample;
   std::string excerpt;
   Status failed;
+  // PostCopy: the page servers, kept (even when a later container fails)
+  // so that the rollback's release() stops them.
+  std::shared_ptr<PageTransfer> transfer;
+  if (post_copy(m)) {
+    transfer = std::make_shared<PageTransfer>();
+    std::lock_guard lock(transfers_mu_);
+    transfers_[m.uid] = transfer;
+  }
   for (size_t i = 0; i < record.containers.size() && failed.ok(); ++i) {
     const auto& c = record.containers[i];
     const std::string work_dir = options_.work_dir + "/" + c.id;
-    auto r = checkpoint::snapshot_container(
-        runtime_, {.container_id = c.id,
-                   .snapshot_root = options_.snapshot_root,
-                   .binding = binding_for(m, c.name),
-                   .tcp = checkpoint::TcpMode::kClose,  // the target pod has a new IP
-                   .network_lock = options_.criu_network_lock,
-                   .work_dir = work_dir,
-                   .criu_version = options_.criu_version,
-                   .runtime_version = options_.runtime_version,
-                   .digest_algorithm = options_.snapshot_digest,
-                   .log_file = runtime::current_container_log(
-                       options_.pod_log_root, m.ns, m.spec.pod_name, record.pod_uid, c.name)});
-    if (!r.ok()) {
-      failed = r.status().with_context("container " + c.name);
-      excerpt = checkpoint::criu_log_excerpt(work_dir + "/dump.log", 20);
-      break;
+    const checkpoint::SourceSnapshotRequest request{
+        .container_id = c.id,
+        .snapshot_root = options_.snapshot_root,
+        .binding = binding_for(m, c.name),
+        .tcp = checkpoint::TcpMode::kClose,  // the target pod has a new IP
+        .network_lock = options_.criu_network_lock,
+        .work_dir = work_dir,
+        .criu_version = options_.criu_version,
+        .runtime_version = options_.runtime_version,
+        .digest_algorithm = options_.snapshot_digest,
+        .log_file = runtime::current_container_log(options_.pod_log_root, m.ns, m.spec.pod_name,
+                                                   record.pod_uid, c.name)};
+    double freeze = 0, dump = 0, publish = 0;
+    uint64_t bytes = 0;
+    if (transfer) {
+      auto port = free_tcp_port(options_.page_server_address);
+      if (!port.ok()) {
+        failed = port.status().with_context("container " + c.name);
+        break;
+      }
+      auto r = checkpoint::snapshot_container_lazy(
+          runtime_, request, options_.page_server_address + ":" + std::to_string(*port),
+          options_.lazy_dump_read);
+      if (!r.ok()) {
+        failed = r.status().with_context("container " + c.name);
+        excerpt = checkpoint::criu_log_excerpt(work_dir + "/dump.log", 20);
+        break;
+      }
+      freeze = r->dump.freeze.count();
+      dump = r->dump.dump.count();
+      publish = r->dump.publish.count();
+      bytes = r->bytes;
+      transfer->servers.push_back(std::move(r->dump.transfer));
+      transfer->containers.push_back(c.name);
+      transfer->work_dirs.push_back(work_dir);
+    } else {
+      auto r = checkpoint::snapshot_container(runtime_, request);
+      if (!r.ok()) {
+        failed = r.status().with_context("container " + c.name);
+        excerpt = checkpoint::criu_log_excerpt(work_dir + "/dump.log", 20);
+        break;
+      }
+      freeze = r->dump.freeze.count();
+      dump = r->dump.dump.count();
+      publish = r->publish.count();
+      bytes = r->bytes;
     }
-    if (i == 0) sample.freeze_seconds = r->dump.freeze.count();
-    sample.dump_seconds += r->dump.dump.count();
-    sample.publish_seconds += r->publish.count();
-    sample.bytes += r->bytes;
+    if (i == 0) sample.freeze_seconds = freeze;
+    sample.dump_seconds += dump;
+    sample.publish_seconds += publish;
+    sample.bytes += bytes;
   }
+  if (transfer && failed.ok()) watch_transfer(transfer, mkey(m.ns + "/" + m.name));
   // Frozen either way (or partly): only a rollback or a kill releases it.
   record.state = Record::State::kFrozen;
+  record.post_copy = transfer != nullptr;
   record.failure = failed.ok() ? "" : failed.message();
   record.figures = {.freeze_seconds = sample.freeze_seconds,
                     .dump_seconds = sample.dump_seconds,
@@ -438,6 +544,9 @@ Status AgentController::checkpoint(const api::Migration& m) {
 }
 
 Status AgentController::release(const Record& record, bool thaw) {
+  // PostCopy: the page servers stop first (CRIU lets go of the tasks,
+  // which stay frozen in their cgroup), then the thaw or the kill.
+  drop_transfer(record.migration_uid);
   checkpoint::CheckpointEngine engine(runtime_);
   for (const auto& c : record.containers) {
     // A container killed already in the switch is a success of kill_frozen.
@@ -456,6 +565,98 @@ Status AgentController::release(const Record& record, bool thaw) {
   Status removed = store::SnapshotStore(options_.snapshot_root).remove(record.migration_uid);
   if (!removed.ok()) return removed;  // in use by a restore: retry later
   return records_.erase(record.migration_uid);
+}
+
+void AgentController::watch_transfer(const std::shared_ptr<PageTransfer>& transfer,
+                                     const std::string& key) {
+  PageTransfer* t = transfer.get();  // the map owns it; drop_transfer joins us first
+  t->published = std::chrono::steady_clock::now();
+  t->watcher = std::jthread([this, t, key](std::stop_token stop) {
+    Status outcome;
+    size_t failed = 0;
+    for (size_t i = 0; i < t->servers.size() && outcome.ok(); ++i) {
+      Status s;
+      do {
+        if (stop.stop_requested()) return;  // dropped: nobody asks any more
+        s = t->servers[i]->wait(std::chrono::milliseconds(200));
+      } while (s.code() == Code::kDeadlineExceeded);
+      if (!s.ok()) {
+        outcome = s.with_context("page server of container " + t->containers[i]);
+        failed = i;
+      }
+    }
+    {
+      std::lock_guard lock(transfers_mu_);
+      t->outcome = outcome;
+      t->failed = failed;
+      t->took = std::chrono::steady_clock::now() - t->published;
+    }
+    queue_.add(key);
+  });
+}
+
+bool AgentController::serving_pages(const std::string& migration_uid) {
+  std::lock_guard lock(transfers_mu_);
+  return transfers_.contains(migration_uid);
+}
+
+void AgentController::drop_transfer(const std::string& migration_uid) {
+  std::shared_ptr<PageTransfer> gone;
+  {
+    std::lock_guard lock(transfers_mu_);
+    auto it = transfers_.find(migration_uid);
+    if (it == transfers_.end()) return;
+    gone = std::move(it->second);
+    transfers_.erase(it);
+  }
+  // Outside the lock: the watcher may be taking it. Its jthread is joined
+  // first, then each server's handle stops runc and CRIU.
+  gone.reset();
+}
+
+Status AgentController::follow_transfer(const api::Migration& m, const Record& record) {
+  if (api::condition_true(m.status.conditions, api::kPagesTransferredCondition)) return {};
+  std::optional<Status> outcome;
+  std::string excerpt;
+  double took = 0;
+  {
+    std::lock_guard lock(transfers_mu_);
+    auto it = transfers_.find(m.uid);
+    if (it == transfers_.end()) {
+      outcome = transfer_lost(options_.node);
+    } else if (it->second->outcome) {
+      outcome = it->second->outcome;
+      took = it->second->took.count();
+      if (!outcome->ok()) {
+        excerpt = checkpoint::criu_log_excerpt(
+            it->second->work_dirs[it->second->failed] + "/dump.log", 20);
+      }
+    }
+  }
+  if (!outcome) return {};  // still serving; the watcher requeues us when it ends
+  if (!outcome->ok()) {
+    if (outcome->reason() == "PageTransferLost") return report_failure(m, *outcome, "");
+    return report_failure(
+        m,
+        Status(Code::kInternal, "PostCopy page transfer failed: " + outcome->message(),
+               "PageTransferFailed"),
+        excerpt);
+  }
+  const double transfer_seconds = record.figures.publish_seconds + took;
+  return update_status(m.ns, m.name, [&](api::MigrationStatus& s) {
+    if (s.phase != Phase::kRestoring ||
+        api::condition_true(s.conditions, api::kPagesTransferredCondition)) {
+      return false;
+    }
+    s.transfer = api::format_seconds(transfer_seconds);
+    api::set_condition(s.conditions,
+                       {api::kPagesTransferredCondition, "True", "AllPagesServed",
+                        "the restored copy has every page of the source's memory (served by " +
+                            options_.node + " for " + api::format_seconds(took) + ")",
+                        m.generation, ""},
+                       api::rfc3339_now());
+    return true;
+  });
 }
 
 Status AgentController::target_side(const api::Migration& m) {
@@ -496,6 +697,12 @@ Status AgentController::target_side(const api::Migration& m) {
   }
   if (has_serving_gate(*pod)) {
     FERRY_RETURN_IF_ERROR(set_serving(*pod, true, "Restored", "restored by Migration " + m.name));
+  }
+  if (post_copy(m) && !api::condition_true(m.status.conditions, api::kPagesTransferredCondition)) {
+    // It runs and serves, but part of its memory is still in the frozen
+    // source: no switch (which deletes the source) before every page is
+    // here. The source agent's report of the transfer requeues us.
+    return {};
   }
   return update_status(m.ns, m.name, [&](api::MigrationStatus& s) {
     if (s.phase != Phase::kRestoring) return false;

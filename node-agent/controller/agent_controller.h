@@ -12,6 +12,16 @@
 // thaw and serve again; the source pod deleted (owned: in Restoring; bare:
 // during the switch) -> kill it while frozen; final -> remove the snapshot
 // and the finalizer (kept when the restore of a deleted owned source failed).
+// PostCopy differs on both sides. The source dumps everything but memory,
+// publishes it, and keeps one CRIU page server per container running in
+// this process (PageTransfer) while the target restores at once and pulls
+// the pages; when every server has ended well it sets the Migration's
+// PagesTransferred condition, and a failed or lost transfer (a restarted
+// agent has lost its servers) is reported as the failure, so the operator
+// rolls back (the target's ferry-runc has killed a copy left without its
+// pages). The target, once its containers run, lets the pod serve but moves
+// the Migration to Switching only when PagesTransferred is True: until
+// then the frozen source holds memory the restored copy needs.
 // As the target: a replacement pod's gate opens as soon as the agent sees
 // the pod (it cannot be Ready before its restored containers run, so
 // kubelet lets it into its Services the moment the restore succeeded); for
@@ -28,10 +38,16 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <stop_token>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "api/migration.h"
 #include "checkpoint/oci_runtime.h"
@@ -60,6 +76,13 @@ struct AgentOptions {
   std::string runtime_version;
   std::string criu_network_lock;  // checkpoint::DumpRequest::network_lock
   store::DigestAlgorithm snapshot_digest = store::kDefaultDigestAlgorithm;
+  // PostCopy as the source: the IPv4 address this agent's CRIU serves pages
+  // on (its pod IP; target nodes' `criu lazy-pages` connect to it). Empty:
+  // PostCopy Migrations from this node fail before anything is frozen.
+  std::string page_server_address;
+  // CRIU reads lazy pages from the frozen tasks on request
+  // (CriuFeatures::lazy_dump_read) instead of splicing them while frozen.
+  bool lazy_dump_read = false;
   std::function<void(const CheckpointSample&)> on_checkpoint;  // metrics
   kube::WorkQueueMetrics queue_metrics;
 };
@@ -81,7 +104,13 @@ class AgentController {
   Status source_side(const api::Migration& m, std::optional<Record> record);
   Status target_side(const api::Migration& m);
   Status checkpoint(const api::Migration& m);
+  // PostCopy, as the source: what the page transfer of `record` came to.
+  Status follow_transfer(const api::Migration& m, const Record& record);
   Status release(const Record& record, bool thaw);
+  // Stops and forgets the page servers of `migration_uid` (none: no-op).
+  void drop_transfer(const std::string& migration_uid);
+  // Whether this agent process runs page servers for `migration_uid`.
+  bool serving_pages(const std::string& migration_uid);
   Status report_failure(const api::Migration& m, const Status& why, const std::string& excerpt);
   // Re-reads and retries on conflict; `mutate` returns false for "nothing to do".
   Status update_status(const std::string& ns, const std::string& name,
@@ -101,6 +130,25 @@ class AgentController {
   kube::WorkQueue queue_;
   kube::EventRecorder events_;
   std::atomic<bool> synced_{false};
+
+  // PostCopy page servers this agent runs as a source, by Migration UID.
+  // A watcher thread waits for them and requeues the Migration once they
+  // have all ended (or one failed).
+  struct PageTransfer {
+    std::vector<std::unique_ptr<checkpoint::RunningCheckpoint>> servers;  // one per container
+    std::vector<std::string> containers;  // their names, in the same order
+    std::vector<std::string> work_dirs;   // their CRIU logs, in the same order
+    std::chrono::steady_clock::time_point published;
+    // Set by the watcher once every server ended or one failed (`failed`:
+    // its index); guarded by transfers_mu_.
+    std::optional<Status> outcome;
+    size_t failed = 0;
+    std::chrono::duration<double> took{};
+    std::jthread watcher;  // last member: joined before the servers go
+  };
+  void watch_transfer(const std::shared_ptr<PageTransfer>& transfer, const std::string& key);
+  std::mutex transfers_mu_;
+  std::map<std::string, std::shared_ptr<PageTransfer>> transfers_;  // guarded by transfers_mu_
 };
 
 // True when the operator is rolling `m` back (cancel, deletion, a reported

@@ -46,6 +46,7 @@ Status RecordStore::save(const Record& r) {
             {"containers", containers},
             {"state", state_name(r.state)},
             {"failure", r.failure},
+            {"postCopy", r.post_copy},
             {"checkpoint",
              {{"freezeSeconds", r.figures.freeze_seconds},
               {"dumpSeconds", r.figures.dump_seconds},
@@ -98,7 +99,8 @@ Status RecordStore::load_locked() {
              .pod = j.value("pod", ""),
              .pod_uid = j.value("podUid", ""),
              .state = parse_state(j.value("state", "")),
-             .failure = j.value("failure", "")};
+             .failure = j.value("failure", ""),
+             .post_copy = j.value("postCopy", false)};
     for (const auto& c : j.value("containers", json::array())) {
       r.containers.push_back({c.value("name", ""), c.value("id", "")});
     }

@@ -47,6 +47,10 @@ struct Record {
   State state = State::kCheckpointing;
   std::string failure;        // why the checkpoint failed, if it did (still frozen)
   CheckpointFigures figures;  // set once frozen
+  // PostCopy: the containers' memory is served from this agent's process
+  // (CRIU page servers) rather than published. A restarted agent has lost
+  // them, so the restored copy cannot get its memory: it rolls back.
+  bool post_copy = false;
 };
 
 class RecordStore {

@@ -425,14 +425,6 @@ Status MigrationController::admit(const api::Migration& m, api::MigrationStatus 
       resolve_effective(m.spec, *pod, ns_labels, policies, options_.default_timeouts);
   s.effective = resolved.effective;
   auto place = [&](const std::string& mode) -> Result<Placement> {
-    if (mode == "PostCopy") {
-      // The engine and ferry-runc do PostCopy (tests/integration/node-agent),
-      // but the agents' loop does not yet run the page server for another
-      // node: refuse rather than silently migrate cold.
-      return Status(Code::kUnsupported,
-                    "mode PostCopy is not available through the operator yet; use Cold",
-                    kModeUnsupported);
-    }
     return choose_target(*pod, views(nodes), views(pods), m.spec.target_node, mode);
   };
   auto placement = place(s.effective->mode);

@@ -232,6 +232,16 @@ Result<Placement> choose_target(const json& pod, const std::vector<const json*>&
                   "PostCopy needs userfaultfd lazy pages, which " + source + " lacks; use Cold",
                   kModeUnsupported);
   }
+  if (auto owner = controller_of(pod); owner && mode == "PostCopy") {
+    // The restored copy pulls its memory from the frozen source, and the
+    // owner creates that copy only once the source is deleted.
+    return Status(Code::kFailedPrecondition,
+                  "PostCopy serves the memory from the frozen source until the restored copy has "
+                  "it all, but the replacement of a pod owned by " +
+                      owner->value("kind", "") + " " + owner->value("name", "") +
+                      " is created only after the source is deleted; use Cold",
+                  kModeUnsupported);
+  }
   if (!requested.empty() && requested == source) {
     return Status(Code::kInvalidArgument,
                   "targetNode " + requested + " is the node the pod already runs on",

@@ -65,8 +65,10 @@ struct Placement {
 // Chooses the target node for `pod` among `nodes`, given all `pods` (to
 // sum what is already requested on each node). `requested` non-empty:
 // that node or a clear refusal. `mode` is the Migration's spec.mode: a
-// PostCopy needs userfaultfd on both nodes, a PreCopy soft-dirty tracking
-// on the source (refused with kModeUnsupported when the source lacks it).
+// PostCopy needs userfaultfd on both nodes and a bare pod (an owned pod's
+// replacement comes only after its source is deleted, and PostCopy needs
+// the source until the transfer ends), a PreCopy soft-dirty tracking on the
+// source (refused with kModeUnsupported when the source lacks it).
 // Objects are read in place (the informer caches' shared objects), never
 // copied: this runs on every reconcile, over every pod of the cluster.
 Result<Placement> choose_target(const json& pod, const std::vector<const json*>& nodes,

@@ -141,6 +141,22 @@ spec:
   template:
 $(owned_template db)
 EOF
+check "PostCopy of an owned pod is refused with a clear condition and touches nothing"
+wait_until 180 "Deployment web has its pod Ready" bash -c "[[ \$(kubectl -n $E2E_NS get pods -l app=web -o jsonpath='{.items[0].status.conditions[?(@.type==\"Ready\")].status}') == True ]]"
+read -r web_pod web_uid _ <<<"$(owner_pods web)"
+k apply -f - >/dev/null <<EOF
+apiVersion: ferry.dev/v1alpha1
+kind: Migration
+metadata: {name: postcopy-web}
+spec: {podName: $web_pod, mode: PostCopy}
+EOF
+wait_until 30 "postcopy-web Failed" bash -c "[[ \$(kubectl -n $E2E_NS get migration postcopy-web -o jsonpath='{.status.phase}') == Failed ]]"
+cond="$(k get migration postcopy-web -o jsonpath='{.status.conditions[?(@.type=="Failed")].reason}: {.status.conditions[?(@.type=="Failed")].message}')"
+[[ "$cond" == "ModeUnsupported: "*"owned by ReplicaSet"*"use Cold"* ]] || fail "postcopy-web: $cond"
+[[ "$(owner_pods web)" == "$web_pod $web_uid "* ]] || fail "the refusal touched $web_pod: $(owner_pods web)"
+k delete migration postcopy-web >/dev/null
+ok "$cond"
+
 migrate_owned web Deployment
 ready="$(k get deployment web -o jsonpath='{.status.readyReplicas}/{.status.replicas}/{.status.updatedReplicas}')"
 [[ "$ready" == 1/1/1 ]] || fail "Deployment web: ready/replicas/updated $ready"

@@ -82,7 +82,11 @@ if jq -e '.memDirtyTrack == false' <<<"$(kubectl get node ferry-worker-1 -o json
 else
   echo "skip: PreCopy refusal: this kernel has soft-dirty tracking (the refusal cannot be provoked)"
 fi
-refused bad-postcopy movable "" ModeUnsupported "not available through the operator yet" PostCopy
+if jq -e '.lazyPages == false' <<<"$(kubectl get node ferry-worker-1 -o jsonpath='{.metadata.annotations.ferry\.dev/agent}')" >/dev/null; then
+  refused bad-postcopy movable "" ModeUnsupported "userfaultfd" PostCopy
+else
+  echo "skip: PostCopy refusal of a bare pod: this kernel has userfaultfd (PostCopy of an owned pod is refused in migrate_owned_pods)"
+fi
 n="$(k get pods -o name | wc -l)"
 [[ "$n" == 4 ]] || fail "$n pods: a refusal created something"
 ok "no replacement pod was created"

@@ -33,7 +33,8 @@ TEST_F(RecordStoreTest, SavedRecordsComeBackAfterARestartAndErase) {
            .figures = {.freeze_seconds = 0.004,
                        .dump_seconds = 0.5,
                        .publish_seconds = 0.02,
-                       .bytes = 1082130432}};
+                       .bytes = 1082130432},
+           .post_copy = true};
   ASSERT_TRUE(RecordStore(dir_).save(r).ok());
   struct stat st {};
   ASSERT_EQ(stat((dir_ + "/uid-1.json").c_str(), &st), 0);
@@ -53,6 +54,7 @@ TEST_F(RecordStoreTest, SavedRecordsComeBackAfterARestartAndErase) {
   EXPECT_DOUBLE_EQ(found->figures.dump_seconds, 0.5);
   EXPECT_DOUBLE_EQ(found->figures.publish_seconds, 0.02);
   EXPECT_EQ(found->figures.bytes, 1082130432u);
+  EXPECT_TRUE(found->post_copy) << "a restarted agent must know its page servers are gone";
   EXPECT_FALSE(restarted.find("shop", "other").has_value());
   EXPECT_FALSE(restarted.find("other", "move-cart").has_value());
 
@@ -91,6 +93,7 @@ TEST_F(RecordStoreTest, ARecordWithoutFiguresReadsWithZeros) {
   EXPECT_EQ(found->state, Record::State::kFrozen);
   EXPECT_EQ(found->figures.bytes, 0u);
   EXPECT_DOUBLE_EQ(found->figures.dump_seconds, 0.0);
+  EXPECT_FALSE(found->post_copy) << "older agents did Cold only";
 }
 
 TEST_F(RecordStoreTest, NoDirectoryMeansNoRecords) {

@@ -222,5 +222,28 @@ TEST(ChooseTargetTest, PreCopyWithoutSoftDirtyTrackingIsRefusedClearly) {
   EXPECT_EQ(compare_versions("4.2", "4.2.0"), 0);
 }
 
+// PostCopy keeps the frozen source until the restored copy has all its
+// memory; an owned pod's replacement only comes once the source is deleted.
+TEST(ChooseTargetTest, PostCopyTakesBarePodsAndRefusesOwnedOnesClearly) {
+  json p = pod("p", "n1");
+  std::vector<json> nodes = {node("n1"), node("n2")};
+  auto bare = choose_target(p, {&nodes[0], &nodes[1]}, {&p}, "", "PostCopy");
+  ASSERT_TRUE(bare.ok()) << bare.status().to_string();
+  EXPECT_EQ(bare->target, "n2");
+  p["metadata"]["ownerReferences"] = {
+      {{"kind", "ReplicaSet"}, {"name", "web-abc"}, {"controller", true}}};
+  Status st = choose_target(p, {&nodes[0], &nodes[1]}, {&p}, "", "PostCopy").status();
+  EXPECT_EQ(st.reason(), kModeUnsupported);
+  EXPECT_NE(st.message().find("owned by ReplicaSet web-abc"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("use Cold"), std::string::npos) << st.message();
+  EXPECT_TRUE(choose_target(p, {&nodes[0], &nodes[1]}, {&p}, "", "Cold").ok());
+  // The source must have userfaultfd too, not only the target.
+  p["metadata"].erase("ownerReferences");
+  nodes[0]["metadata"]["annotations"]["ferry.dev/agent"] = R"({"criuVersion":"4.2.1"})";
+  st = choose_target(p, {&nodes[0], &nodes[1]}, {&p}, "", "PostCopy").status();
+  EXPECT_EQ(st.reason(), kModeUnsupported);
+  EXPECT_NE(st.message().find("userfaultfd"), std::string::npos) << st.message();
+}
+
 }  // namespace
 }  // namespace ferry::operator_

@@ -24,6 +24,7 @@
 #include "api/annotations.h"
 #include "api/migration.h"
 #include "checkpoint/checkpoint_cgroups.h"
+#include "checkpoint/criu_features.h"
 #include "checkpoint/oci_runtime.h"
 #include "control_plane.h"
 #include "controller/records.h"
@@ -175,6 +176,8 @@ class AgentControllerTest : public ::testing::Test {
             .records_dir = records_dir(),
             .pod_log_root = dir_ + "/pod-logs",
             .criu_network_lock = agent_network_lock(),
+            .page_server_address = page_server_address_,
+            .lazy_dump_read = lazy_dump_read_,
             .on_checkpoint = [this](const agent::CheckpointSample&) { ++checkpoints_; }});
     agent_thread_ = std::jthread([this](std::stop_token stop) { agent_->run(stop); });
     ASSERT_TRUE(wait_until([&] { return agent_->synced(); }, kDeadline)) << "informers synced";
@@ -266,7 +269,7 @@ class AgentControllerTest : public ::testing::Test {
   // Creates Migration `name` of the source pod with this node as its
   // source, and hands it to the agents: Checkpointing, with the bare pod's
   // replacement already created (its name and uid in status).
-  std::string create_migration(const std::string& name) {
+  std::string create_migration(const std::string& name, const std::string& mode = "Cold") {
     json m = {{"apiVersion", "ferry.dev/v1alpha1"},
               {"kind", "Migration"},
               {"metadata",
@@ -278,12 +281,15 @@ class AgentControllerTest : public ::testing::Test {
     auto created = client_->create(kMigrations, kNs, m);
     EXPECT_TRUE(created.ok()) << created.status().to_string();
     if (!created.ok()) return "";
-    operator_moves(name, "Checkpointing",
-                   {{"sourceNode", node_},
-                    {"targetNode", "elsewhere-" + tag_},
-                    {"sourcePodUID", source_.uid},
-                    {"targetPod", source_.name + "-moved"},
-                    {"targetPodUID", "00000000-0000-4000-8000-" + std::string(12, '1')}});
+    operator_moves(
+        name, "Checkpointing",
+        {{"sourceNode", node_},
+         {"targetNode", "elsewhere-" + tag_},
+         {"sourcePodUID", source_.uid},
+         {"targetPod", source_.name + "-moved"},
+         {"targetPodUID", kTargetPodUid},
+         {"effective",
+          {{"policy", ""}, {"mode", mode}, {"completionSeconds", 600}, {"progressSeconds", 120}}}});
     return (*created)["metadata"]["uid"];
   }
 
@@ -363,6 +369,43 @@ class AgentControllerTest : public ::testing::Test {
   std::jthread agent_thread_;
   std::atomic<int> checkpoints_{0};
   SourcePod source_;
+  bool lazy_dump_read_ = false;                    // AgentOptions::lazy_dump_read
+  std::string page_server_address_ = "127.0.0.1";  // AgentOptions::page_server_address
+  static constexpr const char* kTargetPodUid = "00000000-0000-4000-8000-111111111111";
+
+  // ---- PostCopy
+
+  // Skips (saying why) where CRIU cannot do PostCopy; else notes whether
+  // it reads pages on request, as the agent's main does.
+  void require_postcopy() {
+    auto features = checkpoint::detect_criu_features(tool("criu"));
+    ASSERT_TRUE(features.ok()) << features.status().to_string();
+    if (!features->uffd || !features->uffd_noncoop) {
+      GTEST_SKIP() << "no userfaultfd lazy pages on this kernel: PostCopy untestable here";
+    }
+    lazy_dump_read_ = features->lazy_dump_read;
+  }
+  // The published snapshot's restore options (the page server's address).
+  json restore_options(const std::string& uid) const {
+    return json::parse(read_file(dir_ + "/snapshots/" + uid + "/app/restore-options.json"), nullptr,
+                       false);
+  }
+  // The Migration's condition `type`: "True", "False", or "" if none.
+  std::string condition(const std::string& name, const std::string& type) {
+    for (const auto& c :
+         migration(name).value(json::json_pointer("/status/conditions"), json::array())) {
+      if (c.value("type", "") == type) return c.value("status", "");
+    }
+    return "";
+  }
+  // Waits until Migration `name` reports the failure `reason`.
+  ::testing::AssertionResult fails_with(const std::string& name, const std::string& reason) {
+    if (wait_until([&] { return field(name, "/status/failure/reason") == reason; }, kDeadline)) {
+      return ::testing::AssertionSuccess();
+    }
+    return ::testing::AssertionFailure()
+           << name << " never reported " << reason << ": " << migration(name).dump(2);
+  }
 };
 
 // The dump is done and published, but the status write that hands the
@@ -576,6 +619,159 @@ TEST_F(AgentControllerTest, SourceDeletedWhileSwitchingDiesFrozenThenSucceededCl
   EXPECT_TRUE(wait_until([&] { return !has_record(uid); }, kDeadline)) << "record removed";
   EXPECT_FALSE(has_snapshot(uid));
   EXPECT_TRUE(wait_until([&] { return !held("m-switch"); }, kDeadline)) << "finalizer removed";
+}
+
+// PostCopy through the agent's loop: the source dumps everything but its
+// memory, publishes at once and serves the pages from the agent's process.
+// Nothing is reported transferred while nobody pulls; a target restored
+// through ferry-runc (as containerd's shim would, on another node) runs at
+// once, and only once it has every page does the agent set
+// PagesTransferred, with the source frozen all along. Then the switch
+// kills the source and the end cleans up, page servers included.
+TEST_F(AgentControllerTest, PostCopyServesPagesUntilTheRestoredCopyHasThemAllThenSwitches) {
+  ASSERT_NO_FATAL_FAILURE(require_postcopy());
+  ASSERT_NO_FATAL_FAILURE(start_source("src-postcopy", /*gate=*/true));
+  for (int i = 0; i < 3; ++i) ask(source_.netns->name(), "INCR");
+  const std::string sum_before = ask(source_.netns->name(), "SUM");
+  ASSERT_EQ(sum_before.rfind("sum ", 0), 0u) << sum_before;
+  ASSERT_NO_FATAL_FAILURE(start_agent());
+  const std::string uid = create_migration("m-postcopy", "PostCopy");
+  ASSERT_TRUE(reaches("m-postcopy", "Restoring"));
+  EXPECT_EQ(freezer(), "frozen");
+  EXPECT_EQ(serving(), "False");
+  const json options = restore_options(uid);
+  ASSERT_TRUE(options.is_object()) << "restore-options.json";
+  EXPECT_EQ(options.value("lazyPages", false), true) << options.dump();
+  const std::string page_server = options.value("pageServer", "");
+  EXPECT_EQ(page_server.rfind("127.0.0.1:", 0), 0u) << page_server;
+  // Nobody pulls: nothing to report, and the source stays frozen.
+  std::this_thread::sleep_for(1s);
+  EXPECT_EQ(condition("m-postcopy", api::kPagesTransferredCondition), "");
+  EXPECT_EQ(phase("m-postcopy"), "Restoring");
+  EXPECT_EQ(freezer(), "frozen");
+
+  // The target pod's container, restored through ferry-runc.
+  const PodIdentity target{.ns = kNs, .name = source_.name + "-moved", .uid = kTargetPodUid};
+  NetNs target_ns("fd-" + tag_);
+  OverlayRootfs target_rootfs(dir_ + "/image", dir_ + "/rootfs-dst");
+  ASSERT_TRUE(target_rootfs.mounted());
+  write_bundle(dir_ + "/bundle-dst", target_rootfs.merged(), target_ns, 16, target, uid);
+  ShimContainer dst("dst-" + tag_, dir_ + "/bundle-dst", dir_ + "/runc", FERRY_RUNC_BIN);
+  ASSERT_EQ(dst.create_and_start(), 0)
+      << read_file(dst.log_path()) << read_file(dir_ + "/state/work/" + dst.id() + "/restore.log");
+  EXPECT_EQ(ask(target_ns.name(), "PID"), "pid 1");
+  ASSERT_TRUE(
+      wait_until([&] { return condition("m-postcopy", api::kPagesTransferredCondition) == "True"; },
+                 kDeadline))
+      << migration("m-postcopy").dump(2)
+      << read_file(dir_ + "/state/work/" + dst.id() + "/lazy-pages.log");
+  EXPECT_EQ(ask(target_ns.name(), "SUM"), sum_before);
+  EXPECT_EQ(ask(target_ns.name(), "COUNT"), "count 3");
+  EXPECT_EQ(ask(target_ns.name(), "CHECK"), "check ok");
+  EXPECT_NE(field("m-postcopy", "/status/durations/transfer"), "") << "the transfer's duration";
+  EXPECT_EQ(phase("m-postcopy"), "Restoring") << "the switch is the operator's and the target's";
+  EXPECT_EQ(freezer(), "frozen") << "the source never runs beside the restored copy";
+  if (lazy_dump_read_) {
+    EXPECT_NE(read_file(dir_ + "/work/" + source_.container->id() + "/dump.log")
+                  .find("Lazy pages are read from the frozen tasks on request"),
+              std::string::npos)
+        << "the agent asks CRIU to read pages on request where CRIU can";
+  }
+
+  // The switch: the source pod deleted, killed frozen; the end cleans up.
+  const int init = source_.container->state_pid();
+  ASSERT_NO_FATAL_FAILURE(operator_moves("m-postcopy", "Switching"));
+  ASSERT_TRUE(client_->remove(kube::resources::kPods, kNs, source_.name).ok());
+  ASSERT_TRUE(wait_until([&] { return source_.container->state_status() == "stopped"; }, kDeadline))
+      << "killed once its pod is being deleted";
+  EXPECT_TRUE(process_gone(init));
+  ASSERT_NO_FATAL_FAILURE(operator_moves("m-postcopy", "Succeeded"));
+  EXPECT_TRUE(wait_until([&] { return !has_record(uid); }, kDeadline)) << "record removed";
+  EXPECT_FALSE(has_snapshot(uid));
+  EXPECT_TRUE(wait_until([&] { return !held("m-postcopy"); }, kDeadline)) << "finalizer removed";
+  EXPECT_EQ(ask(target_ns.name(), "COUNT"), "count 3") << "the restored copy runs on";
+  ASSERT_TRUE(run_ok({FERRY_RUNC_BIN, "--root", dir_ + "/runc", "kill", dst.id(), "KILL"}));
+  EXPECT_TRUE(wait_until([&] { return dst.state_status() == "stopped"; }, 10s));
+  ASSERT_TRUE(run_ok({FERRY_RUNC_BIN, "--root", dir_ + "/runc", "delete", dst.id()}));
+}
+
+// An agent that cannot serve pages (no --page-server-address) refuses a
+// PostCopy Migration before it freezes anything: the pod keeps running.
+TEST_F(AgentControllerTest, PostCopyWithoutAPageServerAddressFailsBeforeFreezingAnything) {
+  ASSERT_NO_FATAL_FAILURE(start_source("src-pc-noaddr", /*gate=*/true));
+  page_server_address_ = "";
+  ASSERT_NO_FATAL_FAILURE(start_agent());
+  const std::string uid = create_migration("m-pc-noaddr", "PostCopy");
+  ASSERT_TRUE(fails_with("m-pc-noaddr", "ModeUnsupportedOnNode"));
+  EXPECT_NE(field("m-pc-noaddr", "/status/failure/message").find("--page-server-address"),
+            std::string::npos);
+  EXPECT_EQ(freezer(), "thawed");
+  EXPECT_TRUE(answers());
+  EXPECT_FALSE(has_record(uid));
+  EXPECT_FALSE(has_snapshot(uid));
+  EXPECT_EQ(checkpoints_.load(), 0);
+}
+
+// Connects to a page server and sends what no CRIU sends: it ends the
+// transfer with an error, as a target that died mid-transfer would.
+void break_page_server(const std::string& address_port) {
+  const auto colon = address_port.rfind(':');
+  const std::string host = address_port.substr(0, colon);
+  const std::string port = address_port.substr(colon + 1);
+  auto r = process::run(
+      {"bash", "-c",
+       "exec 3<>/dev/tcp/" + host + "/" + port +
+           " && head -c 64 /dev/zero | tr '\\0' '\\377' >&3 && sleep 0.2 && exec 3>&-"});
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+}
+
+// A PostCopy transfer that fails (the target's side broke off) is reported
+// as the Migration's failure with CRIU's log; the rollback then stops the
+// page server and thaws the source, which serves again with its state.
+TEST_F(AgentControllerTest, PostCopyTransferFailureIsReportedAndTheRollbackThawsTheSource) {
+  ASSERT_NO_FATAL_FAILURE(require_postcopy());
+  ASSERT_NO_FATAL_FAILURE(start_source("src-pc-broken", /*gate=*/true));
+  ask(source_.netns->name(), "INCR");
+  ASSERT_NO_FATAL_FAILURE(start_agent());
+  const std::string uid = create_migration("m-pc-broken", "PostCopy");
+  ASSERT_TRUE(reaches("m-pc-broken", "Restoring"));
+  ASSERT_NO_FATAL_FAILURE(break_page_server(restore_options(uid).value("pageServer", "")));
+  ASSERT_TRUE(fails_with("m-pc-broken", "PageTransferFailed"));
+  EXPECT_NE(field("m-pc-broken", "/status/failure/message").find("page transfer failed"),
+            std::string::npos)
+      << field("m-pc-broken", "/status/failure/message");
+  EXPECT_NE(field("m-pc-broken", "/status/failure/criuLogExcerpt"), "") << "CRIU's own words";
+  EXPECT_EQ(condition("m-pc-broken", api::kPagesTransferredCondition), "");
+  EXPECT_EQ(freezer(), "frozen") << "nothing thaws before the operator rolls back";
+
+  ASSERT_NO_FATAL_FAILURE(operator_moves("m-pc-broken", "RolledBack"));
+  ASSERT_TRUE(wait_until([&] { return answers(); }, kDeadline)) << "thawed";
+  EXPECT_EQ(ask(source_.netns->name(), "COUNT"), "count 1");
+  EXPECT_EQ(ask(source_.netns->name(), "CHECK"), "check ok");
+  EXPECT_TRUE(wait_until([&] { return serving() == "True"; }, kDeadline));
+  EXPECT_TRUE(wait_until([&] { return !has_record(uid); }, kDeadline)) << "record removed";
+  EXPECT_FALSE(has_snapshot(uid));
+}
+
+// The page servers live in the agent's process: an agent restarted during
+// the transfer has lost them, so it reports the loss (the operator rolls
+// back) instead of waiting forever, and thaws the intact source.
+TEST_F(AgentControllerTest, PostCopyAgentRestartedMidTransferReportsTheLossAndRollsBack) {
+  ASSERT_NO_FATAL_FAILURE(require_postcopy());
+  ASSERT_NO_FATAL_FAILURE(start_source("src-pc-restart", /*gate=*/true));
+  ask(source_.netns->name(), "INCR");
+  ASSERT_NO_FATAL_FAILURE(start_agent());
+  const std::string uid = create_migration("m-pc-restart", "PostCopy");
+  ASSERT_TRUE(reaches("m-pc-restart", "Restoring"));
+  stop_agent();
+  EXPECT_EQ(freezer(), "frozen") << "a stopped page server leaves the source frozen";
+  ASSERT_NO_FATAL_FAILURE(start_agent());
+  ASSERT_TRUE(fails_with("m-pc-restart", "PageTransferLost"));
+  EXPECT_EQ(freezer(), "frozen");
+  ASSERT_NO_FATAL_FAILURE(operator_moves("m-pc-restart", "RolledBack"));
+  ASSERT_TRUE(wait_until([&] { return answers(); }, kDeadline)) << "thawed";
+  EXPECT_EQ(ask(source_.netns->name(), "COUNT"), "count 1");
+  EXPECT_TRUE(wait_until([&] { return !has_record(uid); }, kDeadline)) << "record removed";
 }
 
 }  // namespace
