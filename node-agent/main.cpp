@@ -94,10 +94,18 @@ int run_agent(const ferry::cli::FlagSet& flags, ferry::checkpoint::OciRuntime& r
                           .Name("ferry_agent_checkpoints_total")
                           .Help("Checkpoints of a pod's containers on this node, by result.")
                           .Register(*registry);
-  auto& phase_seconds = prometheus::BuildHistogram()
-                            .Name("ferry_agent_checkpoint_seconds")
-                            .Help("Freeze, dump and publish time of checkpoints on this node.")
-                            .Register(*registry);
+  auto& phase_seconds =
+      prometheus::BuildHistogram()
+          .Name("ferry_agent_checkpoint_seconds")
+          .Help(
+              "Freeze, dump and publish time of checkpoints on this node, and the "
+              "page transfer of PostCopy ones.")
+          .Register(*registry);
+  auto& page_transfers =
+      prometheus::BuildCounter()
+          .Name("ferry_agent_page_transfers_total")
+          .Help("PostCopy page transfers this node served as the source, by result.")
+          .Register(*registry);
   auto& bytes = prometheus::BuildCounter()
                     .Name("ferry_agent_checkpoint_bytes_total")
                     .Help("Bytes of snapshots published by this node.")
@@ -143,6 +151,11 @@ int run_agent(const ferry::cli::FlagSet& flags, ferry::checkpoint::OciRuntime& r
              phase_seconds.Add({{"step", "dump"}}, buckets).Observe(s.dump_seconds);
              phase_seconds.Add({{"step", "publish"}}, buckets).Observe(s.publish_seconds);
              bytes.Add({}).Increment(static_cast<double>(s.bytes));
+           },
+       .on_page_transfer =
+           [&](bool ok, double seconds) {
+             page_transfers.Add({{"result", ok ? "success" : "failure"}}).Increment();
+             if (ok) phase_seconds.Add({{"step", "page_transfer"}}, buckets).Observe(seconds);
            },
        .queue_metrics = kube_metrics.queue_hooks("agent")});
   std::unique_ptr<ferry::obs::HealthServer> health;

@@ -53,11 +53,17 @@ Status CheckpointEngine::write_criu_config(const ContainerState& state, TcpMode 
                                            const std::string& extra) {
   auto it = state.annotations.find(api::kCriuConfigAnnotation);
   if (it == state.annotations.end()) {
-    if (tcp == TcpMode::kEstablished) return {};  // the CLI flag is enough
+    // Only the file carries what runc has no flag for: refuse what needs
+    // it rather than dump without it.
+    const char* missing = tcp != TcpMode::kEstablished
+                              ? "close its TCP connections for a restore on another node"
+                          : !network_lock.empty() ? "lock its network with the requested method"
+                                                  : nullptr;
+    if (missing == nullptr) return {};  // --tcp-established is runc's flag
     return Status(Code::kFailedPrecondition,
                   "container " + state.id +
-                      " was not created through ferry-runc (no CRIU config file): cannot "
-                      "close its TCP connections for a restore on another node",
+                      " was not created through ferry-runc (no CRIU config file): cannot " +
+                      missing + (network_lock.empty() ? "" : " (" + network_lock + ")"),
                   "NotOnFerryRuntime");
   }
   // Only what runc has no flag for; runc passes the file to CRIU as-is.

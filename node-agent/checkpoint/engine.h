@@ -32,7 +32,10 @@ struct DumpRequest {
   std::string work_dir;   // CRIU logs
   TcpMode tcp = TcpMode::kClose;
   // CRIU's network lock method for the dump ("nftables"; empty: CRIU's
-  // default, iptables). The restore uses the one the dump recorded.
+  // default, iptables). The restore uses the one the dump recorded. It goes
+  // through the container's CRIU config file: a container not created
+  // through ferry-runc is refused (NotOnFerryRuntime) rather than dumped
+  // with another lock.
   std::string network_lock;
 };
 
@@ -50,7 +53,10 @@ struct LazyDumpRequest {
   std::string page_server;  // "address:port" where the source's CRIU serves pages
   TcpMode tcp = TcpMode::kClose;
   // CRIU's network lock method for the dump ("nftables"; empty: CRIU's
-  // default, iptables). The restore uses the one the dump recorded.
+  // default, iptables). The restore uses the one the dump recorded. It goes
+  // through the container's CRIU config file: a container not created
+  // through ferry-runc is refused (NotOnFerryRuntime) rather than dumped
+  // with another lock.
   std::string network_lock;
   // Called while frozen, after the images are in the writer and before it
   // publishes: adds what else the snapshot carries (the rootfs diff).

@@ -585,12 +585,14 @@ void AgentController::watch_transfer(const std::shared_ptr<PageTransfer>& transf
         failed = i;
       }
     }
+    const std::chrono::duration<double> took = std::chrono::steady_clock::now() - t->published;
     {
       std::lock_guard lock(transfers_mu_);
       t->outcome = outcome;
       t->failed = failed;
-      t->took = std::chrono::steady_clock::now() - t->published;
+      t->took = took;
     }
+    if (options_.on_page_transfer) options_.on_page_transfer(outcome.ok(), took.count());
     queue_.add(key);
   });
 }
@@ -698,17 +700,26 @@ Status AgentController::target_side(const api::Migration& m) {
   if (has_serving_gate(*pod)) {
     FERRY_RETURN_IF_ERROR(set_serving(*pod, true, "Restored", "restored by Migration " + m.name));
   }
+  // The restore took until the restored copy ran (for PostCopy, before
+  // its memory had arrived: the transfer is the source's figure).
+  auto record_restore = [](api::MigrationStatus& s) {
+    if (!s.restore.empty()) return false;
+    auto since = api::entered(s, Phase::kRestoring);
+    if (!since) return false;
+    s.restore = api::format_seconds(api::unix_now() - *since);
+    return true;
+  };
   if (post_copy(m) && !api::condition_true(m.status.conditions, api::kPagesTransferredCondition)) {
     // It runs and serves, but part of its memory is still in the frozen
     // source: no switch (which deletes the source) before every page is
     // here. The source agent's report of the transfer requeues us.
-    return {};
+    return update_status(m.ns, m.name, [&](api::MigrationStatus& s) {
+      return s.phase == Phase::kRestoring && record_restore(s);
+    });
   }
   return update_status(m.ns, m.name, [&](api::MigrationStatus& s) {
     if (s.phase != Phase::kRestoring) return false;
-    if (auto since = api::entered(s, Phase::kRestoring)) {
-      s.restore = api::format_seconds(api::unix_now() - *since);
-    }
+    record_restore(s);
     api::enter_phase(s, Phase::kSwitching);
     return true;
   });

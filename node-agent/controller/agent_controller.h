@@ -84,6 +84,9 @@ struct AgentOptions {
   // (CriuFeatures::lazy_dump_read) instead of splicing them while frozen.
   bool lazy_dump_read = false;
   std::function<void(const CheckpointSample&)> on_checkpoint;  // metrics
+  // PostCopy, once per transfer this agent served: how it ended and how
+  // long its page servers ran after the publish (metrics).
+  std::function<void(bool ok, double seconds)> on_page_transfer;
   kube::WorkQueueMetrics queue_metrics;
 };
 

@@ -169,6 +169,19 @@ TEST_F(EngineTest, TcpCloseNeedsTheFerryRuntime) {
   EXPECT_TRUE(rt_.calls.empty()) << "nothing was touched";
 }
 
+// The network lock CRIU should use goes through the same file: without
+// it the dump would silently fall back to CRIU's default (iptables).
+TEST_F(EngineTest, ANetworkLockNeedsTheFerryRuntime) {
+  auto r = engine_.dump({.container_id = "c",
+                         .image_dir = "/x",
+                         .tcp = TcpMode::kEstablished,
+                         .network_lock = "nftables"});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().reason(), "NotOnFerryRuntime");
+  EXPECT_NE(r.status().message().find("nftables"), std::string::npos) << r.status().message();
+  EXPECT_TRUE(rt_.calls.empty()) << "nothing was touched";
+}
+
 TEST_F(EngineTest, KillWhileFrozenKillsBeforeThawing) {
   ASSERT_TRUE(engine_.freeze("c").ok());
   ASSERT_TRUE(engine_.kill_frozen("c").ok());

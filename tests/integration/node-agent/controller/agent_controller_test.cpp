@@ -178,7 +178,9 @@ class AgentControllerTest : public ::testing::Test {
             .criu_network_lock = agent_network_lock(),
             .page_server_address = page_server_address_,
             .lazy_dump_read = lazy_dump_read_,
-            .on_checkpoint = [this](const agent::CheckpointSample&) { ++checkpoints_; }});
+            .on_checkpoint = [this](const agent::CheckpointSample&) { ++checkpoints_; },
+            .on_page_transfer = [this](bool ok,
+                                       double) { ++(ok ? transfers_ok_ : transfers_failed_); }});
     agent_thread_ = std::jthread([this](std::stop_token stop) { agent_->run(stop); });
     ASSERT_TRUE(wait_until([&] { return agent_->synced(); }, kDeadline)) << "informers synced";
   }
@@ -368,6 +370,7 @@ class AgentControllerTest : public ::testing::Test {
   std::unique_ptr<agent::AgentController> agent_;
   std::jthread agent_thread_;
   std::atomic<int> checkpoints_{0};
+  std::atomic<int> transfers_ok_{0}, transfers_failed_{0};  // on_page_transfer
   SourcePod source_;
   bool lazy_dump_read_ = false;                    // AgentOptions::lazy_dump_read
   std::string page_server_address_ = "127.0.0.1";  // AgentOptions::page_server_address
@@ -669,6 +672,8 @@ TEST_F(AgentControllerTest, PostCopyServesPagesUntilTheRestoredCopyHasThemAllThe
   EXPECT_EQ(ask(target_ns.name(), "COUNT"), "count 3");
   EXPECT_EQ(ask(target_ns.name(), "CHECK"), "check ok");
   EXPECT_NE(field("m-postcopy", "/status/durations/transfer"), "") << "the transfer's duration";
+  EXPECT_EQ(transfers_ok_.load(), 1) << "the transfer's metric";
+  EXPECT_EQ(transfers_failed_.load(), 0);
   EXPECT_EQ(phase("m-postcopy"), "Restoring") << "the switch is the operator's and the target's";
   EXPECT_EQ(freezer(), "frozen") << "the source never runs beside the restored copy";
   if (lazy_dump_read_) {
@@ -742,6 +747,8 @@ TEST_F(AgentControllerTest, PostCopyTransferFailureIsReportedAndTheRollbackThaws
       << field("m-pc-broken", "/status/failure/message");
   EXPECT_NE(field("m-pc-broken", "/status/failure/criuLogExcerpt"), "") << "CRIU's own words";
   EXPECT_EQ(condition("m-pc-broken", api::kPagesTransferredCondition), "");
+  EXPECT_EQ(transfers_failed_.load(), 1) << "the transfer's metric";
+  EXPECT_EQ(transfers_ok_.load(), 0);
   EXPECT_EQ(freezer(), "frozen") << "nothing thaws before the operator rolls back";
 
   ASSERT_NO_FATAL_FAILURE(operator_moves("m-pc-broken", "RolledBack"));
