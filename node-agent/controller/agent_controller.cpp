@@ -239,7 +239,10 @@ void AgentController::run(std::stop_token stop, int workers) {
         if (s.ok()) {
           queue_.forget(*key);
         } else {
-          std::fprintf(stderr, "ferry-agent: %s: %s\n", key->c_str(), s.to_string().c_str());
+          // A conflict only means the retry must read the newer version.
+          if (s.code() != Code::kConflict) {
+            std::fprintf(stderr, "ferry-agent: %s: %s\n", key->c_str(), s.to_string().c_str());
+          }
           queue_.add_rate_limited(*key);
         }
         queue_.done(*key);

@@ -209,8 +209,12 @@ void MigrationController::run(std::stop_token stop, int workers) {
         if (s.ok()) {
           queue_.forget(*key);
         } else {
-          std::fprintf(stderr, "ferry-operator: reconcile %s: %s\n", key->c_str(),
-                       s.to_string().c_str());
+          // A conflict is optimistic concurrency doing its job (the object
+          // changed under us; the retry reads the new version): not an error.
+          if (s.code() != Code::kConflict) {
+            std::fprintf(stderr, "ferry-operator: reconcile %s: %s\n", key->c_str(),
+                         s.to_string().c_str());
+          }
           queue_.add_rate_limited(*key);  // transient (API errors): retry with backoff
         }
         queue_.done(*key);
