@@ -143,6 +143,7 @@ int run_agent(const ferry::cli::FlagSet& flags, ferry::checkpoint::OciRuntime& r
        .snapshot_digest = snapshot_digest,
        .page_server_address = flags.get("page-server-address"),
        .lazy_dump_read = features->lazy_dump_read,
+       .page_transfer_tls = features->tls,
        .on_checkpoint =
            [&](const ferry::agent::CheckpointSample& s) {
              checkpoints.Add({{"result", s.ok ? "success" : "failure"}}).Increment();

@@ -22,6 +22,9 @@ out="$FERRY_ROOT/.cache/criu-features.txt"
   # An option of our patched CRIU (criu-patches/4.2.1/0002-*), not a kernel feature.
   if "$criu" --help 2>/dev/null | grep -q -- --lazy-dump-mode; then s=yes; else s=no; fi
   printf '  %-22s %s\n' "lazy-dump-mode read" "$s"
+  # PostCopy's pages travel only over TLS: CRIU must link GnuTLS.
+  if ldd "$criu" 2>/dev/null | grep -q libgnutls; then s=yes; else s="no (PostCopy refused)"; fi
+  printf '  %-22s %s\n' "tls (GnuTLS)" "$s"
   echo "  fs.pipe-max-size       $(cat /proc/sys/fs/pipe-max-size)"
   if grep -q 'CapEff' /proc/self/status && (( ($(awk '/CapEff/{print "0x"$2}' /proc/self/status) >> 24) & 1 )); then
     echo "  CAP_SYS_RESOURCE       yes"

@@ -37,6 +37,10 @@ Result<CriuFeatures> detect_criu_features(const std::string& criu, const Command
   auto help = run({criu, "--help"});
   f.lazy_dump_read =
       help.ok() && help->first == 0 && help->second.find("--lazy-dump-mode") != std::string::npos;
+  // What the binary links: a static or GnuTLS-less CRIU reads as no TLS,
+  // which refuses PostCopy rather than send memory in clear text.
+  auto libs = run({"ldd", criu});
+  f.tls = libs.ok() && libs->first == 0 && libs->second.find("libgnutls") != std::string::npos;
   auto feature = [&](const char* name) {
     auto r = run({criu, "check", "--feature", name});
     return r.ok() && r->first == 0;
@@ -75,6 +79,11 @@ Status check_mode_supported(Mode mode, const CriuFeatures& f) {
         return unsupported(
             "PostCopy is unsupported on this node: the kernel lacks userfaultfd with "
             "non-cooperative events (criu check --feature uffd-noncoop failed)");
+      }
+      if (!f.tls) {
+        return unsupported("PostCopy is unsupported on this node: CRIU " + f.criu_version +
+                           " was built without GnuTLS, so the page transfer could not be "
+                           "encrypted and authenticated; use Cold");
       }
       return {};
     case Mode::kPreCopy:

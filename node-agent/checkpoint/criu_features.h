@@ -27,6 +27,11 @@ struct CriuFeatures {
   // `--lazy-dump-mode read` (our CRIU patch, see LazyDumpRequest::
   // read_pages_on_request): a PostCopy freeze that does not grow with memory.
   bool lazy_dump_read = false;
+  // CRIU built with GnuTLS (it links libgnutls): `--tls` works. A CRIU
+  // without it accepts --tls and then fails every transfer obscurely (its
+  // tls.h stubs), so PostCopy, whose pages only travel encrypted
+  // (page_transfer_tls.h), is refused on such a node.
+  bool tls = false;
 };
 
 // CRIU's network lock method the agent dumps with here: "nftables" where
@@ -36,8 +41,8 @@ inline std::string network_lock_method(const CriuFeatures& f) {
   return f.network_lock_nftables ? "nftables" : "iptables";
 }
 
-// Runs `criu --version`, `criu --help`, `criu check` and `criu check --feature X` through
-// `run` (argv -> exit code and stdout), so tests can fake the binary.
+// Runs `criu --version`, `criu --help`, `ldd criu`, `criu check` and `criu check --feature X`
+// through `run` (argv -> exit code and stdout), so tests can fake the binary.
 using CommandRunner =
     std::function<Result<std::pair<int, std::string>>(const std::vector<std::string>& argv)>;
 Result<CriuFeatures> detect_criu_features(const std::string& criu_binary, const CommandRunner& run);

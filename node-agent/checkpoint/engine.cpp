@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "api/annotations.h"
+#include "checkpoint/page_transfer_tls.h"
 #include "posix/atomic_file.h"
 
 namespace ferry::checkpoint {
@@ -191,6 +192,40 @@ class LazyTransfer final : public RunningCheckpoint {
   std::unique_ptr<RunningCheckpoint> inner_;
 };
 
+// The address part of "address:port" or "[v6-address]:port".
+std::string page_server_host(const std::string& page_server) {
+  std::string host = page_server.substr(0, page_server.rfind(':'));
+  if (host.size() > 1 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  return host;
+}
+
+// Mints this dump's page transfer credentials, keeps the page server's in
+// `work_dir`/tls and returns the CRIU config lines that use them.
+Result<std::string> page_server_tls_config(const std::string& work_dir,
+                                           const std::string& page_server,
+                                           const std::string& container_id,
+                                           PageTransferCredentials& credentials) {
+  auto minted = mint_page_transfer_credentials(page_server_host(page_server), container_id);
+  if (!minted.ok()) return minted.status();
+  credentials = std::move(minted).value();
+  const std::string dir = work_dir + "/tls";
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return internal_error("create " + dir + ": " + ec.message());
+  fs::permissions(dir, fs::perms::owner_all, fs::perm_options::replace, ec);
+  const std::string ca = dir + "/ca.pem", cert = dir + "/server.pem", key = dir + "/server-key.pem";
+  FERRY_RETURN_IF_ERROR(posix::write_file_atomic(ca, credentials.ca_cert, 0600));
+  FERRY_RETURN_IF_ERROR(posix::write_file_atomic(cert, credentials.server_cert, 0600));
+  FERRY_RETURN_IF_ERROR(posix::write_file_atomic(key, credentials.server_key, 0600));
+  std::string lines;
+  for (const auto& [name, value] : criu_tls_options(ca, cert, key)) {
+    lines += name + (value.empty() ? "" : " " + value) + "\n";
+  }
+  return lines;
+}
+
 struct Fd {
   int fd = -1;
   ~Fd() { reset(); }
@@ -217,9 +252,24 @@ Result<LazyDumpResult> CheckpointEngine::dump_lazy(const LazyDumpRequest& reques
     if (!raised.ok()) return raised.status();
     if (!raised->empty()) std::fprintf(stderr, "ferry: %s\n", raised->c_str());
   }
-  FERRY_RETURN_IF_ERROR(
-      write_criu_config(*state, request.tcp, request.network_lock,
-                        result.pages_read_on_request ? "lazy-dump-mode read\n" : ""));
+  std::string criu_config = result.pages_read_on_request ? "lazy-dump-mode read\n" : "";
+  PageTransferCredentials credentials;
+  if (request.encrypt_transfer) {
+    if (!state->annotations.contains(api::kCriuConfigAnnotation)) {
+      return Status(Code::kFailedPrecondition,
+                    "container " + request.container_id +
+                        " was not created through ferry-runc (no CRIU config file): cannot "
+                        "serve its pages over TLS",
+                    "NotOnFerryRuntime");
+    }
+    // Before the freeze: minting takes a few milliseconds.
+    auto tls = page_server_tls_config(request.work_dir, request.page_server, request.container_id,
+                                      credentials);
+    if (!tls.ok()) return tls.status().with_context("page transfer TLS");
+    criu_config += *tls;
+    result.encrypted = true;
+  }
+  FERRY_RETURN_IF_ERROR(write_criu_config(*state, request.tcp, request.network_lock, criu_config));
   const std::string images = request.work_dir + "/images";
   std::error_code ec;
   fs::create_directories(images, ec);
@@ -278,6 +328,13 @@ Result<LazyDumpResult> CheckpointEngine::dump_lazy(const LazyDumpRequest& reques
   nlohmann::json options = {{"tcpEstablished", request.tcp == TcpMode::kEstablished},
                             {"lazyPages", true},
                             {"pageServer", request.page_server}};
+  if (result.encrypted) {
+    // What the target's `criu lazy-pages` presents and trusts.
+    options["pageTransferTls"] = true;
+    FERRY_RETURN_IF_ERROR(writer.add_file(kPageTransferCaFile, credentials.ca_cert));
+    FERRY_RETURN_IF_ERROR(writer.add_file(kPageTransferClientCertFile, credentials.client_cert));
+    FERRY_RETURN_IF_ERROR(writer.add_file(kPageTransferClientKeyFile, credentials.client_key));
+  }
   // runtime::kRestoreOptionsFile, read by ferry-runc on the target.
   FERRY_RETURN_IF_ERROR(writer.add_file("restore-options.json", options.dump()));
   if (request.before_publish) FERRY_RETURN_IF_ERROR(request.before_publish(writer));

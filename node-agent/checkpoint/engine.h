@@ -72,6 +72,13 @@ struct LazyDumpRequest {
   // container's CRIU config file, so a container not created through
   // ferry-runc is dumped the old way (LazyDumpResult says which ran).
   bool read_pages_on_request = false;
+  // The pages travel over mutual TLS, with credentials minted for this dump
+  // (page_transfer_tls.h): the page server's in work_dir/tls, the
+  // target's in the snapshot, and restore-options.json says so. This goes
+  // through the container's CRIU config file too, so a container not
+  // created through ferry-runc is refused (NotOnFerryRuntime): its memory is
+  // never served in clear text. Off only in tests of something else.
+  bool encrypt_transfer = true;
   // See kCriuLazyPipeBytes (tests point this elsewhere).
   std::string pipe_max_size_sysctl = "/proc/sys/fs/pipe-max-size";
 };
@@ -86,6 +93,7 @@ struct LazyDumpResult {
   std::chrono::duration<double> publish{};  // copy into the store and publish
   uint64_t image_bytes = 0;                 // the published (non-memory) images
   bool pages_read_on_request = false;       // LazyDumpRequest::read_pages_on_request took
+  bool encrypted = false;                   // LazyDumpRequest::encrypt_transfer took
   // The page server. Keep it until the restored container has every page
   // (transfer->wait()); destroying it earlier stops the transfer. Meanwhile
   // CRIU holds the source's tasks stopped with ptrace, and their cgroup is

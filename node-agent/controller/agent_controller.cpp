@@ -415,6 +415,15 @@ Status AgentController::checkpoint(const api::Migration& m) {
                "ModeUnsupportedOnNode"),
         "");
   }
+  if (post_copy(m) && !options_.page_transfer_tls) {
+    return report_failure(m,
+                          Status(Code::kFailedPrecondition,
+                                 "PostCopy serves pages only over TLS, and the CRIU of ferry-agent "
+                                 "on " +
+                                     options_.node + " was built without GnuTLS; use Cold",
+                                 "ModeUnsupportedOnNode"),
+                          "");
+  }
   Record record{.migration_uid = m.uid,
                 .ns = m.ns,
                 .migration = m.name,

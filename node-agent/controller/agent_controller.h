@@ -83,6 +83,11 @@ struct AgentOptions {
   // CRIU reads lazy pages from the frozen tasks on request
   // (CriuFeatures::lazy_dump_read) instead of splicing them while frozen.
   bool lazy_dump_read = false;
+  // This node's CRIU has GnuTLS (CriuFeatures::tls): PostCopy's pages go
+  // only over TLS. Without it a PostCopy dump is refused before anything
+  // is frozen (a CRIU without GnuTLS would fail the transfer anyway, never
+  // send pages in clear text: its --tls stubs fail every send).
+  bool page_transfer_tls = true;
   std::function<void(const CheckpointSample&)> on_checkpoint;  // metrics
   // PostCopy, once per transfer this agent served: how it ended and how
   // long its page servers ran after the publish (metrics).

@@ -69,6 +69,7 @@ json agent_report(const checkpoint::CriuFeatures& f, const std::string& runtime_
           {"criuCheck", f.check_passed},
           {"lazyPages", f.uffd && f.uffd_noncoop},
           {"lazyDumpRead", f.lazy_dump_read},
+          {"pageTransferTls", f.tls},
           {"memDirtyTrack", f.mem_dirty_track},
           {"networkLock", checkpoint::network_lock_method(f)},
           {"kernel", u.release},

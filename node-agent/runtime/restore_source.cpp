@@ -76,6 +76,7 @@ Result<PreparedRestore> prepare_from_store(const WrapperConfig& config,
     prepared.tcp_established = options.value("tcpEstablished", false);
     prepared.lazy_pages = options.value("lazyPages", false);
     prepared.page_server = options.value("pageServer", "");
+    prepared.page_transfer_tls = options.value("pageTransferTls", false);
   }
   return prepared;
 }

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "api/annotations.h"
+#include "checkpoint/page_transfer_tls.h"
 #include "posix/atomic_file.h"
 #include "posix/mountinfo.h"
 #include "posix/read_file.h"
@@ -195,7 +196,7 @@ Result<WrapperConfig> WrapperConfig::load() {
 Result<std::vector<std::string>> lazy_pages_argv(const std::string& criu,
                                                  const std::string& image_dir,
                                                  const std::string& work_dir,
-                                                 const std::string& page_server) {
+                                                 const std::string& page_server, bool tls) {
   auto colon = page_server.rfind(':');
   if (colon == std::string::npos || colon == 0 || colon + 1 == page_server.size()) {
     return invalid_argument("page server \"" + page_server + "\" is not address:port");
@@ -209,22 +210,32 @@ Result<std::vector<std::string>> lazy_pages_argv(const std::string& criu,
       std::stoi(port) == 0 || std::stoi(port) > 65535) {
     return invalid_argument("page server \"" + page_server + "\" has no valid port");
   }
-  return std::vector<std::string>{criu,
-                                  "lazy-pages",
-                                  "--page-server",
-                                  "--address",
-                                  address,
-                                  "--port",
-                                  port,
-                                  "--images-dir",
-                                  image_dir,
-                                  "--work-dir",
-                                  work_dir,
-                                  "--daemon",
-                                  "--pidfile",
-                                  work_dir + "/lazy-pages.pid",
-                                  "--log-file",
-                                  "lazy-pages.log"};
+  std::vector<std::string> argv{criu,
+                                "lazy-pages",
+                                "--page-server",
+                                "--address",
+                                address,
+                                "--port",
+                                port,
+                                "--images-dir",
+                                image_dir,
+                                "--work-dir",
+                                work_dir,
+                                "--daemon",
+                                "--pidfile",
+                                work_dir + "/lazy-pages.pid",
+                                "--log-file",
+                                "lazy-pages.log"};
+  if (tls) {
+    for (const auto& [name, value] :
+         checkpoint::criu_tls_options(image_dir + "/" + checkpoint::kPageTransferCaFile,
+                                      image_dir + "/" + checkpoint::kPageTransferClientCertFile,
+                                      image_dir + "/" + checkpoint::kPageTransferClientKeyFile)) {
+      argv.push_back("--" + name);
+      if (!value.empty()) argv.push_back(value);
+    }
+  }
+  return argv;
 }
 
 Status start_lazy_pages_daemon(const std::vector<std::string>& argv, const std::string& work_dir,
@@ -397,7 +408,8 @@ Action plan(const WrapperConfig& config, const std::vector<std::string>& args,
   if (prepared->lazy_pages) {
     // PostCopy: the daemon serving page faults must listen before CRIU
     // restores, in the same work directory.
-    auto daemon = lazy_pages_argv(config.criu, prepared->image_dir, work, prepared->page_server);
+    auto daemon = lazy_pages_argv(config.criu, prepared->image_dir, work, prepared->page_server,
+                                  prepared->page_transfer_tls);
     Status started = daemon.ok() ? start_lazy_pages(*daemon, work, a.pid_file) : daemon.status();
     if (!started.ok()) {
       fs::remove(marker_path(config, id), ec);

@@ -73,6 +73,10 @@ struct PreparedRestore {
   bool tcp_established = false;  // how the snapshot's TCP connections were dumped
   bool lazy_pages = false;
   std::string page_server;  // PostCopy: "address:port" of the source's page server
+  // PostCopy over mutual TLS: the snapshot (image_dir) carries this
+  // migration's CA and the client certificate and key
+  // (checkpoint/page_transfer_tls.h).
+  bool page_transfer_tls = false;
   // Keeps the snapshot locked against retention until the restore is done:
   // the owner lives until exec, and `inherit_fd` (if >= 0) is kept open
   // across the exec so the lock is held by runc restore itself.
@@ -88,11 +92,12 @@ using RestorePreparer =
 // The argv of the `criu lazy-pages` daemon for a PostCopy restore whose
 // images are in `image_dir`, listening in `work_dir` (where `runc restore
 // --work-path` makes CRIU look for lazy-pages.socket) and fetching from
-// `page_server` ("address:port"; IPv6 as "[addr]:port").
+// `page_server` ("address:port"; IPv6 as "[addr]:port"); with `tls`, over
+// mutual TLS with the credentials the snapshot in `image_dir` carries.
 Result<std::vector<std::string>> lazy_pages_argv(const std::string& criu,
                                                  const std::string& image_dir,
                                                  const std::string& work_dir,
-                                                 const std::string& page_server);
+                                                 const std::string& page_server, bool tls);
 
 // Starts the daemon `argv` (lazy_pages_argv) under its guard
 // (lazy_pages_guard.h: the container whose init runc writes to `pid_file`

@@ -194,6 +194,7 @@ std::optional<AgentReport> agent_report(const json& node) {
   if (r.is_discarded() || !r.is_object() || !r.contains("criuVersion")) return std::nullopt;
   return AgentReport{.criu_version = r.value("criuVersion", ""),
                      .lazy_pages = r.value("lazyPages", false),
+                     .page_transfer_tls = r.value("pageTransferTls", false),
                      .mem_dirty_track = r.value("memDirtyTrack", false),
                      .network_lock = r.value("networkLock", "iptables"),
                      .snapshot_format = r.value("snapshotFormat", 2)};
@@ -230,6 +231,12 @@ Result<Placement> choose_target(const json& pod, const std::vector<const json*>&
   if (mode == "PostCopy" && !source_report->lazy_pages) {
     return Status(Code::kFailedPrecondition,
                   "PostCopy needs userfaultfd lazy pages, which " + source + " lacks; use Cold",
+                  kModeUnsupported);
+  }
+  if (mode == "PostCopy" && !source_report->page_transfer_tls) {
+    return Status(Code::kFailedPrecondition,
+                  "PostCopy serves memory only over TLS, and the CRIU on " + source +
+                      " cannot (built without GnuTLS, or an agent too old to say); use Cold",
                   kModeUnsupported);
   }
   if (auto owner = controller_of(pod); owner && mode == "PostCopy") {
@@ -312,6 +319,8 @@ Result<Placement> choose_target(const json& pod, const std::vector<const json*>&
       v.reason = "its CRIU cannot restore the nftables network lock the source's dump uses";
     } else if (mode == "PostCopy" && !report->lazy_pages) {
       v.reason = "no userfaultfd lazy pages for PostCopy";
+    } else if (mode == "PostCopy" && !report->page_transfer_tls) {
+      v.reason = "its CRIU cannot fetch PostCopy's pages over TLS (no GnuTLS)";
     } else if (v.free_millicpu < want_cpu) {
       v.reason = "not enough CPU: " + std::to_string(v.free_millicpu) + "m free, " +
                  std::to_string(want_cpu) + "m requested";

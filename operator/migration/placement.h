@@ -79,6 +79,9 @@ Result<Placement> choose_target(const json& pod, const std::vector<const json*>&
 struct AgentReport {
   std::string criu_version;  // "4.2.1"
   bool lazy_pages = false;
+  // Its CRIU can encrypt PostCopy's page transfer (GnuTLS), the only way
+  // agents transfer pages; reports from before it was reported: false.
+  bool page_transfer_tls = false;
   bool mem_dirty_track = false;
   // CRIU's network lock for the agent's dumps ("nftables" or "iptables";
   // reports from before it was reported: "iptables"). A restore locks the

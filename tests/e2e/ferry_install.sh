@@ -18,7 +18,7 @@ for n in $(node_names); do
   report="$(kubectl get node "$n" -o jsonpath='{.metadata.annotations.ferry\.dev/agent}')"
   # The primary CRIU pin carries our lazy-dump-mode patch: the node image's
   # CRIU must be the patched build.
-  jq -e '.criuVersion != "" and .criuCheck == true and (.lazyPages|type) == "boolean" and (.memDirtyTrack|type) == "boolean" and (.lazyDumpRead|type) == "boolean" and (.criuVersion != "4.2.1" or .lazyDumpRead == true) and (.networkLock == "nftables" or .networkLock == "iptables") and .snapshotFormat == 3' <<<"$report" >/dev/null ||
+  jq -e '.criuVersion != "" and .criuCheck == true and (.lazyPages|type) == "boolean" and (.memDirtyTrack|type) == "boolean" and (.lazyDumpRead|type) == "boolean" and .pageTransferTls == true and (.criuVersion != "4.2.1" or .lazyDumpRead == true) and (.networkLock == "nftables" or .networkLock == "iptables") and .snapshotFormat == 3' <<<"$report" >/dev/null ||
     fail "report on $n: $report"
   ok "$n: $report"
 done

@@ -82,6 +82,13 @@ if jq -e '.lazyDumpRead == true' <<<"$report" >/dev/null; then
 else
   ok "spliced while frozen: this node's CRIU lacks lazy-dump-mode read ($(jq -c .criuVersion <<<"$report"))"
 fi
+# Memory crosses the nodes' network: only over mutual TLS, with this
+# migration's certificates (the agent refuses PostCopy where CRIU cannot).
+# The page server logs the handshake, then checks the client's certificate
+# (criu/tls.c), as the client checks the server's: the transfer succeeded.
+grep -q 'TLS handshake completed' <<<"$dump_log" ||
+  fail "the page server did not use TLS: $(grep -i tls <<<"$dump_log" | tail -3)"
+ok "pages went over mutual TLS (the page server logged the handshake)"
 
 check "at most one running copy at every sampled moment"
 check_one_copy

@@ -115,6 +115,7 @@ struct LazySource {
   std::unique_ptr<ShimContainer> container;
   std::unique_ptr<store::SnapshotStore> snapshots;
   std::string sum_before;
+  std::string page_server;  // "127.0.0.1:port"
   std::unique_ptr<checkpoint::RunningCheckpoint> transfer;
 };
 
@@ -228,6 +229,7 @@ TEST_P(PostCopyModeTest, AnswersBeforeItsPagesArrivedAndChecksumsAfter1GiB) {
         read(dir_ + "/work-a/dump.log")
             .find("Lazy pages are read from the frozen tasks on request") != std::string::npos;
     EXPECT_EQ(criu_reads, read_mode());
+    EXPECT_TRUE(dumped->encrypted) << "pages travel only over TLS";
     std::printf("freeze %.3f s, lazy dump %.3f s, publish %.3f s, %.2f MiB of images\n",
                 dumped->freeze.count(), dumped->dump.count(), dumped->publish.count(),
                 dumped->image_bytes / 1048576.0);
@@ -263,6 +265,11 @@ TEST_P(PostCopyModeTest, AnswersBeforeItsPagesArrivedAndChecksumsAfter1GiB) {
     ASSERT_TRUE(transferred.ok()) << transferred.to_string() << "\n"
                                   << read(work_b + "/lazy-pages.log");
     std::printf("page transfer finished %.3f s after the lazy dump returned\n", total);
+    // The pages went over TLS: the page server logged the handshake, and
+    // the transfer succeeding means each end then accepted the other's
+    // certificate (criu/tls.c verifies the peer right after it).
+    EXPECT_NE(read(dir_ + "/work-a/dump.log").find("TLS handshake completed"), std::string::npos)
+        << "the page server did not use TLS";
     EXPECT_EQ(src.state_status(), "paused") << "CRIU froze the source's cgroup again";
     EXPECT_EQ(src.freezer(), "frozen") << "cgroup v" << cgroup_version();
     EXPECT_TRUE(all_tasks_stopped(ns_a.name()));
@@ -320,9 +327,10 @@ void PostCopyRestoreTest::start_lazy_source(const std::string& name,
                                                   .container_name = target_pod_.container,
                                                   .migration_uid = migration_}});
   ASSERT_TRUE(writer.ok());
+  src.page_server = "127.0.0.1:" + std::to_string(*free_port());
   auto dumped = engine.dump_lazy({.container_id = src.container->id(),
                                   .work_dir = dir_ + "/work-a",
-                                  .page_server = "127.0.0.1:" + std::to_string(*free_port()),
+                                  .page_server = src.page_server,
                                   .tcp = checkpoint::TcpMode::kEstablished,
                                   .before_publish = [&](store::SnapshotWriter& w) -> Status {
                                     auto diff = rootfs::capture_upper_dir(
@@ -359,6 +367,46 @@ TEST_F(PostCopyRestoreTest, AbandonedTransferLeavesTheSourceFrozenAndNothingRunn
   EXPECT_EQ(src.container->state_status(), "paused");
   EXPECT_EQ(src.container->freezer(), "frozen") << "cgroup v" << cgroup_version();
   EXPECT_TRUE(all_tasks_stopped(src.ns->name()));
+  expect_rollback_intact(engine, src);
+}
+
+// Anyone who can reach the page server's port is not given the pages: a
+// client without this migration's certificate (here, one asking in clear
+// text, as stock CRIU's protocol would) gets no page, the server gives up,
+// and the source, still frozen, rolls back intact.
+TEST_F(PostCopyRestoreTest, AClientWithoutTheMigrationsCertificateGetsNoPages) {
+  checkpoint::RuncCli runc(tool("runc"), dir_ + "/runc");
+  checkpoint::CheckpointEngine engine(runc);
+  LazySource src;
+  ASSERT_NO_FATAL_FAILURE(start_lazy_source("pt", engine, src));
+  const auto colon = src.page_server.rfind(':');
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(std::stoi(src.page_server.substr(colon + 1))));
+  ASSERT_EQ(inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr), 1);
+  int sk = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(sk, 0);
+  ASSERT_EQ(connect(sk, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0) << strerror(errno);
+  // CRIU's page_server_iov (criu/page-xfer.c): PS_IOV_GET (7), one page
+  // at the bottom of a typical heap, of task 1's pagemap (id << 8 | PID).
+  struct {
+    uint32_t cmd;
+    uint64_t nr_pages, vaddr, dst_id;
+  } get = {7, 1, 0x555555554000ULL, (uint64_t{1} << 8) | 1};
+  ASSERT_EQ(send(sk, &get, sizeof get, MSG_NOSIGNAL), static_cast<ssize_t>(sizeof get));
+  timeval tv{.tv_sec = 10, .tv_usec = 0};
+  setsockopt(sk, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::string got;
+  char buf[8192];
+  for (ssize_t n; (n = recv(sk, buf, sizeof buf, 0)) > 0;) got.append(buf, n);
+  close(sk);
+  EXPECT_LT(got.size(), 4096u) << "a page was served to a client without the certificate";
+  Status ended = src.transfer->wait(30s);
+  EXPECT_FALSE(ended.ok()) << "the page server should give up on that client";
+  EXPECT_NE(read(dir_ + "/work-a/dump.log").find("TLS handshake failed"), std::string::npos)
+      << read(dir_ + "/work-a/dump.log");
+  EXPECT_EQ(src.container->freezer(), "frozen") << "cgroup v" << cgroup_version();
+  src.transfer.reset();
   expect_rollback_intact(engine, src);
 }
 

@@ -58,13 +58,14 @@ handler: ferry
 
   static void make_node(const std::string& name, const std::string& mem, bool cordoned) {
     auto& cp = ControlPlaneEnvironment::get();
-    json node = {
-        {"apiVersion", "v1"},
-        {"kind", "Node"},
-        {"metadata",
-         {{"name", name},
-          {"annotations", {{"ferry.dev/agent", R"({"criuVersion":"4.2.1","lazyPages":true})"}}}}},
-        {"spec", {{"unschedulable", cordoned}}}};
+    json node = {{"apiVersion", "v1"},
+                 {"kind", "Node"},
+                 {"metadata",
+                  {{"name", name},
+                   {"annotations",
+                    {{"ferry.dev/agent",
+                      R"({"criuVersion":"4.2.1","lazyPages":true,"pageTransferTls":true})"}}}}},
+                 {"spec", {{"unschedulable", cordoned}}}};
     ASSERT_EQ(cp.kubectl({"create", "-f", "-"}, node.dump())->exit_code, 0);
     json status = {{"status",
                     {{"allocatable", {{"cpu", "4"}, {"memory", mem}, {"pods", "110"}}},
@@ -342,37 +343,6 @@ TEST_F(AdmissionTest, TheOperatorCarriesABarePodThroughTheSwitch) {
   EXPECT_NE(table->out.find("Succeeded   web3   node-2   node-3"), std::string::npos) << table->out;
 }
 
-TEST_F(AdmissionTest, AMatchingPolicyGivesTheEffectiveSettingsAndItsFallback) {
-  make_pod("web7", "node-1", "ferry", false, "");
-  auto& cp = ControlPlaneEnvironment::get();
-  auto r = cp.kubectl({"apply", "-f", "-"}, R"(
-apiVersion: ferry.dev/v1alpha1
-kind: MigrationPolicy
-metadata: {name: web7-policy}
-spec:
-  podSelector: {matchLabels: {app: web7}}
-  mode: PostCopy
-  fallbackMode: Cold
-  timeouts: {progressSeconds: 30}
-)");
-  ASSERT_EQ(r->exit_code, 0) << r->err;
-  json m = migrate("m-policy", "web7");
-  ASSERT_EQ(m["status"]["phase"], "Checkpointing") << m.dump(2);
-  EXPECT_EQ(m["status"]["effective"], json({{"policy", "web7-policy"},
-                                            {"mode", "Cold"},
-                                            {"completionSeconds", 600},
-                                            {"progressSeconds", 30}}));
-  bool fell_back = false;
-  for (const auto& c : m["status"]["conditions"]) {
-    fell_back |= c["type"] == "ModeFallback" && c["reason"] == "ModeUnsupported";
-  }
-  EXPECT_TRUE(fell_back) << m.dump(2);
-  make_pod("web8", "node-1", "ferry", false, "");
-  json other = migrate("m-nopolicy", "web8");
-  EXPECT_EQ(other["status"]["effective"]["policy"], "") << "not selected: the defaults";
-  EXPECT_EQ(other["status"]["effective"]["progressSeconds"], 120);
-}
-
 TEST_F(AdmissionTest, DeletingAMigrationMidFlightRollsBackBeforeItGoes) {
   make_pod("web9", "node-1", "ferry", false, "");
   json m = migrate("m-delete", "web9", "node-2");
@@ -431,14 +401,17 @@ TEST_F(AdmissionTest, AnAgentFailureRollsBackAfterTheReplacementIsGone) {
 // manager runs, so the test creates the pods the owner and the webhook
 // would).
 void make_owned_pod(const std::string& name, const std::string& node,
-                    const std::map<std::string, std::string>& annotations) {
+                    const std::map<std::string, std::string>& annotations,
+                    const std::map<std::string, std::string>& extra_labels = {}) {
   auto& cp = ControlPlaneEnvironment::get();
+  json labels = {{"app", "owned"}, {"ferry.dev/migratable", "true"}};
+  for (const auto& [k, v] : extra_labels) labels[k] = v;
   json pod = {{"apiVersion", "v1"},
               {"kind", "Pod"},
               {"metadata",
                {{"name", name},
                 {"namespace", "default"},
-                {"labels", {{"app", "owned"}, {"ferry.dev/migratable", "true"}}},
+                {"labels", labels},
                 {"annotations", annotations},
                 {"ownerReferences",
                  {{{"apiVersion", "apps/v1"},
@@ -465,6 +438,65 @@ bool has_condition(const json& m, const std::string& type) {
     if (c.value("type", "") == type && c.value("status", "") == "True") return true;
   }
   return false;
+}
+
+// The policy's mode where the pod can take it, its fallbackMode where it
+// cannot: PostCopy is refused for an owned pod (its replacement comes only
+// after the source is deleted), so the owned pod falls back to Cold.
+TEST_F(AdmissionTest, AMatchingPolicyGivesTheEffectiveSettingsAndItsFallback) {
+  make_pod("web7", "node-1", "ferry", false, "");
+  make_owned_pod("owned-policy", "node-1", {}, {{"ferry-test/policy", "web7"}});
+  auto& cp = ControlPlaneEnvironment::get();
+  auto r = cp.kubectl({"apply", "-f", "-"}, R"(
+apiVersion: ferry.dev/v1alpha1
+kind: MigrationPolicy
+metadata: {name: web7-policy}
+spec:
+  podSelector:
+    matchExpressions:
+    - {key: app, operator: In, values: [web7]}
+  mode: PostCopy
+  fallbackMode: Cold
+  timeouts: {progressSeconds: 30}
+---
+apiVersion: ferry.dev/v1alpha1
+kind: MigrationPolicy
+metadata: {name: owned-policy}
+spec:
+  podSelector: {matchLabels: {ferry-test/policy: web7}}
+  mode: PostCopy
+  fallbackMode: Cold
+  timeouts: {progressSeconds: 30}
+)");
+  ASSERT_EQ(r->exit_code, 0) << r->err;
+  auto fell_back = [](const json& m) {
+    for (const auto& c : m.value(json::json_pointer("/status/conditions"), json::array())) {
+      if (c.value("type", "") == "ModeFallback" && c.value("reason", "") == "ModeUnsupported") {
+        return true;
+      }
+    }
+    return false;
+  };
+  json bare = migrate("m-policy", "web7");
+  ASSERT_EQ(bare["status"]["phase"], "Checkpointing") << bare.dump(2);
+  EXPECT_EQ(bare["status"]["effective"], json({{"policy", "web7-policy"},
+                                               {"mode", "PostCopy"},
+                                               {"completionSeconds", 600},
+                                               {"progressSeconds", 30}}));
+  EXPECT_FALSE(fell_back(bare)) << "a bare pod takes PostCopy: " << bare.dump(2);
+
+  json owned = migrate("m-policy-owned", "owned-policy", "node-3");
+  ASSERT_EQ(owned["status"]["phase"], "Checkpointing") << owned.dump(2);
+  EXPECT_EQ(owned["status"]["effective"], json({{"policy", "owned-policy"},
+                                                {"mode", "Cold"},
+                                                {"completionSeconds", 600},
+                                                {"progressSeconds", 30}}));
+  EXPECT_TRUE(fell_back(owned)) << owned.dump(2);
+
+  make_pod("web8", "node-1", "ferry", false, "");
+  json other = migrate("m-nopolicy", "web8");
+  EXPECT_EQ(other["status"]["effective"]["policy"], "") << "not selected: the defaults";
+  EXPECT_EQ(other["status"]["effective"]["progressSeconds"], 120);
 }
 
 TEST_F(AdmissionTest, AnOwnedPodIsDeletedForItsOwnerWhoseMarkedPodTakesOver) {

@@ -8,9 +8,17 @@ namespace ferry::checkpoint {
 namespace {
 
 // A fake criu: version 4.2.1; `criu check` passes; features as given (and
-// "lazy-dump-mode" for the option of our patched CRIU, listed by --help).
+// "lazy-dump-mode" for the option of our patched CRIU, listed by --help;
+// "gnutls" for a CRIU that links GnuTLS, as `ldd` shows).
 CommandRunner fake_criu(const std::set<std::string>& features, bool check_ok = true) {
   return [=](const std::vector<std::string>& argv) -> Result<std::pair<int, std::string>> {
+    if (argv[0] == "ldd") {
+      return std::make_pair(
+          0, std::string("\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x7f0)\n") +
+                 (features.contains("gnutls")
+                      ? "\tlibgnutls.so.30 => /lib/x86_64-linux-gnu/libgnutls.so.30 (0x7f1)\n"
+                      : ""));
+    }
     if (argv[1] == "--version") return std::make_pair(0, std::string("Version: 4.2.1\n"));
     if (argv[1] == "--help") {
       return std::make_pair(0, std::string("  --pre-dump-mode       splice\n") +
@@ -41,7 +49,7 @@ TEST(CriuFeaturesTest, DetectsOurCriusLazyDumpReadMode) {
 }
 
 TEST(CriuFeaturesTest, PreCopyWithoutSoftDirtyIsUnsupportedWithAClearReason) {
-  auto f = detect_criu_features("criu", fake_criu({"uffd", "uffd-noncoop"}));
+  auto f = detect_criu_features("criu", fake_criu({"uffd", "uffd-noncoop", "gnutls"}));
   ASSERT_TRUE(f.ok());
   Status s = check_mode_supported(Mode::kPreCopy, *f);
   EXPECT_EQ(s.code(), Code::kUnsupported);
@@ -50,6 +58,23 @@ TEST(CriuFeaturesTest, PreCopyWithoutSoftDirtyIsUnsupportedWithAClearReason) {
   EXPECT_NE(s.message().find("soft-dirty"), std::string::npos);
   EXPECT_TRUE(check_mode_supported(Mode::kCold, *f).ok());
   EXPECT_TRUE(check_mode_supported(Mode::kPostCopy, *f).ok());
+}
+
+// PostCopy's pages travel only over TLS: a CRIU without GnuTLS (which
+// would accept --tls and fail every transfer) makes PostCopy unsupported.
+TEST(CriuFeaturesTest, PostCopyNeedsACriuWithGnuTls) {
+  auto with = detect_criu_features("criu", fake_criu({"uffd", "uffd-noncoop", "gnutls"}));
+  ASSERT_TRUE(with.ok());
+  EXPECT_TRUE(with->tls);
+  EXPECT_TRUE(check_mode_supported(Mode::kPostCopy, *with).ok());
+  auto without = detect_criu_features("criu", fake_criu({"uffd", "uffd-noncoop"}));
+  ASSERT_TRUE(without.ok());
+  EXPECT_FALSE(without->tls);
+  Status s = check_mode_supported(Mode::kPostCopy, *without);
+  EXPECT_EQ(s.code(), Code::kUnsupported);
+  EXPECT_EQ(s.reason(), "ModeUnsupportedOnNode");
+  EXPECT_NE(s.message().find("without GnuTLS"), std::string::npos) << s.message();
+  EXPECT_TRUE(check_mode_supported(Mode::kCold, *without).ok());
 }
 
 TEST(CriuFeaturesTest, PreCopyAllowedWithSoftDirty) {

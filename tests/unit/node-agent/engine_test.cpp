@@ -10,6 +10,8 @@
 #include <nlohmann/json.hpp>
 
 #include "api/annotations.h"
+#include "checkpoint/page_transfer_tls.h"
+#include "pki/pki.h"
 
 namespace ferry::checkpoint {
 namespace {
@@ -234,6 +236,7 @@ class LazyDumpTest : public EngineTest {
             .page_server = "127.0.0.1:27001",
             .tcp = TcpMode::kEstablished,
             .ready_timeout = std::chrono::seconds(5),
+            .encrypt_transfer = false,  // TLS has its own tests below
             .pipe_max_size_sysctl = dir_ + "/pipe-max-size"};
   }
   std::string read(const std::string& path) {
@@ -293,6 +296,49 @@ TEST_F(LazyDumpTest, ReadModeGoesIntoTheCriuConfigAndLeavesThePipeSysctlAlone) {
   EXPECT_EQ(read(conf), "skip-in-flight\nnetwork-lock nftables\nlazy-dump-mode read\n");
   EXPECT_EQ(read(dir_ + "/pipe-max-size"), "1048576\n") << "not needed in read mode";
   *rt_.lazy_done = true;
+}
+
+// The page server gets this dump's certificate through the CRIU config
+// file; the target's client credentials go into the snapshot, all minted
+// by one CA whose key is gone.
+TEST_F(LazyDumpTest, TheTransferIsMutualTlsWithCredentialsMintedForThisDump) {
+  const std::string conf = dir_ + "/criu.conf";
+  rt_.containers["c"].annotations[api::kCriuConfigAnnotation] = conf;
+  auto req = request();
+  req.encrypt_transfer = true;
+  req.read_pages_on_request = true;
+  auto r = engine_.dump_lazy(req, *writer_);
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_TRUE(r->encrypted);
+  const std::string tls = dir_ + "/work/tls";
+  EXPECT_EQ(read(conf), "skip-in-flight\nlazy-dump-mode read\ntls\ntls-cacert " + tls +
+                            "/ca.pem\ntls-cert " + tls + "/server.pem\ntls-key " + tls +
+                            "/server-key.pem\n");
+  EXPECT_EQ(std::filesystem::status(tls + "/server-key.pem").permissions(),
+            std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  std::string snap = store_->snapshot_dir("m1", "app");
+  auto options = nlohmann::json::parse(read(snap + "/restore-options.json"));
+  EXPECT_EQ(options["pageTransferTls"], true);
+  const std::string ca = read(snap + "/" + kPageTransferCaFile);
+  EXPECT_EQ(ca, read(tls + "/ca.pem"));
+  EXPECT_TRUE(*pki::issued_by(read(snap + "/" + kPageTransferClientCertFile), ca));
+  EXPECT_TRUE(*pki::issued_by(read(tls + "/server.pem"), ca));
+  EXPECT_NE(read(snap + "/" + kPageTransferClientKeyFile), read(tls + "/server-key.pem"));
+  EXPECT_FALSE(std::filesystem::exists(snap + "/server-key.pem")) << "the server's key stays here";
+  *rt_.lazy_done = true;
+}
+
+// No CRIU config file to carry --tls: refused before anything is frozen,
+// never served in clear text.
+TEST_F(LazyDumpTest, AnEncryptedTransferNeedsTheFerryRuntime) {
+  auto req = request();
+  req.encrypt_transfer = true;
+  auto r = engine_.dump_lazy(req, *writer_);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().reason(), "NotOnFerryRuntime");
+  EXPECT_NE(r.status().message().find("over TLS"), std::string::npos) << r.status().to_string();
+  EXPECT_EQ(rt_.calls, std::vector<std::string>{}) << "nothing frozen, nothing dumped";
+  EXPECT_EQ(rt_.containers["c"].status, "running");
 }
 
 TEST_F(LazyDumpTest, SpliceModeUnlessAskedRaisesThePipeSysctl) {

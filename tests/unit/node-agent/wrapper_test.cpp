@@ -287,20 +287,33 @@ TEST_F(WrapperTest, DeleteCleansUp) {
 }
 
 TEST(LazyPagesArgvTest, DaemonListensInTheRestoreWorkDir) {
-  auto argv = lazy_pages_argv("/bin/criu", "/snap/m1/app", "/run/ferry/work/c1", "10.0.0.7:27001");
+  auto argv =
+      lazy_pages_argv("/bin/criu", "/snap/m1/app", "/run/ferry/work/c1", "10.0.0.7:27001", false);
   ASSERT_TRUE(argv.ok()) << argv.status().to_string();
   EXPECT_EQ(*argv, (std::vector<std::string>{
                        "/bin/criu", "lazy-pages", "--page-server", "--address", "10.0.0.7",
                        "--port", "27001", "--images-dir", "/snap/m1/app", "--work-dir",
                        "/run/ferry/work/c1", "--daemon", "--pidfile",
                        "/run/ferry/work/c1/lazy-pages.pid", "--log-file", "lazy-pages.log"}));
-  auto v6 = lazy_pages_argv("criu", "/i", "/w", "[fd00::7]:27001");
+  auto v6 = lazy_pages_argv("criu", "/i", "/w", "[fd00::7]:27001", false);
   ASSERT_TRUE(v6.ok());
   EXPECT_EQ((*v6)[4], "fd00::7");
   for (const char* bad :
        {"", "10.0.0.7", "10.0.0.7:", ":27001", "10.0.0.7:http", "h:0", "h:65536"}) {
-    EXPECT_FALSE(lazy_pages_argv("criu", "/i", "/w", bad).ok()) << bad;
+    EXPECT_FALSE(lazy_pages_argv("criu", "/i", "/w", bad, false).ok()) << bad;
   }
+}
+
+// Over TLS the daemon presents the snapshot's client certificate and
+// trusts only the migration's CA.
+TEST(LazyPagesArgvTest, OverTlsTheDaemonUsesTheSnapshotsCredentials) {
+  auto argv = lazy_pages_argv("criu", "/snap/m1/app", "/w", "10.0.0.7:27001", true);
+  ASSERT_TRUE(argv.ok()) << argv.status().to_string();
+  const std::vector<std::string> tail(argv->end() - 7, argv->end());
+  EXPECT_EQ(tail,
+            (std::vector<std::string>{"--tls", "--tls-cacert", "/snap/m1/app/page-transfer-ca.pem",
+                                      "--tls-cert", "/snap/m1/app/page-transfer-client.pem",
+                                      "--tls-key", "/snap/m1/app/page-transfer-client-key.pem"}));
 }
 
 TEST_F(WrapperTest, PostCopyRestoreStartsLazyPagesFirst) {

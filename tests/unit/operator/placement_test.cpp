@@ -10,7 +10,9 @@ json node(const std::string& name, const std::string& cpu = "2", const std::stri
   return {{"metadata",
            {{"name", name},
             {"labels", {{"kubernetes.io/hostname", name}}},
-            {"annotations", {{"ferry.dev/agent", R"({"criuVersion":"4.2.1","lazyPages":true})"}}}}},
+            {"annotations",
+             {{"ferry.dev/agent",
+               R"({"criuVersion":"4.2.1","lazyPages":true,"pageTransferTls":true})"}}}}},
           {"spec", json::object()},
           {"status",
            {{"allocatable", {{"cpu", cpu}, {"memory", mem}}},
@@ -243,6 +245,26 @@ TEST(ChooseTargetTest, PostCopyTakesBarePodsAndRefusesOwnedOnesClearly) {
   st = choose_target(p, {&nodes[0], &nodes[1]}, {&p}, "", "PostCopy").status();
   EXPECT_EQ(st.reason(), kModeUnsupported);
   EXPECT_NE(st.message().find("userfaultfd"), std::string::npos) << st.message();
+}
+
+// Pages travel only over TLS: a source or target whose CRIU cannot (no
+// GnuTLS, or an agent too old to report it) is no PostCopy node.
+TEST(ChooseTargetTest, PostCopyNeedsPageTransferTlsOnBothEnds) {
+  json p = pod("p", "n1");
+  std::vector<json> nodes = {node("n1"), node("n2"), node("n3")};
+  nodes[1]["metadata"]["annotations"]["ferry.dev/agent"] =
+      R"({"criuVersion":"4.2.1","lazyPages":true})";
+  auto r = choose_target(p, {&nodes[0], &nodes[1], &nodes[2]}, {&p}, "", "PostCopy");
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_EQ(r->target, "n3");
+  EXPECT_EQ(r->verdicts[1].reason, "its CRIU cannot fetch PostCopy's pages over TLS (no GnuTLS)");
+  EXPECT_TRUE(choose_target(p, {&nodes[0], &nodes[1]}, {&p}, "n2", "Cold").ok())
+      << "Cold needs no TLS";
+  nodes[0]["metadata"]["annotations"]["ferry.dev/agent"] =
+      R"({"criuVersion":"4.2.1","lazyPages":true,"pageTransferTls":false})";
+  Status st = choose_target(p, {&nodes[0], &nodes[2]}, {&p}, "", "PostCopy").status();
+  EXPECT_EQ(st.reason(), kModeUnsupported);
+  EXPECT_NE(st.message().find("only over TLS"), std::string::npos) << st.message();
 }
 
 }  // namespace

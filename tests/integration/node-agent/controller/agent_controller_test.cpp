@@ -178,6 +178,7 @@ class AgentControllerTest : public ::testing::Test {
             .criu_network_lock = agent_network_lock(),
             .page_server_address = page_server_address_,
             .lazy_dump_read = lazy_dump_read_,
+            .page_transfer_tls = page_transfer_tls_,
             .on_checkpoint = [this](const agent::CheckpointSample&) { ++checkpoints_; },
             .on_page_transfer = [this](bool ok,
                                        double) { ++(ok ? transfers_ok_ : transfers_failed_); }});
@@ -372,6 +373,7 @@ class AgentControllerTest : public ::testing::Test {
   std::atomic<int> checkpoints_{0};
   std::atomic<int> transfers_ok_{0}, transfers_failed_{0};  // on_page_transfer
   SourcePod source_;
+  bool page_transfer_tls_ = true;                  // AgentOptions::page_transfer_tls
   bool lazy_dump_read_ = false;                    // AgentOptions::lazy_dump_read
   std::string page_server_address_ = "127.0.0.1";  // AgentOptions::page_server_address
   static constexpr const char* kTargetPodUid = "00000000-0000-4000-8000-111111111111";
@@ -717,6 +719,24 @@ TEST_F(AgentControllerTest, PostCopyWithoutAPageServerAddressFailsBeforeFreezing
   EXPECT_EQ(checkpoints_.load(), 0);
 }
 
+// A CRIU without GnuTLS could not encrypt the pages: refused at once, with
+// the reason, before anything is frozen.
+TEST_F(AgentControllerTest, PostCopyOnACriuWithoutTlsFailsBeforeFreezingAnything) {
+  ASSERT_NO_FATAL_FAILURE(start_source("src-pc-notls", /*gate=*/true));
+  page_transfer_tls_ = false;
+  ASSERT_NO_FATAL_FAILURE(start_agent());
+  const std::string uid = create_migration("m-pc-notls", "PostCopy");
+  ASSERT_TRUE(fails_with("m-pc-notls", "ModeUnsupportedOnNode"));
+  EXPECT_NE(field("m-pc-notls", "/status/failure/message").find("without GnuTLS"),
+            std::string::npos)
+      << field("m-pc-notls", "/status/failure/message");
+  EXPECT_EQ(freezer(), "thawed");
+  EXPECT_TRUE(answers());
+  EXPECT_FALSE(has_record(uid));
+  EXPECT_FALSE(has_snapshot(uid));
+  EXPECT_EQ(checkpoints_.load(), 0);
+}
+
 // Connects to a page server and sends what no CRIU sends: it ends the
 // transfer with an error, as a target that died mid-transfer would.
 void break_page_server(const std::string& address_port) {
@@ -745,7 +765,9 @@ TEST_F(AgentControllerTest, PostCopyTransferFailureIsReportedAndTheRollbackThaws
   EXPECT_NE(field("m-pc-broken", "/status/failure/message").find("page transfer failed"),
             std::string::npos)
       << field("m-pc-broken", "/status/failure/message");
-  EXPECT_NE(field("m-pc-broken", "/status/failure/criuLogExcerpt"), "") << "CRIU's own words";
+  // CRIU's own words: it refused the bytes as a TLS handshake.
+  EXPECT_NE(field("m-pc-broken", "/status/failure/criuLogExcerpt").find("TLS"), std::string::npos)
+      << field("m-pc-broken", "/status/failure/criuLogExcerpt");
   EXPECT_EQ(condition("m-pc-broken", api::kPagesTransferredCondition), "");
   EXPECT_EQ(transfers_failed_.load(), 1) << "the transfer's metric";
   EXPECT_EQ(transfers_ok_.load(), 0);
