@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "checkpoint/criu_stats.h"
 #include "posix/mountinfo.h"
 #include "posix/read_file.h"
 #include "rootfs/diff.h"
@@ -69,6 +70,7 @@ Result<LazySourceSnapshotResult> snapshot_container_lazy(OciRuntime& runtime,
   // refuses a non-empty directory rather than mix two dumps).
   std::error_code ec;
   fs::remove_all(req.work_dir + "/images", ec);
+  fs::remove(req.work_dir + "/" + kCriuDumpStatsFile, ec);  // read once the pages are served
   CheckpointEngine engine(runtime);
   auto dumped = engine.dump_lazy(
       {.container_id = req.container_id,

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "api/annotations.h"
+#include "checkpoint/criu_stats.h"
 #include "checkpoint/engine.h"
 #include "checkpoint/source_snapshot.h"
 #include "posix/atomic_file.h"
@@ -598,11 +599,26 @@ void AgentController::watch_transfer(const std::shared_ptr<PageTransfer>& transf
       }
     }
     const std::chrono::duration<double> took = std::chrono::steady_clock::now() - t->published;
+    // What the page servers carried, which the published bytes leave out:
+    // CRIU counts the pages it left to them (pages_lazy) in the statistics
+    // it writes once a dump ended well.
+    uint64_t served = 0;
+    for (size_t i = 0; i < t->work_dirs.size() && outcome.ok(); ++i) {
+      auto stats =
+          checkpoint::read_criu_dump_stats(t->work_dirs[i] + "/" + checkpoint::kCriuDumpStatsFile);
+      if (stats.ok()) {
+        served += stats->pages_lazy * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+      } else {
+        std::fprintf(stderr, "ferry-agent: container %s: %s (its served pages go uncounted)\n",
+                     t->containers[i].c_str(), stats.status().to_string().c_str());
+      }
+    }
     {
       std::lock_guard lock(transfers_mu_);
       t->outcome = outcome;
       t->failed = failed;
       t->took = took;
+      t->served_bytes = served;
     }
     if (options_.on_page_transfer) options_.on_page_transfer(outcome.ok(), took.count());
     queue_.add(key);
@@ -633,6 +649,7 @@ Status AgentController::follow_transfer(const api::Migration& m, const Record& r
   std::optional<Status> outcome;
   std::string excerpt;
   double took = 0;
+  uint64_t served = 0;
   {
     std::lock_guard lock(transfers_mu_);
     auto it = transfers_.find(m.uid);
@@ -641,6 +658,7 @@ Status AgentController::follow_transfer(const api::Migration& m, const Record& r
     } else if (it->second->outcome) {
       outcome = it->second->outcome;
       took = it->second->took.count();
+      served = it->second->served_bytes;
       if (!outcome->ok()) {
         excerpt = checkpoint::criu_log_excerpt(
             it->second->work_dirs[it->second->failed] + "/dump.log", 20);
@@ -663,10 +681,14 @@ Status AgentController::follow_transfer(const api::Migration& m, const Record& r
       return false;
     }
     s.transfer = api::format_seconds(transfer_seconds);
+    // The snapshot published at the checkpoint, and the memory served since.
+    s.bytes_checkpointed = static_cast<int64_t>(record.figures.bytes + served);
+    s.bytes_transferred = static_cast<int64_t>(record.figures.bytes + served);
     api::set_condition(s.conditions,
                        {api::kPagesTransferredCondition, "True", "AllPagesServed",
-                        "the restored copy has every page of the source's memory (served by " +
-                            options_.node + " for " + api::format_seconds(took) + ")",
+                        "the restored copy has every page of the source's memory (" +
+                            std::to_string(served >> 20) + " MiB served by " + options_.node +
+                            " in " + api::format_seconds(took) + ")",
                         m.generation, ""},
                        api::rfc3339_now());
     return true;

@@ -152,7 +152,8 @@ class AgentController {
     std::optional<Status> outcome;
     size_t failed = 0;
     std::chrono::duration<double> took{};
-    std::jthread watcher;  // last member: joined before the servers go
+    uint64_t served_bytes = 0;  // the pages CRIU served (its stats-dump), once ended well
+    std::jthread watcher;       // last member: joined before the servers go
   };
   void watch_transfer(const std::shared_ptr<PageTransfer>& transfer, const std::string& key);
   std::mutex transfers_mu_;

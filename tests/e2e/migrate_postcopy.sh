@@ -57,6 +57,11 @@ switching_at="$(jq -r '.status.phaseTransitionTimestamps[] | select(.phase == "S
 [[ -n "$switching_at" && ! "$switching_at" < "$transferred_at" ]] ||
   fail "Switching ($switching_at) before PagesTransferred ($transferred_at)"
 ok "$(jq -r .message <<<"$cond"); Switching at $switching_at"
+# status.bytes counts the memory the page server carried, not only the
+# published snapshot (CRIU's stats-dump of the lazy dump: pages_lazy).
+bytes="$(jq -r '.status.bytes.transferred // 0' <<<"$m")"
+((bytes >= mib * 1024 * 1024)) || fail "bytes.transferred $bytes: the $mib MiB served are not counted"
+ok "bytes.transferred $((bytes >> 20)) MiB"
 
 check "the restored pod runs on $dst_node with all its state"
 target="$(jq -r .status.targetPod <<<"$m")"

@@ -654,6 +654,10 @@ TEST_F(AgentControllerTest, PostCopyServesPagesUntilTheRestoredCopyHasThemAllThe
   EXPECT_EQ(condition("m-postcopy", api::kPagesTransferredCondition), "");
   EXPECT_EQ(phase("m-postcopy"), "Restoring");
   EXPECT_EQ(freezer(), "frozen");
+  const int64_t published =
+      migration("m-postcopy").value(json::json_pointer("/status/bytes/transferred"), int64_t{-1});
+  EXPECT_GT(published, 0);
+  EXPECT_LT(published, int64_t{4} << 20) << "no memory in the published snapshot";
 
   // The target pod's container, restored through ferry-runc.
   const PodIdentity target{.ns = kNs, .name = source_.name + "-moved", .uid = kTargetPodUid};
@@ -674,6 +678,13 @@ TEST_F(AgentControllerTest, PostCopyServesPagesUntilTheRestoredCopyHasThemAllThe
   EXPECT_EQ(ask(target_ns.name(), "COUNT"), "count 3");
   EXPECT_EQ(ask(target_ns.name(), "CHECK"), "check ok");
   EXPECT_NE(field("m-postcopy", "/status/durations/transfer"), "") << "the transfer's duration";
+  // The bytes now count the 16 MiB of memory the page server carried too.
+  const json done = migration("m-postcopy");
+  EXPECT_GT(done.value(json::json_pointer("/status/bytes/transferred"), int64_t{0}),
+            published + (int64_t{16} << 20))
+      << done["status"].dump(2);
+  EXPECT_EQ(done.value(json::json_pointer("/status/bytes/checkpointed"), int64_t{0}),
+            done.value(json::json_pointer("/status/bytes/transferred"), int64_t{0}));
   EXPECT_EQ(transfers_ok_.load(), 1) << "the transfer's metric";
   EXPECT_EQ(transfers_failed_.load(), 0);
   EXPECT_EQ(phase("m-postcopy"), "Restoring") << "the switch is the operator's and the target's";
