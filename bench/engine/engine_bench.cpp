@@ -10,15 +10,16 @@
 // Sizes in MiB on the command line (default 256 1024 2048). Then, per
 // size, PostCopy migrations: lazy dump (everything but memory) into the
 // store, restore through ferry-runc with `criu lazy-pages` fetching pages
-// from the source's page server, once with CRIU reading pages from the
-// frozen source on request (our CRIU patch, where the CRIU has it) and once
-// with stock CRIU's splice mode (every page into pipes while frozen), which
-// alternate going first; "PostCopy freeze time" is
+// from the source's page server over mutual TLS (as the agent does), once
+// with CRIU reading pages from the frozen source on request (our CRIU
+// patch, where the CRIU has it) and once with stock CRIU's splice mode
+// (every page into pipes while frozen), and the first again in clear text
+// (what TLS costs); the three take turns going first. "PostCopy freeze time" is
 // from the freeze (the start of the pause call: the application's downtime)
 // until the restored container answers, "transfer" until the last page
 // arrived; what the agent does before it freezes (the runtime's state,
-// CRIU's config) is printed apart as "prepare". The last line: total-time ratio Ferry / raw CRIU
-// for 1 GiB, and the PostCopy freeze time for 1 GiB. Before the results, the
+// CRIU's config, the TLS credentials) is printed apart as "prepare". The last line: total-time
+// ratio Ferry / raw CRIU for 1 GiB, and the PostCopy freeze time for 1 GiB. Before the results, the
 // machine's cost of an anonymous page fault (page_fault_cost), which sets
 // every restore's time.
 // Environment: FERRY_BENCH_DIGEST (blake3, sha256; default: the agent's),
@@ -43,6 +44,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <tuple>
 
@@ -106,12 +108,14 @@ struct Row {
   double runc_dump = 0, runc_restore = 0, runc_total = 0;
   // PostCopy: freeze to restored-and-answering, and to the last page; with
   // CRIU reading pages on request (our patch, what Ferry uses where its
-  // CRIU has it) and with stock CRIU's splice mode (the baseline).
+  // CRIU has it) and with stock CRIU's splice mode (the baseline), both
+  // over TLS as Ferry transfers pages; and the first again in clear text,
+  // the baseline for what TLS costs.
   struct PostCopy {
     double prepare = 0, freeze = 0, pause = 0, dump = 0, publish = 0, restore = 0, transfer = 0;
     double image_mib = 0;
   };
-  PostCopy pc, pc_splice;
+  PostCopy pc, pc_splice, pc_clear;
 };
 
 // Raw CRIU on a statekeeper process of the same size.
@@ -305,8 +309,9 @@ bool ferry_migration(const std::string& dir, int mib, Row& row) {
 
 // One PostCopy migration: the restored container answers before its
 // memory arrived; the checksum is compared after the transfer.
-// read_mode: LazyDumpRequest::read_pages_on_request.
-bool postcopy_migration(const std::string& dir, int mib, bool read_mode, Row::PostCopy& row) {
+// read_mode: LazyDumpRequest::read_pages_on_request; tls: encrypt_transfer.
+bool postcopy_migration(const std::string& dir, int mib, bool read_mode, bool tls,
+                        Row::PostCopy& row) {
   std::string image = dir + "/image";
   prepare_lab(dir, FERRY_STATEKEEPER_BIN);
   PodIdentity src_pod{.name = "src", .uid = "uid-src"}, dst_pod{.name = "dst", .uid = "uid-dst"};
@@ -344,7 +349,8 @@ bool postcopy_migration(const std::string& dir, int mib, bool read_mode, Row::Po
                                                                           w.dir() + "/rootfs-diff");
                                     return diff.ok() ? ferry::Status() : diff.status();
                                   },
-                                  .read_pages_on_request = read_mode},
+                                  .read_pages_on_request = read_mode,
+                                  .encrypt_transfer = tls},
                                  **writer);
   if (!dumped.ok()) {
     std::fprintf(stderr, "lazy dump: %s\n", dumped.status().to_string().c_str());
@@ -524,14 +530,15 @@ int main(int argc, char** argv) {
                     ? ferry_migration(dir + "/ferry", mib, row) && raw_criu(dir, mib, row)
                     : raw_criu(dir, mib, row) && ferry_migration(dir + "/ferry", mib, row);
       ok = ok && runc_baseline(dir + "/runc-base", mib, row);
-      // Stock CRIU's splice mode and read mode alternate which goes first.
-      if (read_mode && round % 2 == 0) {
-        ok = ok && postcopy_migration(dir + "/postcopy", mib, true, row.pc);
-      }
-      ok = ok && postcopy_migration(dir + "/postcopy-splice", mib, false, row.pc_splice);
-      if (read_mode && round % 2 == 1) {
-        ok = ok && postcopy_migration(dir + "/postcopy", mib, true, row.pc);
-      }
+      // The PostCopy variants take turns going first.
+      const std::function<bool()> postcopies[] = {
+          [&] { return !read_mode || postcopy_migration(dir + "/pc", mib, true, true, row.pc); },
+          [&] { return postcopy_migration(dir + "/pc-splice", mib, false, true, row.pc_splice); },
+          [&] {
+            return postcopy_migration(dir + "/pc-clear", mib, read_mode, false, row.pc_clear);
+          },
+      };
+      for (int i = 0; i < 3; ++i) ok = ok && postcopies[(round + i) % 3]();
       std::error_code ec;
       if (!std::getenv("FERRY_BENCH_KEEP")) fs::remove_all(dir, ec);
       if (!ok) {
@@ -567,7 +574,7 @@ int main(int argc, char** argv) {
           &Row::runc_restore, &Row::runc_total}) {
       row.*field = median([&](const Row& r) { return r.*field; });
     }
-    for (Row::PostCopy Row::*mode : {&Row::pc, &Row::pc_splice}) {
+    for (Row::PostCopy Row::*mode : {&Row::pc, &Row::pc_splice, &Row::pc_clear}) {
       for (double Row::PostCopy::*field :
            {&Row::PostCopy::prepare, &Row::PostCopy::freeze, &Row::PostCopy::pause,
             &Row::PostCopy::dump, &Row::PostCopy::publish, &Row::PostCopy::restore,
@@ -597,8 +604,10 @@ int main(int argc, char** argv) {
           mib, how, pc.freeze, pc.pause, pc.dump, pc.publish, pc.restore, pc.transfer, pc.image_mib,
           pc.prepare);
     };
-    if (read_mode) print_postcopy(row.pc, "CRIU reads pages on request");
-    print_postcopy(row.pc_splice, "stock CRIU, pages spliced while frozen");
+    if (read_mode) print_postcopy(row.pc, "CRIU reads pages on request, over TLS");
+    print_postcopy(row.pc_splice, "stock CRIU, pages spliced while frozen, over TLS");
+    print_postcopy(row.pc_clear, read_mode ? "CRIU reads pages on request, in clear text"
+                                           : "stock CRIU, in clear text");
     std::fflush(stdout);
   }
   if (rows.contains(1024)) {
