@@ -641,7 +641,13 @@ void AgentController::drop_transfer(const std::string& migration_uid) {
   }
   // Outside the lock: the watcher may be taking it. Its jthread is joined
   // first, then each server's handle stops runc and CRIU.
+  const std::vector<std::string> work_dirs = gone->work_dirs;
   gone.reset();
+  // The page servers' TLS keys are of no use any more; CRIU's logs stay.
+  for (const auto& dir : work_dirs) {
+    std::error_code ec;
+    std::filesystem::remove_all(dir + "/tls", ec);
+  }
 }
 
 Status AgentController::follow_transfer(const api::Migration& m, const Record& record) {

@@ -707,6 +707,9 @@ TEST_F(AgentControllerTest, PostCopyServesPagesUntilTheRestoredCopyHasThemAllThe
   EXPECT_TRUE(wait_until([&] { return !has_record(uid); }, kDeadline)) << "record removed";
   EXPECT_FALSE(has_snapshot(uid));
   EXPECT_TRUE(wait_until([&] { return !held("m-postcopy"); }, kDeadline)) << "finalizer removed";
+  EXPECT_FALSE(fs::exists(dir_ + "/work/" + source_.container->id() + "/tls"))
+      << "the page server's TLS key outlived its transfer";
+  EXPECT_TRUE(fs::exists(dir_ + "/work/" + source_.container->id() + "/dump.log"));
   EXPECT_EQ(ask(target_ns.name(), "COUNT"), "count 3") << "the restored copy runs on";
   ASSERT_TRUE(run_ok({FERRY_RUNC_BIN, "--root", dir_ + "/runc", "kill", dst.id(), "KILL"}));
   EXPECT_TRUE(wait_until([&] { return dst.state_status() == "stopped"; }, 10s));
