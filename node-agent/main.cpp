@@ -142,8 +142,7 @@ int run_agent(const ferry::cli::FlagSet& flags, ferry::checkpoint::OciRuntime& r
        .criu_network_lock = ferry::checkpoint::network_lock_method(*features),
        .snapshot_digest = snapshot_digest,
        .page_server_address = flags.get("page-server-address"),
-       .lazy_dump_read = features->lazy_dump_read,
-       .page_transfer_tls = features->tls,
+       .criu_features = *features,
        .on_checkpoint =
            [&](const ferry::agent::CheckpointSample& s) {
              checkpoints.Add({{"result", s.ok ? "success" : "failure"}}).Increment();

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "api/annotations.h"
+#include "checkpoint/page_server_address.h"
 #include "checkpoint/page_transfer_tls.h"
 #include "posix/atomic_file.h"
 
@@ -192,22 +193,15 @@ class LazyTransfer final : public RunningCheckpoint {
   std::unique_ptr<RunningCheckpoint> inner_;
 };
 
-// The address part of "address:port" or "[v6-address]:port".
-std::string page_server_host(const std::string& page_server) {
-  std::string host = page_server.substr(0, page_server.rfind(':'));
-  if (host.size() > 1 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  }
-  return host;
-}
-
 // Mints this dump's page transfer credentials, keeps the page server's in
 // `work_dir`/tls and returns the CRIU config lines that use them.
 Result<std::string> page_server_tls_config(const std::string& work_dir,
                                            const std::string& page_server,
                                            const std::string& container_id,
                                            PageTransferCredentials& credentials) {
-  auto minted = mint_page_transfer_credentials(page_server_host(page_server), container_id);
+  auto server = parse_page_server(page_server);
+  if (!server.ok()) return server.status();
+  auto minted = mint_page_transfer_credentials(server->host, container_id);
   if (!minted.ok()) return minted.status();
   credentials = std::move(minted).value();
   const std::string dir = work_dir + "/tls";

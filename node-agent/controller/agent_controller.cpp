@@ -416,14 +416,10 @@ Status AgentController::checkpoint(const api::Migration& m) {
                "ModeUnsupportedOnNode"),
         "");
   }
-  if (post_copy(m) && !options_.page_transfer_tls) {
-    return report_failure(m,
-                          Status(Code::kFailedPrecondition,
-                                 "PostCopy serves pages only over TLS, and the CRIU of ferry-agent "
-                                 "on " +
-                                     options_.node + " was built without GnuTLS; use Cold",
-                                 "ModeUnsupportedOnNode"),
-                          "");
+  if (post_copy(m)) {
+    Status supported =
+        checkpoint::check_mode_supported(checkpoint::Mode::kPostCopy, options_.criu_features);
+    if (!supported.ok()) return report_failure(m, supported.with_context(options_.node), "");
   }
   Record record{.migration_uid = m.uid,
                 .ns = m.ns,
@@ -508,7 +504,7 @@ Status AgentController::checkpoint(const api::Migration& m) {
       }
       auto r = checkpoint::snapshot_container_lazy(
           runtime_, request, options_.page_server_address + ":" + std::to_string(*port),
-          options_.lazy_dump_read);
+          options_.criu_features.lazy_dump_read);
       if (!r.ok()) {
         failed = r.status().with_context("container " + c.name);
         excerpt = checkpoint::criu_log_excerpt(work_dir + "/dump.log", 20);

@@ -50,6 +50,7 @@
 #include <vector>
 
 #include "api/migration.h"
+#include "checkpoint/criu_features.h"
 #include "checkpoint/oci_runtime.h"
 #include "controller/records.h"
 #include "kube/client.h"
@@ -80,14 +81,12 @@ struct AgentOptions {
   // on (its pod IP; target nodes' `criu lazy-pages` connect to it). Empty:
   // PostCopy Migrations from this node fail before anything is frozen.
   std::string page_server_address;
-  // CRIU reads lazy pages from the frozen tasks on request
-  // (CriuFeatures::lazy_dump_read) instead of splicing them while frozen.
-  bool lazy_dump_read = false;
-  // This node's CRIU has GnuTLS (CriuFeatures::tls): PostCopy's pages go
-  // only over TLS. Without it a PostCopy dump is refused before anything
-  // is frozen (a CRIU without GnuTLS would fail the transfer anyway, never
-  // send pages in clear text: its --tls stubs fail every send).
-  bool page_transfer_tls = true;
+  // What this node's CRIU and kernel can do (detect_criu_features). A
+  // PostCopy source needs what check_mode_supported asks (userfaultfd, and
+  // GnuTLS: pages go only over TLS), checked before anything is frozen;
+  // where CRIU has lazy_dump_read, it reads lazy pages from the frozen
+  // tasks on request instead of splicing them while frozen.
+  checkpoint::CriuFeatures criu_features;
   std::function<void(const CheckpointSample&)> on_checkpoint;  // metrics
   // PostCopy, once per transfer this agent served: how it ended and how
   // long its page servers ran after the publish (metrics).

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "api/annotations.h"
+#include "checkpoint/page_server_address.h"
 #include "checkpoint/page_transfer_tls.h"
 #include "posix/atomic_file.h"
 #include "posix/mountinfo.h"
@@ -197,26 +198,15 @@ Result<std::vector<std::string>> lazy_pages_argv(const std::string& criu,
                                                  const std::string& image_dir,
                                                  const std::string& work_dir,
                                                  const std::string& page_server, bool tls) {
-  auto colon = page_server.rfind(':');
-  if (colon == std::string::npos || colon == 0 || colon + 1 == page_server.size()) {
-    return invalid_argument("page server \"" + page_server + "\" is not address:port");
-  }
-  std::string address = page_server.substr(0, colon);
-  std::string port = page_server.substr(colon + 1);
-  if (address.front() == '[' && address.back() == ']') {
-    address = address.substr(1, address.size() - 2);
-  }
-  if (port.find_first_not_of("0123456789") != std::string::npos || port.size() > 5 ||
-      std::stoi(port) == 0 || std::stoi(port) > 65535) {
-    return invalid_argument("page server \"" + page_server + "\" has no valid port");
-  }
+  auto server = checkpoint::parse_page_server(page_server);
+  if (!server.ok()) return server.status();
   std::vector<std::string> argv{criu,
                                 "lazy-pages",
                                 "--page-server",
                                 "--address",
-                                address,
+                                server->host,
                                 "--port",
-                                port,
+                                server->port,
                                 "--images-dir",
                                 image_dir,
                                 "--work-dir",

@@ -177,8 +177,7 @@ class AgentControllerTest : public ::testing::Test {
             .pod_log_root = dir_ + "/pod-logs",
             .criu_network_lock = agent_network_lock(),
             .page_server_address = page_server_address_,
-            .lazy_dump_read = lazy_dump_read_,
-            .page_transfer_tls = page_transfer_tls_,
+            .criu_features = criu_features_,
             .on_checkpoint = [this](const agent::CheckpointSample&) { ++checkpoints_; },
             .on_page_transfer = [this](bool ok,
                                        double) { ++(ok ? transfers_ok_ : transfers_failed_); }});
@@ -373,8 +372,7 @@ class AgentControllerTest : public ::testing::Test {
   std::atomic<int> checkpoints_{0};
   std::atomic<int> transfers_ok_{0}, transfers_failed_{0};  // on_page_transfer
   SourcePod source_;
-  bool page_transfer_tls_ = true;                  // AgentOptions::page_transfer_tls
-  bool lazy_dump_read_ = false;                    // AgentOptions::lazy_dump_read
+  checkpoint::CriuFeatures criu_features_;         // AgentOptions::criu_features
   std::string page_server_address_ = "127.0.0.1";  // AgentOptions::page_server_address
   static constexpr const char* kTargetPodUid = "00000000-0000-4000-8000-111111111111";
 
@@ -388,7 +386,7 @@ class AgentControllerTest : public ::testing::Test {
     if (!features->uffd || !features->uffd_noncoop) {
       GTEST_SKIP() << "no userfaultfd lazy pages on this kernel: PostCopy untestable here";
     }
-    lazy_dump_read_ = features->lazy_dump_read;
+    criu_features_ = *features;
   }
   // The published snapshot's restore options (the page server's address).
   json restore_options(const std::string& uid) const {
@@ -689,7 +687,7 @@ TEST_F(AgentControllerTest, PostCopyServesPagesUntilTheRestoredCopyHasThemAllThe
   EXPECT_EQ(transfers_failed_.load(), 0);
   EXPECT_EQ(phase("m-postcopy"), "Restoring") << "the switch is the operator's and the target's";
   EXPECT_EQ(freezer(), "frozen") << "the source never runs beside the restored copy";
-  if (lazy_dump_read_) {
+  if (criu_features_.lazy_dump_read) {
     EXPECT_NE(read_file(dir_ + "/work/" + source_.container->id() + "/dump.log")
                   .find("Lazy pages are read from the frozen tasks on request"),
               std::string::npos)
@@ -736,8 +734,9 @@ TEST_F(AgentControllerTest, PostCopyWithoutAPageServerAddressFailsBeforeFreezing
 // A CRIU without GnuTLS could not encrypt the pages: refused at once, with
 // the reason, before anything is frozen.
 TEST_F(AgentControllerTest, PostCopyOnACriuWithoutTlsFailsBeforeFreezingAnything) {
+  ASSERT_NO_FATAL_FAILURE(require_postcopy());
   ASSERT_NO_FATAL_FAILURE(start_source("src-pc-notls", /*gate=*/true));
-  page_transfer_tls_ = false;
+  criu_features_.tls = false;
   ASSERT_NO_FATAL_FAILURE(start_agent());
   const std::string uid = create_migration("m-pc-notls", "PostCopy");
   ASSERT_TRUE(fails_with("m-pc-notls", "ModeUnsupportedOnNode"));
