@@ -29,7 +29,8 @@
 // (iptables, nftables; default: what the agent picks) for Ferry's dumps,
 // FERRY_BENCH_PAGE_REPORTING=on (keep a VM guest's free page reporting on;
 // see PageReportingOff), FERRY_BENCH_EACH_ROUND=1 (print every round's
-// times, not only the medians).
+// times, not only the medians), FERRY_BENCH_COLD_ONLY=1 (no PostCopy rows: for
+// looking at Cold alone).
 #include <arpa/inet.h>
 #include <linux/magic.h>
 #include <netinet/in.h>
@@ -38,6 +39,7 @@
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/statfs.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -66,6 +68,19 @@ using namespace std::chrono_literals;
 
 double since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+// CPU time the whole machine spent busy (every process and the kernel; not
+// idle, not waiting for I/O), in seconds: on 2 cores, what Ferry adds beside
+// CRIU shows here before it shows in the wall-clock times.
+double machine_busy_seconds() {
+  std::ifstream in("/proc/stat");
+  std::string cpu;
+  unsigned long long user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0,
+                     steal = 0;
+  in >> cpu >> user >> nice >> system >> idle >> iowait >> irq >> softirq >> steal;
+  static const double ticks = static_cast<double>(::sysconf(_SC_CLK_TCK));
+  return static_cast<double>(user + nice + system + irq + softirq + steal) / ticks;
 }
 
 // Every timed dump starts with no dirty page cache pending: otherwise one
@@ -106,6 +121,10 @@ struct Row {
   double raw_dump = 0, raw_restore = 0, raw_total = 0;
   // runc's own C/R of the same container (runc_baseline).
   double runc_dump = 0, runc_restore = 0, runc_total = 0;
+  // Machine-wide busy CPU seconds (machine_busy_seconds) over each timed step:
+  // Ferry's dump includes its publish.
+  double cpu_dump = 0, cpu_restore = 0, raw_cpu_dump = 0, raw_cpu_restore = 0;
+  double runc_cpu_dump = 0, runc_cpu_restore = 0;
   // PostCopy: freeze to restored-and-answering, and to the last page; with
   // CRIU reading pages on request (our patch, what Ferry uses where its
   // CRIU has it) and with stock CRIU's splice mode (the baseline), both
@@ -130,6 +149,7 @@ bool raw_criu(const std::string& dir, int mib, Row& row) {
   int pid = p->pid();
   if (!wait_until([&] { return fs::exists(dir + "/raw-port"); }, 120s)) return false;
   settle();
+  double busy = machine_busy_seconds();
   auto t0 = Clock::now();
   // --leave-running, like Ferry's dump (the source stays, frozen, until the
   // target runs): without it CRIU also kills the process and the kernel
@@ -137,9 +157,11 @@ bool raw_criu(const std::string& dir, int mib, Row& row) {
   bool ok = run_ok({tool("criu"), "dump", "-t", std::to_string(pid), "-D", img, "--tcp-established",
                     "--network-lock", "nftables", "--leave-running", "-o", "dump.log"});
   row.raw_dump = since(t0);
+  row.raw_cpu_dump = machine_busy_seconds() - busy;
   run_ok({"pkill", "-9", "-s", std::to_string(pid)});
   (void)p->wait(30s);  // reap the dumped process so its pid is free
   wait_until([&] { return !run_ok({"pgrep", "-s", std::to_string(pid)}); }, 30s);
+  busy = machine_busy_seconds();
   auto t1 = Clock::now();
   ok = ok && run_ok({tool("criu"), "restore", "-D", img, "--tcp-established", "--network-lock",
                      "nftables", "-d", "-o", "restore.log"});
@@ -153,6 +175,7 @@ bool raw_criu(const std::string& dir, int mib, Row& row) {
        wait_until([&] { return ask_port("", std::stoi(port), "COUNT").rfind("count ", 0) == 0; },
                   120s, kProbeEvery);
   row.raw_restore = since(t1);
+  row.raw_cpu_restore = machine_busy_seconds() - busy;
   row.raw_total = row.raw_dump + row.raw_restore;
   run_ok({"pkill", "-9", "-s", std::to_string(pid)});
   fs::remove(fs::path("/tmp") / ("statekeeper-" + std::to_string(pid)));
@@ -192,6 +215,7 @@ bool runc_baseline(const std::string& dir, int mib, Row& row) {
   if (!wait_until([&] { return ask(ns_a.name(), "PID") == "pid 1"; }, 120s)) return false;
   const std::string sum = ask(ns_a.name(), "SUM");
   settle();
+  double busy = machine_busy_seconds();
   auto t0 = Clock::now();
   // Paused first, as Ferry's engine does: CRIU freezing a running cgroup
   // itself polls its state every 100 ms (criu/seize.c).
@@ -200,6 +224,7 @@ bool runc_baseline(const std::string& dir, int mib, Row& row) {
                      "--work-path", dir + "/work-a", "--leave-running", "--tcp-established",
                      "--manage-cgroups-mode", "ignore", a.id()});
   row.runc_dump = since(t0);
+  row.runc_cpu_dump = machine_busy_seconds() - busy;
   if (!ok) {
     std::fprintf(stderr, "runc checkpoint failed (%s/work-a/dump.log)\n", dir.c_str());
     return false;
@@ -211,11 +236,13 @@ bool runc_baseline(const std::string& dir, int mib, Row& row) {
     return false;
   }
   ShimContainer b("base-b", dir + "/bundle-b", root, runc);  // its destructor kills and deletes
+  busy = machine_busy_seconds();
   auto t1 = Clock::now();
   ok = b.restore(dir + "/img", dir + "/work-b",
                  {"--manage-cgroups-mode", "ignore", "--tcp-established"}) == 0 &&
        wait_until([&] { return ask(ns_b.name(), "PID") == "pid 1"; }, 120s, kProbeEvery);
   row.runc_restore = since(t1);
+  row.runc_cpu_restore = machine_busy_seconds() - busy;
   row.runc_total = row.runc_dump + row.runc_restore;
   if (!ok) std::fprintf(stderr, "runc restore failed (%s/work-b/restore.log)\n", dir.c_str());
   const bool same = ok && ask(ns_b.name(), "SUM") == sum;
@@ -257,6 +284,7 @@ bool ferry_migration(const std::string& dir, int mib, Row& row) {
   // not per migration: outside the timing.
   const std::string lock = network_lock();
   settle();
+  double busy = machine_busy_seconds();
   auto t0 = Clock::now();
   auto writer = snapshots.begin({.binding = {.namespace_name = "default",
                                              .pod_name = "dst",
@@ -282,6 +310,7 @@ bool ferry_migration(const std::string& dir, int mib, Row& row) {
   (void)(*writer)->add_file("restore-options.json", R"({"tcpEstablished":true})");
   if (!(*writer)->publish().ok()) return false;
   row.publish = since(t_pub);
+  row.cpu_dump = machine_busy_seconds() - busy;
   // What the verification inside ferry-runc's restore costs on its own.
   auto t_verify = Clock::now();
   auto verified = snapshots.open(migration, "app",
@@ -294,6 +323,7 @@ bool ferry_migration(const std::string& dir, int mib, Row& row) {
   row.verify = since(t_verify);
   if (!verified.ok()) return false;
   verified = ferry::Status(ferry::Code::kCancelled, "released");
+  busy = machine_busy_seconds();
   auto t_restore = Clock::now();
   ShimContainer b("bench-b", dir + "/bundle-b", dir + "/runc", FERRY_RUNC_BIN);
   if (b.create_and_start() != 0) return false;
@@ -301,6 +331,7 @@ bool ferry_migration(const std::string& dir, int mib, Row& row) {
     return false;
   }
   row.restore = since(t_restore);
+  row.cpu_restore = machine_busy_seconds() - busy;
   row.total = since(t0) - row.verify;  // the separate verify above is not part of a migration
   bool same = ask(ns_b.name(), "SUM") == sum;
   (void)engine.kill_frozen(a.id());
@@ -514,6 +545,7 @@ int main(int argc, char** argv) {
               read_mode ? "CRIU reads lazy pages on request (lazy-dump-mode read), and stock "
                           "CRIU's splice mode in the same round"
                         : "this CRIU has no lazy-dump-mode read: splice mode only");
+  const bool cold_only = std::getenv("FERRY_BENCH_COLD_ONLY") != nullptr;
   std::map<int, Row> rows;
   for (int mib : sizes) {
     std::vector<Row> runs;
@@ -538,7 +570,7 @@ int main(int argc, char** argv) {
             return postcopy_migration(dir + "/pc-clear", mib, read_mode, false, row.pc_clear);
           },
       };
-      for (int i = 0; i < 3; ++i) ok = ok && postcopies[(round + i) % 3]();
+      for (int i = 0; i < 3 && !cold_only; ++i) ok = ok && postcopies[(round + i) % 3]();
       std::error_code ec;
       if (!std::getenv("FERRY_BENCH_KEEP")) fs::remove_all(dir, ec);
       if (!ok) {
@@ -548,10 +580,12 @@ int main(int argc, char** argv) {
       if (std::getenv("FERRY_BENCH_EACH_ROUND") != nullptr) {
         std::printf(
             "    round %d (%s first): ferry dump %.2f + publish %.2f + restore %.2f = %.2f s; "
-            "raw criu dump %.2f + restore %.2f = %.2f s; runc %.2f + %.2f s\n",
+            "raw criu dump %.2f + restore %.2f = %.2f s; runc %.2f + %.2f s | busy CPU-s "
+            "ferry %.2f + %.2f, raw %.2f + %.2f, runc %.2f + %.2f\n",
             round + 1, round % 2 == 0 ? "ferry" : "raw", row.dump, row.publish, row.restore,
             row.total, row.raw_dump, row.raw_restore, row.raw_total, row.runc_dump,
-            row.runc_restore);
+            row.runc_restore, row.cpu_dump, row.cpu_restore, row.raw_cpu_dump, row.raw_cpu_restore,
+            row.runc_cpu_dump, row.runc_cpu_restore);
       }
       runs.push_back(row);
       char buf[32];
@@ -604,10 +638,12 @@ int main(int argc, char** argv) {
           mib, how, pc.freeze, pc.pause, pc.dump, pc.publish, pc.restore, pc.transfer, pc.image_mib,
           pc.prepare);
     };
-    if (read_mode) print_postcopy(row.pc, "CRIU reads pages on request, over TLS");
-    print_postcopy(row.pc_splice, "stock CRIU, pages spliced while frozen, over TLS");
-    print_postcopy(row.pc_clear, read_mode ? "CRIU reads pages on request, in clear text"
-                                           : "stock CRIU, in clear text");
+    if (read_mode && !cold_only) print_postcopy(row.pc, "CRIU reads pages on request, over TLS");
+    if (!cold_only) {
+      print_postcopy(row.pc_splice, "stock CRIU, pages spliced while frozen, over TLS");
+      print_postcopy(row.pc_clear, read_mode ? "CRIU reads pages on request, in clear text"
+                                             : "stock CRIU, in clear text");
+    }
     std::fflush(stdout);
   }
   if (rows.contains(1024)) {

@@ -15,6 +15,7 @@
 #include <functional>
 #include <optional>
 
+#include "store/mapped_read.h"
 #include "store/store_fs.h"
 
 namespace ferry::store {
@@ -39,12 +40,25 @@ std::string to_hex(const unsigned char* data, unsigned len) {
 
 // Reads [offset, offset + length) of `fd` into `digest`; length UINT64_MAX
 // means to the end. Returns the bytes read; fewer than asked is the
-// caller's to judge.
+// caller's to judge, and so is `stop`, checked between reads. A range of a
+// read buffer or more is read through a mapping (mapped_read.h), with
+// read(2) as the fallback where the file cannot be mapped.
 Result<std::uint64_t> hash_range(int fd, std::uint64_t offset, std::uint64_t length,
-                                 Digester& digest, std::vector<char>& buf,
-                                 const std::string& what) {
+                                 Digester& digest, std::vector<char>& buf, const std::string& what,
+                                 const std::atomic<bool>* stop = nullptr) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return errno_status(errno, "stat " + what);
+  const auto size = static_cast<std::uint64_t>(st.st_size);
+  if (offset < size && std::min(length, size - offset) >= buf.size()) {
+    auto mapped = read_mapped(fd, offset, length,
+                              [](void* d, const char* data, std::size_t n) {
+                                static_cast<Digester*>(d)->update(data, n);
+                              },
+                              &digest, what, {.piece_bytes = buf.size(), .stop = stop});
+    if (mapped.ok() || mapped.status().reason() != kMappingUnavailable) return mapped;
+  }
   std::uint64_t done = 0;
-  while (done < length) {
+  while (done < length && (stop == nullptr || !stop->load())) {
     std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), length - done));
     ssize_t n = ::pread(fd, buf.data(), want, static_cast<off_t>(offset + done));
     if (n < 0 && errno == EINTR) continue;
@@ -422,11 +436,11 @@ void BackgroundHasher::hash_claim(Claim& c, std::vector<char>& buf) {
   const std::uint64_t start = c.chunk * chunk_bytes_;
   // Bytes below the size seen are written (CRIU writes each file once,
   // front to back).
-  while (start + c.progress.bytes < c.end && !stop_) {
-    const std::uint64_t want =
-        std::min<std::uint64_t>(c.end - start - c.progress.bytes, kReadBytes);
-    auto n = hash_range(fd.get(), start + c.progress.bytes, want, *c.progress.partial, buf, full);
-    if (!n.ok() || *n == 0) {  // publish reads this chunk again
+  if (start + c.progress.bytes < c.end && !stop_) {
+    auto n = hash_range(fd.get(), start + c.progress.bytes, c.end - start - c.progress.bytes,
+                        *c.progress.partial, buf, full, &stop_);
+    if (n.ok() && *n == 0 && stop_) return;  // stopped before the first byte: keep what was done
+    if (!n.ok() || *n == 0) {                // publish reads this chunk again
       c.progress = ChunkProgress{};
       return;
     }

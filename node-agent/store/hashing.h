@@ -8,7 +8,8 @@
 // many small ones. A large file is hashed as independent chunks (one digest per chunk, all listed
 // in the manifest), so publish and full verification of a single 1 GiB memory image use every core,
 // not one. While CRIU is still writing, a BackgroundHasher digests each chunk as soon as it is
-// complete, so that publish only reads what was written last.
+// complete, so that publish only reads what was written last. Ranges of
+// 1 MiB or more are read through a mapping, not copied (mapped_read.h).
 #pragma once
 
 #include <atomic>
