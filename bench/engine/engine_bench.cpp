@@ -83,6 +83,15 @@ double machine_busy_seconds() {
   return static_cast<double>(user + nice + system + irq + softirq + steal) / ticks;
 }
 
+// One timed step: wall seconds and the machine's busy CPU seconds since it
+// began.
+struct Step {
+  double busy = machine_busy_seconds();
+  Clock::time_point start = Clock::now();
+  double wall() const { return since(start); }
+  double cpu() const { return machine_busy_seconds() - busy; }
+};
+
 // Every timed dump starts with no dirty page cache pending: otherwise one
 // path pays for the write-back of the images the previous one wrote (seen
 // here: 1 GiB dumps from 0.7 s to 3.2 s depending on what ran before).
@@ -149,20 +158,18 @@ bool raw_criu(const std::string& dir, int mib, Row& row) {
   int pid = p->pid();
   if (!wait_until([&] { return fs::exists(dir + "/raw-port"); }, 120s)) return false;
   settle();
-  double busy = machine_busy_seconds();
-  auto t0 = Clock::now();
+  const Step dump;
   // --leave-running, like Ferry's dump (the source stays, frozen, until the
   // target runs): without it CRIU also kills the process and the kernel
   // frees its memory inside the timed dump (0.2-1.8 s more for 1 GiB here).
   bool ok = run_ok({tool("criu"), "dump", "-t", std::to_string(pid), "-D", img, "--tcp-established",
                     "--network-lock", "nftables", "--leave-running", "-o", "dump.log"});
-  row.raw_dump = since(t0);
-  row.raw_cpu_dump = machine_busy_seconds() - busy;
+  row.raw_dump = dump.wall();
+  row.raw_cpu_dump = dump.cpu();
   run_ok({"pkill", "-9", "-s", std::to_string(pid)});
   (void)p->wait(30s);  // reap the dumped process so its pid is free
   wait_until([&] { return !run_ok({"pgrep", "-s", std::to_string(pid)}); }, 30s);
-  busy = machine_busy_seconds();
-  auto t1 = Clock::now();
+  const Step restore;
   ok = ok && run_ok({tool("criu"), "restore", "-D", img, "--tcp-established", "--network-lock",
                      "nftables", "-d", "-o", "restore.log"});
   // Until the restored process answers, probed as Ferry's restore is (one
@@ -174,8 +181,8 @@ bool raw_criu(const std::string& dir, int mib, Row& row) {
   ok = ok &&
        wait_until([&] { return ask_port("", std::stoi(port), "COUNT").rfind("count ", 0) == 0; },
                   120s, kProbeEvery);
-  row.raw_restore = since(t1);
-  row.raw_cpu_restore = machine_busy_seconds() - busy;
+  row.raw_restore = restore.wall();
+  row.raw_cpu_restore = restore.cpu();
   row.raw_total = row.raw_dump + row.raw_restore;
   run_ok({"pkill", "-9", "-s", std::to_string(pid)});
   fs::remove(fs::path("/tmp") / ("statekeeper-" + std::to_string(pid)));
@@ -215,16 +222,15 @@ bool runc_baseline(const std::string& dir, int mib, Row& row) {
   if (!wait_until([&] { return ask(ns_a.name(), "PID") == "pid 1"; }, 120s)) return false;
   const std::string sum = ask(ns_a.name(), "SUM");
   settle();
-  double busy = machine_busy_seconds();
-  auto t0 = Clock::now();
+  const Step dump;
   // Paused first, as Ferry's engine does: CRIU freezing a running cgroup
   // itself polls its state every 100 ms (criu/seize.c).
   bool ok = run_ok({runc, "--root", root, "pause", a.id()});
   ok = ok && run_ok({runc, "--root", root, "checkpoint", "--image-path", dir + "/img",
                      "--work-path", dir + "/work-a", "--leave-running", "--tcp-established",
                      "--manage-cgroups-mode", "ignore", a.id()});
-  row.runc_dump = since(t0);
-  row.runc_cpu_dump = machine_busy_seconds() - busy;
+  row.runc_dump = dump.wall();
+  row.runc_cpu_dump = dump.cpu();
   if (!ok) {
     std::fprintf(stderr, "runc checkpoint failed (%s/work-a/dump.log)\n", dir.c_str());
     return false;
@@ -236,13 +242,12 @@ bool runc_baseline(const std::string& dir, int mib, Row& row) {
     return false;
   }
   ShimContainer b("base-b", dir + "/bundle-b", root, runc);  // its destructor kills and deletes
-  busy = machine_busy_seconds();
-  auto t1 = Clock::now();
+  const Step restore;
   ok = b.restore(dir + "/img", dir + "/work-b",
                  {"--manage-cgroups-mode", "ignore", "--tcp-established"}) == 0 &&
        wait_until([&] { return ask(ns_b.name(), "PID") == "pid 1"; }, 120s, kProbeEvery);
-  row.runc_restore = since(t1);
-  row.runc_cpu_restore = machine_busy_seconds() - busy;
+  row.runc_restore = restore.wall();
+  row.runc_cpu_restore = restore.cpu();
   row.runc_total = row.runc_dump + row.runc_restore;
   if (!ok) std::fprintf(stderr, "runc restore failed (%s/work-b/restore.log)\n", dir.c_str());
   const bool same = ok && ask(ns_b.name(), "SUM") == sum;
@@ -284,8 +289,7 @@ bool ferry_migration(const std::string& dir, int mib, Row& row) {
   // not per migration: outside the timing.
   const std::string lock = network_lock();
   settle();
-  double busy = machine_busy_seconds();
-  auto t0 = Clock::now();
+  const Step dump;  // through the publish
   auto writer = snapshots.begin({.binding = {.namespace_name = "default",
                                              .pod_name = "dst",
                                              .pod_uid = "uid-dst",
@@ -310,7 +314,7 @@ bool ferry_migration(const std::string& dir, int mib, Row& row) {
   (void)(*writer)->add_file("restore-options.json", R"({"tcpEstablished":true})");
   if (!(*writer)->publish().ok()) return false;
   row.publish = since(t_pub);
-  row.cpu_dump = machine_busy_seconds() - busy;
+  row.cpu_dump = dump.cpu();
   // What the verification inside ferry-runc's restore costs on its own.
   auto t_verify = Clock::now();
   auto verified = snapshots.open(migration, "app",
@@ -323,16 +327,15 @@ bool ferry_migration(const std::string& dir, int mib, Row& row) {
   row.verify = since(t_verify);
   if (!verified.ok()) return false;
   verified = ferry::Status(ferry::Code::kCancelled, "released");
-  busy = machine_busy_seconds();
-  auto t_restore = Clock::now();
+  const Step restore;
   ShimContainer b("bench-b", dir + "/bundle-b", dir + "/runc", FERRY_RUNC_BIN);
   if (b.create_and_start() != 0) return false;
   if (!wait_until([&] { return ask(ns_b.name(), "PID") == "pid 1"; }, 120s, kProbeEvery)) {
     return false;
   }
-  row.restore = since(t_restore);
-  row.cpu_restore = machine_busy_seconds() - busy;
-  row.total = since(t0) - row.verify;  // the separate verify above is not part of a migration
+  row.restore = restore.wall();
+  row.cpu_restore = restore.cpu();
+  row.total = dump.wall() - row.verify;  // the separate verify above is not part of a migration
   bool same = ask(ns_b.name(), "SUM") == sum;
   (void)engine.kill_frozen(a.id());
   return same;

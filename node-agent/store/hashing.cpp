@@ -38,18 +38,15 @@ std::string to_hex(const unsigned char* data, unsigned len) {
   return out;
 }
 
-// Reads [offset, offset + length) of `fd` into `digest`; length UINT64_MAX
-// means to the end. Returns the bytes read; fewer than asked is the
-// caller's to judge, and so is `stop`, checked between reads. A range of a
-// read buffer or more is read through a mapping (mapped_read.h), with
-// read(2) as the fallback where the file cannot be mapped.
+// Reads [offset, offset + length) of `fd` into `digest`. Returns the bytes
+// read; fewer than asked (the file ended) is the caller's to judge, and so
+// is `stop`, checked between reads. A range of a read buffer or more is read
+// through a mapping (mapped_read.h), with read(2) as the fallback where the
+// file cannot be mapped; callers pass lengths they know from their own stat.
 Result<std::uint64_t> hash_range(int fd, std::uint64_t offset, std::uint64_t length,
                                  Digester& digest, std::vector<char>& buf, const std::string& what,
                                  const std::atomic<bool>* stop = nullptr) {
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) return errno_status(errno, "stat " + what);
-  const auto size = static_cast<std::uint64_t>(st.st_size);
-  if (offset < size && std::min(length, size - offset) >= buf.size()) {
+  if (length >= buf.size()) {
     auto mapped = read_mapped(fd, offset, length,
                               [](void* d, const char* data, std::size_t n) {
                                 static_cast<Digester*>(d)->update(data, n);
@@ -250,7 +247,9 @@ Result<std::vector<FileDigest>> hash_files(const std::string& dir,
           known ? known->partial : std::make_shared<Digester>(algorithm);
       const std::uint64_t skip = known ? known->bytes : 0;
       if (t.chunk_bytes == 0) {
-        auto n = hash_range(fd->get(), skip, UINT64_MAX, *digest, buf, full);
+        // To the end as it was at open; a file that grows later is not a snapshot's.
+        const auto size = static_cast<std::uint64_t>(st.st_size);
+        auto n = hash_range(fd->get(), skip, size - std::min(size, skip), *digest, buf, full);
         if (!n.ok()) {
           piece_failed[p] = n.status();
           return;
