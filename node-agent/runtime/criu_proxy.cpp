@@ -153,7 +153,7 @@ std::optional<Status> read_verdict(const std::string& file) {
 
 int run_criu_proxy(const std::string& real_criu, const std::vector<std::string>& args,
                    const std::function<std::optional<Status>()>& verdict,
-                   const std::string& error_file) {
+                   const std::string& error_file, const std::function<bool()>& criu_waits) {
   if (real_criu.empty()) {
     std::fprintf(stderr, "ferry-runc (criu proxy): %s is not set\n", kProxyRealCriuEnv);
     return 127;
@@ -237,12 +237,16 @@ int run_criu_proxy(const std::string& real_criu, const std::vector<std::string>&
         // The verdict, or runc's end: a runtime killed meanwhile (the shim
         // gave up) must not leave CRIU and its tasks waiting forever. Asked
         // only now, every 2 ms: CRIU has every page in place and waits.
+        // Without a verdict yet, ferry-runc is told, so that the
+        // verification takes the core CRIU leaves.
         Status verified;
+        bool told = !criu_waits;
         for (;;) {
           if (auto result = verdict()) {
             verified = *result;
             break;
           }
+          if (!told) told = criu_waits();
           pollfd hangup{client, 0, 0};
           if (::poll(&hangup, 1, 2) > 0 && (hangup.revents & (POLLHUP | POLLERR)) != 0) {
             verified = Status(Code::kCancelled, "runc went away during the restore");

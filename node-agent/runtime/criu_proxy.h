@@ -32,14 +32,19 @@ namespace ferry::runtime {
 inline constexpr const char* kProxyRealCriuEnv = "FERRY_CRIU_PROXY_REAL";
 inline constexpr const char* kProxyVerdictFileEnv = "FERRY_CRIU_PROXY_VERDICT_FILE";
 inline constexpr const char* kProxyErrorFileEnv = "FERRY_CRIU_PROXY_ERROR_FILE";
+// The FIFO through which the proxy says that CRIU waits (criu_waiting.h).
+inline constexpr const char* kProxyCriuWaitingEnv = "FERRY_CRIU_PROXY_WAITING_FIFO";
 
 // Runs the proxy for `args` (the arguments after argv[0]) and returns the
 // exit code (the real CRIU's). `verdict` is asked at post-restore until it
 // has one (nullopt: not yet); an error is written to `error_file` and fails
-// the restore. Empty: every call is the real CRIU's.
+// the restore. Empty: every call is the real CRIU's. While there is no
+// verdict yet, `criu_waits` (if set) is called until it returns true, to
+// say that CRIU waits for it (criu_waiting.h).
 int run_criu_proxy(const std::string& real_criu, const std::vector<std::string>& args,
                    const std::function<std::optional<Status>()>& verdict,
-                   const std::string& error_file);
+                   const std::string& error_file,
+                   const std::function<bool()>& criu_waits = nullptr);
 
 // The verification's verdict, passed from ferry-runc to the proxy (its
 // grandchild, through runc) in a file written atomically once: "ok", or

@@ -18,6 +18,7 @@
 #include "cli/build_info.h"
 #include "process/subprocess.h"
 #include "runtime/criu_proxy.h"
+#include "runtime/criu_waiting.h"
 #include "runtime/lazy_pages_guard.h"
 #include "runtime/restore_source.h"
 #include "runtime/wrapper.h"
@@ -36,8 +37,13 @@ int criu_proxy_main(const std::vector<std::string>& args) {
   const std::string verdict = env_or_empty(ferry::runtime::kProxyVerdictFileEnv);
   std::function<std::optional<ferry::Status>()> read;
   if (!verdict.empty()) read = [verdict] { return ferry::runtime::read_verdict(verdict); };
+  std::function<bool()> criu_waits;
+  if (std::string fifo = env_or_empty(ferry::runtime::kProxyCriuWaitingEnv); !fifo.empty()) {
+    criu_waits = [fifo] { return ferry::runtime::tell_criu_waiting(fifo); };
+  }
   return ferry::runtime::run_criu_proxy(env_or_empty(ferry::runtime::kProxyRealCriuEnv), args, read,
-                                        env_or_empty(ferry::runtime::kProxyErrorFileEnv));
+                                        env_or_empty(ferry::runtime::kProxyErrorFileEnv),
+                                        criu_waits);
 }
 
 [[noreturn]] void exec_or_die(std::vector<std::string>& argv) {
@@ -53,10 +59,16 @@ int criu_proxy_main(const std::vector<std::string>& args) {
 int run_and_report(ferry::runtime::Action& action) {
   auto c_argv = ferry::process::c_strings(action.exec_argv);  // no allocation after fork
   if (action.verify) {
+    // Made before runc starts, so the proxy finds a reader. Without it the
+    // verification only lacks its late worker.
+    std::shared_ptr<ferry::store::LateStart> criu_waits;
+    if (auto fifo = ferry::runtime::CriuWaitingFifo::create(action.criu_waiting_fifo); fifo.ok()) {
+      criu_waits = std::move(fifo).value();
+    }
     // Copies: the thread may outlive main's locals.
     std::thread([verify = action.verify, file = action.verdict_file, args = action.report_args,
-                 context = action.failure_context] {
-      ferry::Status written = ferry::runtime::write_verdict(file, verify());
+                 context = action.failure_context, criu_waits] {
+      ferry::Status written = ferry::runtime::write_verdict(file, verify(criu_waits.get()));
       if (!written.ok()) {
         // The proxy would hold CRIU until the shim's deadline: fail now.
         // Exiting takes runc along (PR_SET_PDEATHSIG), and with runc gone

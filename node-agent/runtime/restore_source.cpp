@@ -15,14 +15,16 @@ namespace ferry::runtime {
 namespace {
 
 Status verify_memory_images(const std::string& dir, const store::Manifest& manifest,
-                            const std::vector<std::string>& files) {
-  // CRIU restores on one core meanwhile, and it is the critical path: the
-  // verification takes the others (at least one), plus an idle-priority
-  // worker that gets CRIU's core once CRIU waits at post-restore for the
-  // verdict (measured on 2 cores, 1 GiB: without it the verdict came
-  // 0.34 s after CRIU had every page in place).
-  return store::verify_checksums(dir, manifest, files, store::cpus_beside_criu(), "snapshot " + dir,
-                                 /*idle_threads=*/1);
+                            const std::vector<std::string>& files, store::LateStart* criu_waits) {
+  const std::string what = "snapshot " + dir;
+  // Before the restore, nothing else runs: every CPU.
+  if (criu_waits == nullptr) return store::verify_checksums(dir, manifest, files, 0, what);
+  // Beside it, CRIU restores on one core, the critical path: the
+  // verification takes the others (at least one), and one more worker
+  // takes CRIU's core once CRIU waits at post-restore for the verdict
+  // (session 9, 2 cores, 1 GiB, SHA-256: without one, the verdict came
+  // 0.34 s after CRIU had every page in place), not before (session 18).
+  return store::verify_checksums(dir, manifest, files, store::cpus_beside_criu(), what, criu_waits);
 }
 
 // Best effort: a restore never fails for want of old log lines.
@@ -64,8 +66,8 @@ Result<PreparedRestore> prepare_from_store(const WrapperConfig& config,
   carry_log(config, request, snapshot->dir + "/" + std::string(kCarriedLogFile));
   auto held = std::make_shared<store::VerifiedSnapshot>(std::move(snapshot).value());
   PreparedRestore prepared{.image_dir = held->dir, .unverified = held->unverified};
-  prepared.verify_unverified = [held] {
-    return verify_memory_images(held->dir, held->manifest, held->unverified);
+  prepared.verify_unverified = [held](store::LateStart* criu_waits) {
+    return verify_memory_images(held->dir, held->manifest, held->unverified, criu_waits);
   };
   prepared.hold = held;
   prepared.inherit_fd = held->lease.fd();

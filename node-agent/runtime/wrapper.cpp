@@ -160,6 +160,7 @@ Result<std::vector<std::pair<std::string, std::string>>> criu_proxy_env(const Wr
       {kProxyRealCriuEnv, real},
       {kProxyVerdictFileEnv, verdict_file},
       {kProxyErrorFileEnv, error_file},
+      {kProxyCriuWaitingEnv, criu_proxy_waiting_fifo(config, id)},
   };
 }
 
@@ -282,6 +283,9 @@ std::string criu_proxy_verdict_file(const WrapperConfig& config, const std::stri
 }
 std::string criu_proxy_error_file(const WrapperConfig& config, const std::string& id) {
   return work_path(config, id) + "/verify-error";
+}
+std::string criu_proxy_waiting_fifo(const WrapperConfig& config, const std::string& id) {
+  return work_path(config, id) + "/criu-waiting";
 }
 
 std::string abandoned_marker(const std::string& snapshot_root, const std::string& migration_uid) {
@@ -416,6 +420,7 @@ Action plan(const WrapperConfig& config, const std::vector<std::string>& args,
       action.env = std::move(env).value();
       action.verify = prepared->verify_unverified;
       action.verdict_file = criu_proxy_verdict_file(config, id);
+      action.criu_waiting_fifo = criu_proxy_waiting_fifo(config, id);
       action.failure_reason_file = criu_proxy_error_file(config, id);
       action.failure_context = "restore of container " + id + " refused: ";
       action.report_args = a;
@@ -424,7 +429,7 @@ Action plan(const WrapperConfig& config, const std::vector<std::string>& args,
       std::fprintf(stderr, "ferry-runc: verifying before the restore (%s)\n",
                    env.ok() ? "no verification to run beside it" : env.status().message().c_str());
       Status verified = prepared->verify_unverified
-                            ? prepared->verify_unverified()
+                            ? prepared->verify_unverified(nullptr)
                             : internal_error("no verification for the memory images");
       if (!verified.ok()) {
         fs::remove(marker_path(config, id), ec);

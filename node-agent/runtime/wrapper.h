@@ -31,6 +31,10 @@
 #include "runtime/runc_args.h"
 #include "status/status.h"
 
+namespace ferry::store {
+class LateStart;  // store/hashing.h
+}  // namespace ferry::store
+
 namespace ferry::runtime {
 
 struct WrapperConfig {
@@ -68,8 +72,11 @@ struct PreparedRestore {
   // Images whose checksums are still to be verified, by the CRIU proxy
   // during the restore (criu_proxy.h); relative to image_dir.
   std::vector<std::string> unverified;
-  // Verifies `unverified` (by ferry-runc itself when the proxy cannot be set up).
-  std::function<Status()> verify_unverified;
+  // Verifies `unverified`: beside CRIU, with one more worker that waits at
+  // `criu_waits` for CRIU to wait for the verdict (criu_waiting.h); or, with
+  // nullptr, by ferry-runc itself before the restore when the proxy cannot
+  // be set up.
+  std::function<Status(store::LateStart* criu_waits)> verify_unverified;
   bool tcp_established = false;  // how the snapshot's TCP connections were dumped
   bool lazy_pages = false;
   std::string page_server;  // PostCopy: "address:port" of the source's page server
@@ -129,9 +136,11 @@ struct Action {
   RuncArgs report_args;
   // The memory images' verification, which ferry-runc runs on a thread of
   // its own while runc restores, writing its verdict to `verdict_file` for
-  // the proxy (criu_proxy.h, write_verdict). Empty: none.
-  std::function<Status()> verify;
+  // the proxy (criu_proxy.h, write_verdict). Empty: none. The proxy says
+  // through `criu_waiting_fifo` when CRIU waits for it (criu_waiting.h).
+  std::function<Status(store::LateStart* criu_waits)> verify;
   std::string verdict_file;
+  std::string criu_waiting_fifo;
 };
 
 // The directory whose `criu` is the proxy, the file the proxy writes a
@@ -140,6 +149,7 @@ struct Action {
 std::string criu_proxy_dir(const WrapperConfig& config);
 std::string criu_proxy_error_file(const WrapperConfig& config, const std::string& id);
 std::string criu_proxy_verdict_file(const WrapperConfig& config, const std::string& id);
+std::string criu_proxy_waiting_fifo(const WrapperConfig& config, const std::string& id);
 
 // Decides, performing the side effects a decision needs (markers, CRIU
 // config files, spec annotations, snapshot preparation).

@@ -4,7 +4,6 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -76,29 +75,42 @@ Result<UniqueFd> open_regular(const std::string& full, struct stat* st) {
 }
 
 // Runs fn(worker, i) for i in 0..n-1 on up to `threads` workers (the
-// caller's thread is worker 0), the last `idle` of them at nice 19
-// (HashOptions::idle_threads); `worker` < `threads` lets fn keep per-worker
-// state such as a read buffer. fn must not throw.
-void parallel_for(std::size_t n, unsigned threads, unsigned idle,
+// caller's thread is worker 0) and `late` more that first wait at `gate`
+// (HashOptions::late_threads); `worker` < `threads` + `late` lets fn keep
+// per-worker state such as a read buffer. fn must not throw.
+void parallel_for(std::size_t n, unsigned threads, unsigned late, LateStart* gate,
                   const std::function<void(unsigned, std::size_t)>& fn) {
   std::atomic<std::size_t> next{0};
   auto worker = [&](unsigned w) {
-    if (w >= threads - std::min(idle, threads - 1)) {
-      // This thread only (Linux: a thread's nice value is its own).
-      (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 19);
-    }
     for (std::size_t i; (i = next.fetch_add(1)) < n;) fn(w, i);
+  };
+  auto start = [](std::vector<std::thread>& pool, auto&& body) {
+    try {
+      pool.emplace_back(std::forward<decltype(body)>(body));
+    } catch (const std::system_error&) {
+      return false;  // fewer threads is slower, not wrong
+    }
+    return true;
   };
   std::vector<std::thread> pool;
   for (unsigned t = 1; t < threads && t < n; ++t) {
-    try {
-      pool.emplace_back(worker, t);
-    } catch (const std::system_error&) {
-      break;  // fewer threads is slower, not wrong
+    if (!start(pool, [&worker, t] { worker(t); })) break;
+  }
+  std::vector<std::thread> late_pool;
+  if (gate != nullptr) {
+    for (unsigned t = 0; t < late && threads + t < n; ++t) {
+      const unsigned w = threads + t;
+      if (!start(late_pool, [&worker, gate, w] {
+            if (gate->wait()) worker(w);
+          })) {
+        break;
+      }
     }
   }
   worker(0);
   for (auto& t : pool) t.join();
+  if (gate != nullptr) gate->close();  // nothing is left to claim
+  for (auto& t : late_pool) t.join();
 }
 
 }  // namespace
@@ -221,72 +233,73 @@ Result<std::vector<FileDigest>> hash_files(const std::string& dir,
 
   std::vector<std::optional<Status>> piece_failed(pieces.size());
   const unsigned threads =
-      (options.threads != 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency())) +
-      options.idle_threads;
-  std::vector<std::vector<char>> buffers(threads);  // one read buffer per worker, made on first use
-  parallel_for(pieces.size(), threads, options.idle_threads, [&](unsigned worker, std::size_t p) {
-    const Piece& piece = pieces[p];
-    const HashTarget& t = targets[piece.target];
-    const std::string full = dir + "/" + t.path;
-    try {
-      struct stat st {};
-      auto fd = open_regular(full, &st);
-      if (!fd.ok()) {
-        piece_failed[p] = fd.status();
-        return;
-      }
-      std::vector<char>& buf = buffers[worker];
-      if (buf.empty()) buf.resize(kReadBytes);
-      // The chunk may be partly hashed already.
-      const ChunkProgress* known = piece.chunk < t.progress.size() &&
-                                           t.progress[piece.chunk].partial &&
-                                           t.progress[piece.chunk].partial->algorithm() == algorithm
-                                       ? &t.progress[piece.chunk]
-                                       : nullptr;
-      std::shared_ptr<Digester> digest =
-          known ? known->partial : std::make_shared<Digester>(algorithm);
-      const std::uint64_t skip = known ? known->bytes : 0;
-      if (t.chunk_bytes == 0) {
-        // To the end as it was at open; a file that grows later is not a snapshot's.
-        const auto size = static_cast<std::uint64_t>(st.st_size);
-        auto n = hash_range(fd->get(), skip, size - std::min(size, skip), *digest, buf, full);
-        if (!n.ok()) {
-          piece_failed[p] = n.status();
-          return;
+      options.threads != 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency());
+  const unsigned late = options.late_start != nullptr ? options.late_threads : 0;
+  std::vector<std::vector<char>> buffers(threads + late);  // one per worker, made on first use
+  parallel_for(
+      pieces.size(), threads, late, options.late_start, [&](unsigned worker, std::size_t p) {
+        const Piece& piece = pieces[p];
+        const HashTarget& t = targets[piece.target];
+        const std::string full = dir + "/" + t.path;
+        try {
+          struct stat st {};
+          auto fd = open_regular(full, &st);
+          if (!fd.ok()) {
+            piece_failed[p] = fd.status();
+            return;
+          }
+          std::vector<char>& buf = buffers[worker];
+          if (buf.empty()) buf.resize(kReadBytes);
+          // The chunk may be partly hashed already.
+          const ChunkProgress* known =
+              piece.chunk < t.progress.size() && t.progress[piece.chunk].partial &&
+                      t.progress[piece.chunk].partial->algorithm() == algorithm
+                  ? &t.progress[piece.chunk]
+                  : nullptr;
+          std::shared_ptr<Digester> digest =
+              known ? known->partial : std::make_shared<Digester>(algorithm);
+          const std::uint64_t skip = known ? known->bytes : 0;
+          if (t.chunk_bytes == 0) {
+            // To the end as it was at open; a file that grows later is not a snapshot's.
+            const auto size = static_cast<std::uint64_t>(st.st_size);
+            auto n = hash_range(fd->get(), skip, size - std::min(size, skip), *digest, buf, full);
+            if (!n.ok()) {
+              piece_failed[p] = n.status();
+              return;
+            }
+            out[piece.target].size = skip + *n;  // what was read is what the digest covers
+          } else {
+            const std::uint64_t size = out[piece.target].size;
+            const std::uint64_t offset = piece.chunk * t.chunk_bytes;
+            const std::uint64_t length = std::min(t.chunk_bytes, size - std::min(size, offset));
+            if (skip > length) {
+              piece_failed[p] = Status(Code::kDataLoss, full + " shrank while it was hashed",
+                                       "SnapshotFileSizeMismatch");
+              return;
+            }
+            auto n = hash_range(fd->get(), offset + skip, length - skip, *digest, buf, full);
+            if (!n.ok()) {
+              piece_failed[p] = n.status();
+              return;
+            }
+            if (*n != length - skip || static_cast<std::uint64_t>(st.st_size) != size) {
+              piece_failed[p] = Status(Code::kDataLoss, full + " changed size while it was hashed",
+                                       "SnapshotFileSizeMismatch");
+              return;
+            }
+          }
+          out[piece.target].digests[piece.chunk] = digest->hex_digest();
+        } catch (const std::exception& e) {  // bad_alloc: no exception leaves a thread
+          piece_failed[p] = internal_error("hash " + full + ": " + e.what());
         }
-        out[piece.target].size = skip + *n;  // what was read is what the digest covers
-      } else {
-        const std::uint64_t size = out[piece.target].size;
-        const std::uint64_t offset = piece.chunk * t.chunk_bytes;
-        const std::uint64_t length = std::min(t.chunk_bytes, size - std::min(size, offset));
-        if (skip > length) {
-          piece_failed[p] = Status(Code::kDataLoss, full + " shrank while it was hashed",
-                                   "SnapshotFileSizeMismatch");
-          return;
-        }
-        auto n = hash_range(fd->get(), offset + skip, length - skip, *digest, buf, full);
-        if (!n.ok()) {
-          piece_failed[p] = n.status();
-          return;
-        }
-        if (*n != length - skip || static_cast<std::uint64_t>(st.st_size) != size) {
-          piece_failed[p] = Status(Code::kDataLoss, full + " changed size while it was hashed",
-                                   "SnapshotFileSizeMismatch");
-          return;
-        }
-      }
-      out[piece.target].digests[piece.chunk] = digest->hex_digest();
-    } catch (const std::exception& e) {  // bad_alloc: no exception leaves a thread
-      piece_failed[p] = internal_error("hash " + full + ": " + e.what());
-    }
-  });
+      });
   for (std::size_t p = 0; p < pieces.size(); ++p) {
     auto& slot = failed[pieces[p].target];
     if (piece_failed[p] && !slot) slot = std::move(piece_failed[p]);
   }
 
   if (options.make_private || options.fsync) {
-    parallel_for(targets.size(), threads, options.idle_threads, [&](unsigned, std::size_t i) {
+    parallel_for(targets.size(), threads, 0, nullptr, [&](unsigned, std::size_t i) {
       if (failed[i]) return;
       const std::string full = dir + "/" + targets[i].path;
       struct stat st {};

@@ -500,7 +500,7 @@ Result<std::unique_ptr<SnapshotWriter>> SnapshotStore::begin(const SnapshotMeta&
 
 Status verify_checksums(const std::string& dir, const Manifest& manifest,
                         const std::vector<std::string>& paths, unsigned threads,
-                        const std::string& what, unsigned idle_threads) {
+                        const std::string& what, LateStart* late_start) {
   std::vector<const ManifestFile*> listed;
   std::vector<HashTarget> targets;
   for (const auto& path : paths) {
@@ -516,7 +516,7 @@ Status verify_checksums(const std::string& dir, const Manifest& manifest,
   }
   if (targets.empty()) return {};
   auto digests = hash_files(dir, targets, manifest.digest_algorithm,
-                            {.threads = threads, .idle_threads = idle_threads});
+                            {.threads = threads, .late_threads = 1, .late_start = late_start});
   if (!digests.ok()) return digests.status().with_context(what);
   for (size_t i = 0; i < targets.size(); ++i) {
     const ManifestFile& want_file = *listed[i];

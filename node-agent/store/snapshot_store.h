@@ -112,12 +112,12 @@ using DeferChecksums = std::function<bool(const std::string& rel_path)>;
 
 // Compares the digests of `paths` (relative to `dir`, each listed in
 // `manifest`) with the manifest, by the manifest's algorithm, on `threads` threads (0: one per CPU)
-// and `idle_threads` more at the lowest priority (HashOptions::idle_threads). DataLoss naming the
-// file and, for a chunked file, the corrupted byte range (SnapshotChecksumMismatch,
+// and, with `late_start`, one more that waits there first (HashOptions::late_threads). DataLoss
+// naming the file and, for a chunked file, the corrupted byte range (SnapshotChecksumMismatch,
 // SnapshotFileSizeMismatch); `what` starts every message.
 Status verify_checksums(const std::string& dir, const Manifest& manifest,
                         const std::vector<std::string>& paths, unsigned threads,
-                        const std::string& what, unsigned idle_threads = 0);
+                        const std::string& what, LateStart* late_start = nullptr);
 
 // One snapshot being written. Not thread-safe; one owner.
 class SnapshotWriter {

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "runtime/criu_rpc.h"
+#include "runtime/criu_waiting.h"
 
 namespace ferry::runtime {
 namespace {
@@ -51,7 +52,7 @@ class CriuProxyTest : public ::testing::Test {
 
   // Starts the proxy; returns runc's end of the socket.
   using Verdict = std::function<std::optional<Status>()>;
-  int start(const Verdict& verdict) {
+  int start(const Verdict& verdict, const std::function<bool()>& criu_waits = nullptr) {
     int pair[2];
     EXPECT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair), 0);
     child_ = ::fork();
@@ -59,7 +60,7 @@ class CriuProxyTest : public ::testing::Test {
       ::close(pair[0]);
       int fd = ::dup(pair[1]);  // without CLOEXEC, as runc passes it
       int code = run_criu_proxy(FERRY_FAKE_CRIU, {"swrk", std::to_string(fd)}, verdict,
-                                (dir_ / "verify-error").string());
+                                (dir_ / "verify-error").string(), criu_waits);
       ::_exit(code);
     }
     ::close(pair[1]);
@@ -79,6 +80,19 @@ class CriuProxyTest : public ::testing::Test {
   std::string read(const std::string& name) {
     std::ifstream in(dir_ / name);
     return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  }
+
+  // runc's side of a restore: answers every notification yes and returns
+  // CRIU's response to the request.
+  static std::string restore(int runc) {
+    if (::send(runc, "\x08\x02", 2, 0) <= 0) return {};  // a RESTORE request
+    for (;;) {
+      std::string m = receive(runc);
+      auto decoded = criu_rpc::decode(m);
+      if (m.empty() || !decoded.ok() || decoded->type != criu_rpc::kNotify) return m;
+      const std::string yes = criu_rpc::encode_notify_answer(true);
+      if (::send(runc, yes.data(), yes.size(), 0) <= 0) return {};
+    }
   }
 
   fs::path dir_;
@@ -119,6 +133,48 @@ TEST_F(CriuProxyTest, HoldsPostRestoreUntilTheVerificationPasses) {
   EXPECT_EQ(read("criu.log"),
             "request 2\nsetup-namespaces answered ok\npost-restore answered ok\n");
   EXPECT_FALSE(fs::exists(dir_ / "verify-error"));
+  ::close(runc);
+}
+
+// A verification slower than CRIU: the proxy tells ferry-runc that CRIU
+// waits (so the verification's late worker takes CRIU's core), and the
+// verdict that follows lets the restore go on.
+TEST_F(CriuProxyTest, TellsFerryRuncWhenCriuWaitsForTheVerdict) {
+  const std::string verdict = (dir_ / "verdict").string();
+  const std::string fifo_path = (dir_ / "criu-waiting").string();
+  auto fifo = CriuWaitingFifo::create(fifo_path);
+  ASSERT_TRUE(fifo.ok()) << fifo.status().to_string();
+  int runc = start([verdict] { return read_verdict(verdict); },
+                   [fifo_path] { return tell_criu_waiting(fifo_path); });
+  std::jthread watchdog([&](const std::stop_token& stop) {
+    for (int i = 0; i < 1000 && !stop.stop_requested(); ++i) std::this_thread::sleep_for(10ms);
+    (*fifo)->close();
+  });
+  std::jthread ferry_runc([&] {
+    // The verdict only once CRIU waits (or the watchdog gave up).
+    const bool told = (*fifo)->wait();
+    EXPECT_TRUE(told) << "the proxy never said that CRIU waits";
+    ASSERT_TRUE(
+        write_verdict(verdict, told ? Status() : Status(Code::kDataLoss, "not told", "X")).ok());
+  });
+  EXPECT_EQ(restore(runc), std::string("\x08\x02\x10\x01", 4)) << "RESTORE, success";
+  EXPECT_EQ(finish(), 0);
+  EXPECT_EQ(read("criu.log"),
+            "request 2\nsetup-namespaces answered ok\npost-restore answered ok\n");
+  ::close(runc);
+}
+
+// A verdict in before CRIU asks: nobody is told that CRIU waits.
+TEST_F(CriuProxyTest, AVerdictInTimeTellsNobodyThatCriuWaits) {
+  const std::string told = (dir_ / "told").string();
+  int runc = start([] { return Status(); },
+                   [told] {
+                     std::ofstream(told) << "told";
+                     return true;
+                   });
+  EXPECT_EQ(restore(runc), std::string("\x08\x02\x10\x01", 4)) << "RESTORE, success";
+  EXPECT_EQ(finish(), 0);
+  EXPECT_FALSE(fs::exists(told));
   ::close(runc);
 }
 

@@ -187,7 +187,7 @@ TEST_F(WrapperTest, UnverifiedImagesGoThroughTheCriuProxy) {
   bool verified_here = false;
   auto prepare = [&](const WrapperConfig&, const RestoreRequest&) -> Result<PreparedRestore> {
     PreparedRestore p{.image_dir = "/snap/m1/app", .unverified = {"pages-1.img", "pages-2.img"}};
-    p.verify_unverified = [&] {
+    p.verify_unverified = [&](store::LateStart*) {
       verified_here = true;
       return Status();
     };
@@ -203,8 +203,10 @@ TEST_F(WrapperTest, UnverifiedImagesGoThroughTheCriuProxy) {
   EXPECT_EQ(env[kProxyRealCriuEnv], "/bin/sh");
   EXPECT_EQ(env[kProxyVerdictFileEnv], config_.state_dir + "/work/c1/verify-verdict");
   EXPECT_EQ(action.verdict_file, env[kProxyVerdictFileEnv]);
+  EXPECT_EQ(env[kProxyCriuWaitingEnv], config_.state_dir + "/work/c1/criu-waiting");
+  EXPECT_EQ(action.criu_waiting_fifo, env[kProxyCriuWaitingEnv]);
   ASSERT_TRUE(action.verify) << "ferry-runc verifies beside runc";
-  EXPECT_TRUE(action.verify().ok());
+  EXPECT_TRUE(action.verify(nullptr).ok());
   EXPECT_TRUE(verified_here);
   EXPECT_EQ(action.failure_reason_file, env[kProxyErrorFileEnv]);
   EXPECT_EQ(action.failure_context, "restore of container c1 refused: ");
@@ -219,7 +221,10 @@ TEST_F(WrapperTest, WithoutTheProxyTheImagesAreVerifiedBeforeTheRestore) {
   Status verdict = Status(Code::kDataLoss, "file pages-1.img is corrupted", "X");
   auto prepare = [&](const WrapperConfig&, const RestoreRequest&) -> Result<PreparedRestore> {
     PreparedRestore p{.image_dir = "/snap/m1/app", .unverified = {"pages-1.img"}};
-    p.verify_unverified = [&] { return verdict; };
+    p.verify_unverified = [&](store::LateStart* criu_waits) {
+      EXPECT_EQ(criu_waits, nullptr) << "before the restore: no CRIU to wait for";
+      return verdict;
+    };
     return p;
   };
   auto refused = plan(config_, create_args(), prepare);

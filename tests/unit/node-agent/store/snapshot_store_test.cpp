@@ -13,10 +13,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -891,6 +893,108 @@ TEST(BackgroundHasherTest, DigestsEveryByteAsItIsWrittenAndHashFilesGoesOnFromTh
   want.push_back(chunk_digest(3 * kChunk, 110));
   EXPECT_EQ((*digests)[0].digests, want);
   EXPECT_EQ((*digests)[0].size, data.size());
+}
+
+// A LateStart the test lets the late workers through or not, counting what
+// hash_files asks of it.
+class TestLateStart : public LateStart {
+ public:
+  bool wait() override {
+    std::unique_lock lock(mu_);
+    ++waits_;
+    changed_.wait(lock, [&] { return open_ || closed_; });
+    return open_;
+  }
+  void close() override {
+    std::lock_guard lock(mu_);
+    closed_ = true;
+    ++closes_;
+    changed_.notify_all();
+  }
+  void open() {
+    std::lock_guard lock(mu_);
+    if (!closed_) open_ = true;
+    changed_.notify_all();
+  }
+  int waits() {
+    std::lock_guard lock(mu_);
+    return waits_;
+  }
+  int closes() {
+    std::lock_guard lock(mu_);
+    return closes_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable changed_;
+  bool open_ = false;
+  bool closed_ = false;
+  int waits_ = 0;
+  int closes_ = 0;
+};
+
+// The chunk digests of `data` hashed in one thread, for comparison.
+std::vector<std::string> chunk_digests(const std::string& data, std::uint64_t chunk) {
+  std::vector<std::string> out;
+  for (std::uint64_t off = 0; off < data.size(); off += chunk) {
+    Digester d(kDefaultDigestAlgorithm);
+    d.update(data.data() + off, std::min<std::uint64_t>(chunk, data.size() - off));
+    out.push_back(d.hex_digest());
+  }
+  return out;
+}
+
+// A restore's verification whose CRIU never waits for it: the late worker
+// never starts, is sent home when the work is done, and nothing hangs.
+TEST(HashFilesTest, LateWorkersNeverLetThroughAreSentHomeOnceTheWorkIsDone) {
+  TempDir tmp;
+  constexpr std::uint64_t kChunk = 4096;
+  const std::string data = pattern(40 * kChunk + 3, 11);
+  write_file(tmp.path() + "/pages-1.img", data);
+  TestLateStart gate;
+  auto digests =
+      hash_files(tmp.path(), {{.path = "pages-1.img", .chunk_bytes = kChunk}},
+                 kDefaultDigestAlgorithm, {.threads = 1, .late_threads = 1, .late_start = &gate});
+  ASSERT_TRUE(digests.ok()) << digests.status().to_string();
+  EXPECT_EQ((*digests)[0].digests, chunk_digests(data, kChunk));
+  EXPECT_EQ(gate.waits(), 1) << "one late worker waited";
+  EXPECT_EQ(gate.closes(), 1) << "and was sent home";
+}
+
+// CRIU already waits: the late workers share the work with the others,
+// and every digest is still right.
+TEST(HashFilesTest, LateWorkersLetThroughShareTheWork) {
+  TempDir tmp;
+  constexpr std::uint64_t kChunk = 4096;
+  const std::vector<std::string> data = {pattern(300 * kChunk + 9, 12), pattern(50 * kChunk, 13)};
+  write_file(tmp.path() + "/pages-1.img", data[0]);
+  write_file(tmp.path() + "/pages-2.img", data[1]);
+  TestLateStart gate;
+  gate.open();
+  auto digests =
+      hash_files(tmp.path(),
+                 {{.path = "pages-1.img", .chunk_bytes = kChunk},
+                  {.path = "pages-2.img", .chunk_bytes = kChunk}},
+                 kDefaultDigestAlgorithm, {.threads = 1, .late_threads = 2, .late_start = &gate});
+  ASSERT_TRUE(digests.ok()) << digests.status().to_string();
+  EXPECT_EQ((*digests)[0].digests, chunk_digests(data[0], kChunk));
+  EXPECT_EQ((*digests)[1].digests, chunk_digests(data[1], kChunk));
+  EXPECT_EQ(gate.waits(), 2);
+  EXPECT_EQ(gate.closes(), 1);
+}
+
+// One piece of work leaves nothing for a second worker: none waits.
+TEST(HashFilesTest, NoLateWorkerForASinglePiece) {
+  TempDir tmp;
+  write_file(tmp.path() + "/core-1.img", "small");
+  TestLateStart gate;
+  gate.open();
+  auto digests = hash_files(tmp.path(), {{.path = "core-1.img"}}, kDefaultDigestAlgorithm,
+                            {.threads = 1, .late_threads = 1, .late_start = &gate});
+  ASSERT_TRUE(digests.ok()) << digests.status().to_string();
+  EXPECT_EQ((*digests)[0].digests, chunk_digests("small", 4096));
+  EXPECT_EQ(gate.waits(), 0);
 }
 
 TEST(BackgroundHasherTest, SeveralReadersShareTheChunksAndEveryDigestIsRight) {
