@@ -22,10 +22,19 @@ Result<std::unique_ptr<CriuWaitingFifo>> CriuWaitingFifo::create(const std::stri
   // Non-blocking, so the open does not wait for a writer; O_CLOEXEC, so
   // runc does not hold it too.
   posix::UniqueFd fifo(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
-  if (!fifo.valid()) return internal_error("open " + path + ": " + std::strerror(errno));
   posix::UniqueFd closed(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  if (!closed.valid()) return internal_error(std::string("eventfd: ") + std::strerror(errno));
-  return std::unique_ptr<CriuWaitingFifo>(new CriuWaitingFifo(std::move(fifo), std::move(closed)));
+  if (!fifo.valid() || !closed.valid()) {
+    const std::string what = fifo.valid() ? "eventfd" : "open " + path;
+    const int error = errno;
+    ::unlink(path.c_str());
+    return internal_error(what + ": " + std::strerror(error));
+  }
+  return std::unique_ptr<CriuWaitingFifo>(
+      new CriuWaitingFifo(path, std::move(fifo), std::move(closed)));
+}
+
+CriuWaitingFifo::~CriuWaitingFifo() {
+  ::unlink(path_.c_str());
 }
 
 bool CriuWaitingFifo::wait() {

@@ -23,16 +23,21 @@ namespace ferry::runtime {
 class CriuWaitingFifo final : public store::LateStart {
  public:
   // Makes the FIFO at `path` (replacing whatever a previous attempt left
-  // there) and opens its read end.
+  // there) and opens its read end. The FIFO is removed with this object: a
+  // FIFO left behind would block whoever opens it to read, as a file.
   static Result<std::unique_ptr<CriuWaitingFifo>> create(const std::string& path);
+  ~CriuWaitingFifo() override;
+  CriuWaitingFifo(const CriuWaitingFifo&) = delete;
+  CriuWaitingFifo& operator=(const CriuWaitingFifo&) = delete;
 
   // True once the proxy wrote to the FIFO; false once close() was called.
   bool wait() override;
   void close() override;
 
  private:
-  CriuWaitingFifo(posix::UniqueFd fifo, posix::UniqueFd closed)
-      : fifo_(std::move(fifo)), closed_(std::move(closed)) {}
+  CriuWaitingFifo(std::string path, posix::UniqueFd fifo, posix::UniqueFd closed)
+      : path_(std::move(path)), fifo_(std::move(fifo)), closed_(std::move(closed)) {}
+  std::string path_;
   posix::UniqueFd fifo_;
   posix::UniqueFd closed_;  // an eventfd, readable once close() was called
 };

@@ -328,6 +328,7 @@ Action plan(const WrapperConfig& config, const std::vector<std::string>& args,
     std::error_code ec;
     fs::remove(marker_path(config, id), ec);
     fs::remove(criu_conf_path(config, id), ec);
+    fs::remove(criu_proxy_waiting_fifo(config, id), ec);  // left by a ferry-runc that died
     clean_lazy_restore(config, id);
     return {passthrough(config, args)};
   }

@@ -57,8 +57,10 @@ TEST_F(CriuWaitingTest, NoReaderIsNotAnError) {
   {
     auto fifo = CriuWaitingFifo::create(path_);
     ASSERT_TRUE(fifo.ok());
+    fs::rename(path_, dir_ / "kept");  // the same FIFO, where the destructor does not look
   }
-  EXPECT_FALSE(tell_criu_waiting(path_)) << "ferry-runc is gone: no reader";
+  EXPECT_FALSE(fs::exists(path_)) << "removed with its reader";
+  EXPECT_FALSE(tell_criu_waiting((dir_ / "kept").string())) << "ferry-runc is gone: no reader";
   std::ofstream(dir_ / "plain") << "x";
   EXPECT_FALSE(tell_criu_waiting((dir_ / "plain").string())) << "not a FIFO";
 }

@@ -1,6 +1,7 @@
 #include "runtime/wrapper.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -285,10 +286,14 @@ TEST_F(WrapperTest, DeleteCleansUp) {
   write_spec({{"ferry.dev/restore-from", "m-1"}});
   (void)plan(config_, create_args(), ok_preparer());
   ASSERT_TRUE(fs::exists(config_.state_dir + "/restored/c1"));
+  const std::string fifo = criu_proxy_waiting_fifo(config_, "c1");
+  fs::create_directories(fs::path(fifo).parent_path());
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);  // as a ferry-runc that died would leave it
   auto del = plan(config_, {"delete", "--force", "c1"}, ok_preparer());
   EXPECT_EQ(del.exec_argv.back(), "c1");
   EXPECT_FALSE(fs::exists(config_.state_dir + "/restored/c1"));
   EXPECT_FALSE(fs::exists(config_.state_dir + "/criu/c1.conf"));
+  EXPECT_FALSE(fs::exists(fifo));
 }
 
 TEST(LazyPagesArgvTest, DaemonListensInTheRestoreWorkDir) {
