@@ -380,14 +380,6 @@ void ColdRestoreTest::killed_dump_leaves_a_lock_the_rollback_removes(const std::
   ASSERT_FALSE(locked());
   std::ofstream(dir_ + "/state/criu/" + src.container->id() + ".conf")
       << "tcp-close\nnetwork-lock " << method << "\n";
-  fs::create_directories(dir_ + "/images-killed");
-  fs::create_directories(dir_ + "/work-killed");
-  ASSERT_TRUE(engine.freeze(src.container->id()).ok());
-  auto running = runc.start_checkpoint(src.container->id(), {.image_dir = dir_ + "/images-killed",
-                                                             .work_dir = dir_ + "/work-killed",
-                                                             .leave_running = true,
-                                                             .tcp = checkpoint::TcpMode::kClose});
-  ASSERT_TRUE(running.ok()) << running.status().to_string();
   // CRIU holds the tasks with ptrace while it dumps: its pid is their tracer.
   auto tracer = [&] {
     std::ifstream in("/proc/" + std::to_string(pid) + "/status");
@@ -411,28 +403,62 @@ void ColdRestoreTest::killed_dump_leaves_a_lock_the_rollback_removes(const std::
     std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     return text.find(line) != std::string::npos;
   };
+  // The window after the lock is a few steps long, and on a loaded machine
+  // one step can carry CRIU past it (seen once in a clean-clone CI run,
+  // nftables). Such an attempt tests nothing: its dump is let finish and
+  // rolled back, and the test tries again, up to three times.
+  std::unique_ptr<checkpoint::RunningCheckpoint> dump;
   int criu = 0;
-  ASSERT_TRUE(wait_until([&] { return (criu = tracer()) > 0 && logged("Lock network"); }, 60s,
-                         std::chrono::milliseconds(1)))
-      << "CRIU never got to the network lock (" << log << ")";
-  bool stopped_in_window = false;
-  for (auto deadline = std::chrono::steady_clock::now() + 60s;
-       std::chrono::steady_clock::now() < deadline;) {
-    ASSERT_EQ(::kill(criu, SIGSTOP), 0);
-    ASSERT_TRUE(
-        wait_until([&] { return process_state(criu) == 'T'; }, 10s, std::chrono::milliseconds(1)));
-    ASSERT_FALSE(logged("Dumping task (pid")) << "CRIU got past the window (" << log << ")";
-    if (locked()) {
-      stopped_in_window = true;
+  for (int attempt = 1; attempt <= 3 && !dump; ++attempt) {
+    for (const char* d : {"/images-killed", "/work-killed"}) {
+      fs::remove_all(dir_ + d);
+      fs::create_directories(dir_ + d);
+    }
+    ASSERT_TRUE(engine.freeze(src.container->id()).ok());
+    auto running = runc.start_checkpoint(src.container->id(), {.image_dir = dir_ + "/images-killed",
+                                                               .work_dir = dir_ + "/work-killed",
+                                                               .leave_running = true,
+                                                               .tcp = checkpoint::TcpMode::kClose});
+    ASSERT_TRUE(running.ok()) << running.status().to_string();
+    ASSERT_TRUE(wait_until([&] { return (criu = tracer()) > 0 && logged("Lock network"); }, 60s,
+                           std::chrono::milliseconds(1)))
+        << "CRIU never got to the network lock (" << log << ")";
+    bool in_window = false;
+    bool past = false;
+    for (auto deadline = std::chrono::steady_clock::now() + 60s;
+         std::chrono::steady_clock::now() < deadline;) {
+      ASSERT_EQ(::kill(criu, SIGSTOP), 0);
+      ASSERT_TRUE(wait_until([&] { return process_state(criu) == 'T'; }, 10s,
+                             std::chrono::milliseconds(1)));
+      if (logged("Dumping task (pid")) {
+        past = true;
+        break;
+      }
+      if (locked()) {
+        in_window = true;
+        break;
+      }
+      ASSERT_EQ(::kill(criu, SIGCONT), 0);
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    if (in_window) {
+      dump = std::move(running).value();
       break;
     }
+    ASSERT_TRUE(past) << "CRIU never locked the network (" << log << ")";
+    std::fprintf(stderr,
+                 "attempt %d: CRIU got past the window before it was stopped; the dump is let "
+                 "finish and rolled back, and the test tries again\n",
+                 attempt);
     ASSERT_EQ(::kill(criu, SIGCONT), 0);
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    ASSERT_TRUE((*running)->wait(60s).ok()) << "the dump, let go on (" << log << ")";
+    ASSERT_TRUE(engine.thaw(src.container->id()).ok());
+    ASSERT_FALSE(locked()) << "CRIU's own unlock at the end of its dump";
   }
-  ASSERT_TRUE(stopped_in_window) << "CRIU never locked the network (" << log << ")";
+  ASSERT_TRUE(dump) << "CRIU got past the window in all three attempts (" << log << ")";
   ASSERT_EQ(::kill(criu, SIGKILL), 0);
-  EXPECT_FALSE((*running)->wait(30s).ok()) << "runc reports the dump it lost";
-  running->reset();
+  EXPECT_FALSE(dump->wait(30s).ok()) << "runc reports the dump it lost";
+  dump.reset();
   ASSERT_TRUE(locked()) << "precondition: the killed CRIU left its lock";
   // CRIU thawed the cgroup once it held the tasks with ptrace; its death
   // detached them, so they already run, unreachable.
