@@ -26,7 +26,11 @@ done
 check "two operator replicas, one leader"
 ready="$(kubectl -n ferry-system get deployment ferry-operator -o jsonpath='{.status.readyReplicas}')"
 [[ "$ready" == 2 ]] || fail "$ready operator replicas ready"
-leader="$(kubectl -n ferry-system get lease ferry-operator -o jsonpath='{.spec.holderIdentity}')"
+# Ready replicas need not have elected one yet (seen: an empty holder right
+# after the rollout): the Lease gets a holder within a lease duration.
+lease_holder() { kubectl -n ferry-system get lease ferry-operator -o jsonpath='{.spec.holderIdentity}' 2>/dev/null; }
+wait_until 60 "the operator's Lease has a holder" bash -c "$(declare -f lease_holder); [[ -n \"\$(lease_holder)\" ]]"
+leader="$(lease_holder)"
 kubectl -n ferry-system get pod "$leader" >/dev/null || fail "the Lease holder $leader is not an operator pod"
 ok "leader $leader"
 
