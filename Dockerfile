@@ -12,7 +12,7 @@ FROM ${BASE} AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential cmake ninja-build pkg-config \
       libcpprest-dev libyaml-cpp-dev prometheus-cpp-dev nlohmann-json3-dev libssl-dev \
-      libboost-system-dev \
+      libboost-system-dev libboost1.74-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY .cache/image-context/blake3 /opt/blake3

@@ -18,6 +18,8 @@ class HealthServer {
   // `address` is "host:port" (":8081" listens on every address).
   static Result<std::unique_ptr<HealthServer>> start(const std::string& address,
                                                      std::function<Status()> ready);
+  // The port served (the one the kernel chose for port 0).
+  int port() const;
 
  private:
   struct Impl;

@@ -1,6 +1,5 @@
 #include "webhook/webhook_server.h"
 
-#include <cpprest/http_listener.h>
 #include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -10,13 +9,11 @@
 #include <vector>
 
 #include "encoding/base64.h"
-#include "obs/metrics_server.h"
+#include "httpserver/http_server.h"
 
 namespace ferry::webhook {
 
 using nlohmann::json;
-using web::http::experimental::listener::http_listener;
-using web::http::experimental::listener::http_listener_config;
 
 struct ServingCertificate::Loaded {
   std::vector<X509*> chain;  // leaf first
@@ -102,16 +99,32 @@ json review_response(const json& review, const json& response) {
 struct WebhookServer::Impl {
   std::shared_ptr<ServingCertificate> certificate;
   std::map<std::string, AdmissionHandler> handlers;
-  std::unique_ptr<http_listener> listener;
+  std::unique_ptr<httpserver::Server> server;  // last: stopped before the handlers go
+
+  httpserver::Response serve(const httpserver::Request& r) const {
+    if (r.method != "POST") return {405, "POST an AdmissionReview\n"};
+    auto handler = handlers.find(r.path);
+    if (handler == handlers.end()) return {404, "no webhook at this path\n"};
+    json review = json::parse(r.body, nullptr, false);
+    if (review.is_discarded() || !review.contains("request") || !review["request"].is_object()) {
+      return {400, "body is not an AdmissionReview\n"};
+    }
+    json response;
+    try {
+      response = handler->second(review["request"]);
+    } catch (const std::exception& e) {
+      // A handler bug must not take the server down; the API server
+      // applies the webhook's failure policy to this error.
+      response = deny(500, "InternalError", std::string("webhook failed: ") + e.what());
+    }
+    return {200, review_response(review, response).dump(), "application/json"};
+  }
 };
 
-WebhookServer::~WebhookServer() {
-  if (impl_ && impl_->listener) {
-    try {
-      impl_->listener->close().wait();
-    } catch (...) {  // shutting down anyway
-    }
-  }
+WebhookServer::~WebhookServer() = default;
+
+int WebhookServer::port() const {
+  return impl_->server->port();
 }
 
 Result<std::unique_ptr<WebhookServer>> WebhookServer::start(
@@ -122,52 +135,23 @@ Result<std::unique_ptr<WebhookServer>> WebhookServer::start(
   Impl* impl = server->impl_.get();
   impl->certificate = std::move(certificate);
   impl->handlers = std::move(handlers);
-  http_listener_config config;
   const ServingCertificate* cert = impl->certificate.get();
-  config.set_ssl_context_callback([cert](boost::asio::ssl::context& ctx) {
-    ctx.set_options(boost::asio::ssl::context::default_workarounds |
-                    boost::asio::ssl::context::no_sslv2 | boost::asio::ssl::context::no_sslv3 |
-                    boost::asio::ssl::context::no_tlsv1 | boost::asio::ssl::context::no_tlsv1_1);
-    SSL_CTX_set_cert_cb(ctx.native_handle(), use_current_certificate,
-                        const_cast<ServingCertificate*>(cert));
-  });
-  try {
-    impl->listener =
-        std::make_unique<http_listener>(U("https://" + obs::bind_address(address)), config);
-    impl->listener->support([impl](web::http::http_request r) {
-      if (r.method() != web::http::methods::POST) {
-        r.reply(web::http::status_codes::MethodNotAllowed, "POST an AdmissionReview\n");
-        return;
-      }
-      auto handler = impl->handlers.find(r.relative_uri().path());
-      if (handler == impl->handlers.end()) {
-        r.reply(web::http::status_codes::NotFound, "no webhook at this path\n");
-        return;
-      }
-      r.extract_string(true).then([r, handler](const std::string& body) mutable {
-        json review = json::parse(body, nullptr, false);
-        if (review.is_discarded() || !review.contains("request") ||
-            !review["request"].is_object()) {
-          r.reply(web::http::status_codes::BadRequest, "body is not an AdmissionReview\n");
-          return;
-        }
-        json response;
-        try {
-          response = handler->second(review["request"]);
-        } catch (const std::exception& e) {
-          // A handler bug must not take the server down; the API server
-          // applies the webhook's failure policy to this error.
-          response = deny(500, "InternalError", std::string("webhook failed: ") + e.what());
-        }
-        r.reply(web::http::status_codes::OK, review_response(review, response).dump(),
-                "application/json");
-      });
-    });
-    impl->listener->open().wait();
-  } catch (const std::exception& e) {
-    return Status(Code::kUnavailable, "cannot serve webhooks on " + address + ": " + e.what(),
+  auto http = httpserver::Server::start(
+      address, [impl](const httpserver::Request& r) { return impl->serve(r); },
+      {.configure_tls =
+           [cert](SSL_CTX* ctx) {
+             SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+             SSL_CTX_set_cert_cb(ctx, use_current_certificate,
+                                 const_cast<ServingCertificate*>(cert));
+           },
+       // A guard may read a Migration from the API server, holding its
+       // thread meanwhile; four let other reviews go on.
+       .threads = 4});
+  if (!http.ok()) {
+    return Status(Code::kUnavailable, "cannot serve webhooks: " + http.status().message(),
                   "BindFailed");
   }
+  impl->server = std::move(http).value();
   return server;
 }
 

@@ -1,8 +1,6 @@
 // An HTTPS server for Kubernetes admission webhooks: the API server POSTs
 // an AdmissionReview to a path, the handler for that path decides, and the
-// server answers with the AdmissionReview response. It lives here, behind
-// our own interface, because it is the only HTTP *server* besides /metrics
-// and the health probes, and it is the one the API server reaches over TLS.
+// server answers with the AdmissionReview response (over lib/httpserver).
 //
 // The serving certificate is read per TLS handshake from a
 // ServingCertificate, so a rotated certificate is used from the next
@@ -57,6 +55,8 @@ class WebhookServer {
   static Result<std::unique_ptr<WebhookServer>> start(
       const std::string& address, std::shared_ptr<ServingCertificate> certificate,
       std::map<std::string, AdmissionHandler> handlers);
+  // The port served (the one the kernel chose for port 0).
+  int port() const;
 
  private:
   struct Impl;
