@@ -180,6 +180,7 @@ struct Server::Impl {
   tcp::acceptor acceptor{io};
   asio::steady_timer accept_backoff{io};
   std::vector<std::thread> threads;
+  int port = 0;  // read once bound: the acceptor itself belongs to the accept loop
 
   void accept() {
     // One accept at a time, so the acceptor needs no strand; each
@@ -215,8 +216,7 @@ Server::~Server() {
 }
 
 int Server::port() const {
-  beast::error_code ec;
-  return impl_->acceptor.local_endpoint(ec).port();
+  return impl_->port;
 }
 
 Result<std::unique_ptr<Server>> Server::start(const std::string& address, Handler handler,
@@ -241,6 +241,7 @@ Result<std::unique_ptr<Server>> Server::start(const std::string& address, Handle
   }
   if (impl.acceptor.bind(*endpoint, ec)) return failed("bind");
   if (impl.acceptor.listen(asio::socket_base::max_listen_connections, ec)) return failed("listen");
+  impl.port = impl.acceptor.local_endpoint(ec).port();
   impl.accept();
   const int threads = std::max(1, impl.shared.options.threads);
   for (int i = 0; i < threads; ++i) {
