@@ -91,12 +91,12 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     // A timeout, a reset, bytes that are not HTTP: drop the connection (the
     // socket closes with the session).
     if (ec) return;
-    const auto& message = parser_->get();
+    auto message = parser_->release();  // the body moves, not copies (up to body_limit)
     const std::string target(message.target());
     Request request{.method = std::string(message.method_string()),
                     .path = target.substr(0, target.find('?')),
                     .content_type = std::string(message[http::field::content_type]),
-                    .body = message.body()};
+                    .body = std::move(message.body())};
     reply(call_handler(shared_.handler, request), message.keep_alive());
   }
 
