@@ -22,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "loopback_client.h"
 #include "pki/pki.h"
 
 namespace ferry::httpserver {
@@ -33,22 +34,14 @@ using namespace std::chrono_literals;
 // that never answers fails the test instead of hanging it.
 class Connection {
  public:
-  explicit Connection(int port) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    timeval tv{.tv_sec = 10, .tv_usec = 0};
-    setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<uint16_t>(port));
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    connected_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  explicit Connection(int port) : fd_(testing::connect_loopback(port)) {}
+  ~Connection() {
+    if (fd_ >= 0) ::close(fd_);
   }
-  ~Connection() { ::close(fd_); }
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
-  bool connected() const { return connected_; }
-  int fd() const { return fd_; }
+  bool connected() const { return fd_ >= 0; }
 
   void send(const std::string& bytes) const {
     ASSERT_EQ(::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL),
@@ -101,7 +94,6 @@ class Connection {
   }
 
   int fd_ = -1;
-  bool connected_ = false;
   std::string buffer_;
 };
 
@@ -255,28 +247,6 @@ void use_pem(SSL_CTX* ctx, const pki::Certificate& leaf) {
   BIO_free(key);
 }
 
-// One TLS client's visit (no verification): handshake, write `raw`, maybe
-// read an answer, and hang up without a close_notify. True if it read an
-// answer.
-bool tls_visit(int port, const std::string& raw, bool read_answer) {
-  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
-  Connection c(port);
-  bool answered = false;
-  if (c.connected()) {
-    SSL* ssl = SSL_new(ctx);
-    SSL_set_fd(ssl, c.fd());
-    if (SSL_connect(ssl) == 1 &&
-        SSL_write(ssl, raw.data(), static_cast<int>(raw.size())) == static_cast<int>(raw.size()) &&
-        read_answer) {
-      char buf[512];
-      answered = SSL_read(ssl, buf, sizeof buf) > 0;
-    }
-    SSL_free(ssl);
-  }
-  SSL_CTX_free(ctx);
-  return answered;
-}
-
 // cpprestsdk's listener closed its sockets from the stopping thread while
 // its pool still wrote to them, and crashed when clients hung up as it
 // stopped. Here clients keep connecting, sending whole and cut requests and
@@ -307,7 +277,9 @@ TEST(HttpServerTest, StoppingWhileTlsClientsHangUpMidRequestIsSafe) {
       clients.emplace_back([&, t] {
         for (int i = 0; !done; ++i) {
           const bool full = (i + t) % 2 == 0;
-          if (tls_visit(port, full ? whole : cut, full && i % 3 != 0)) ++answers;
+          if (testing::tls_hang_up(port, full ? whole : cut, 0ms, full && i % 3 != 0).answered) {
+            ++answers;
+          }
         }
       });
     }

@@ -9,12 +9,7 @@
 // hangs up mid-request does not take the server down.
 #include "webhook/webhook_server.h"
 
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <openssl/ssl.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -23,6 +18,7 @@
 #include <vector>
 
 #include "kube/http.h"
+#include "loopback_client.h"
 #include "pki/pki.h"
 
 namespace ferry::webhook {
@@ -246,28 +242,15 @@ TEST_F(WebhookServerTest, ServesConcurrentCallers) {
   EXPECT_EQ(good.load(), 40);
 }
 
-// Opens a TLS connection to 127.0.0.1:`port` (no verification), writes
-// `raw`, waits `linger` (so the server has dispatched the request and waits
-// for the rest of its body), and hangs up without reading an answer.
+// One client that writes `raw`, waits `linger` (so the server has
+// dispatched the request and waits for the rest of its body), and hangs up
+// without reading an answer.
 void send_and_hang_up(int port, const std::string& raw,
                       std::chrono::milliseconds linger = std::chrono::milliseconds(0)) {
-  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
-  ASSERT_NE(ctx, nullptr);
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  ASSERT_GE(fd, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-  SSL* ssl = SSL_new(ctx);
-  SSL_set_fd(ssl, fd);
-  EXPECT_EQ(SSL_connect(ssl), 1);
-  EXPECT_EQ(SSL_write(ssl, raw.data(), static_cast<int>(raw.size())), static_cast<int>(raw.size()));
-  std::this_thread::sleep_for(linger);
-  SSL_free(ssl);
-  ::close(fd);
-  SSL_CTX_free(ctx);
+  const auto visit = testing::tls_hang_up(port, raw, linger);
+  ASSERT_TRUE(visit.connected);
+  EXPECT_TRUE(visit.handshake);
+  EXPECT_TRUE(visit.wrote);
 }
 
 TEST_F(WebhookServerTest, AClientHangingUpMidRequestDoesNotTakeTheServerDown) {
