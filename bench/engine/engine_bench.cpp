@@ -558,7 +558,20 @@ double timed_criu_check() {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+// A round's directory, removed when the round ends however it ends
+// (FERRY_BENCH_KEEP keeps it, for CRIU's logs).
+struct RoundDir {
+  std::string path;
+  ~RoundDir() {
+    std::error_code ec;
+    if (!std::getenv("FERRY_BENCH_KEEP")) fs::remove_all(path, ec);
+  }
+};
+
+// The benchmark; main() turns an exception into one line and exit 1 after
+// unwinding, so that PageReportingOff puts the guest's knob back and each
+// round's directory is removed (std::terminate would do neither).
+int run(int argc, char** argv) {
   const std::string run_dir = private_tmpfs_run();
   const double first_check = timed_criu_check();
   const double cached_check = timed_criu_check();
@@ -601,6 +614,7 @@ int main(int argc, char** argv) {
       // takes the disk's variance out and leaves CPU costs.
       std::string dir = (bench_dir ? bench_dir : "/var/tmp") + std::string("/ferry-bench-XXXXXX");
       if (mkdtemp(dir.data()) == nullptr) return 1;
+      const RoundDir remove_at_end{dir};
       Row row;
       // Which goes first alternates: the second writes to a disk the first
       // just filled, and must not always be the same one.
@@ -617,8 +631,6 @@ int main(int argc, char** argv) {
           },
       };
       for (int i = 0; i < 3 && !cold_only; ++i) ok = ok && postcopies[(round + i) % 3]();
-      std::error_code ec;
-      if (!std::getenv("FERRY_BENCH_KEEP")) fs::remove_all(dir, ec);
       if (!ok) {
         std::fprintf(stderr, "bench-engine: %d MiB run failed\n", mib);
         return 1;
@@ -701,4 +713,13 @@ int main(int argc, char** argv) {
         read_mode ? "CRIU reading pages on request" : "stock CRIU's splice mode");
   }
   return 0;
+}
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench-engine: %s\n", e.what());
+    return 1;
+  }
 }

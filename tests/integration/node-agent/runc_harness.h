@@ -25,6 +25,7 @@
 #include <fstream>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <stdexcept>
 #include <string>
 #include <thread>
 
@@ -243,10 +244,14 @@ inline json make_spec(const std::string& rootfs, const std::string& netns_path, 
   std::string out;
   std::string tmp = fs::temp_directory_path() / ("ferry-spec-" + std::to_string(getpid()));
   fs::create_directories(tmp);
-  run_ok({tool("runc"), "spec", "--bundle", tmp});
+  std::string why;
+  const bool made = run_ok({tool("runc"), "spec", "--bundle", tmp}, &why);
   std::ifstream in(tmp + "/config.json");
-  json spec = json::parse(in);
+  json spec = json::parse(in, nullptr, /*allow_exceptions=*/false);
   fs::remove_all(tmp);
+  if (!made || !spec.is_object()) {
+    throw std::runtime_error("`" + tool("runc") + " spec` gave no config.json: " + why);
+  }
   spec["root"] = {{"path", rootfs}, {"readonly", false}};
   spec["process"]["terminal"] = false;
   spec["process"]["args"] = {"/statekeeper", "--mem-mib", std::to_string(mem_mib), "--port",
